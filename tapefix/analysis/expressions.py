@@ -1,0 +1,89 @@
+"""Small questions about expressions that several rules ask."""
+
+from __future__ import annotations
+
+from typing import Iterator, Optional
+
+import libcst as cst
+
+from tapefix.analysis.scope import ModuleAnalysis
+
+# TensorFlow functions whose result differs from call to call: never duplicate their calls.
+_IMPURE_TF = ("random", "Variable", "py_function", "numpy_function", "print", "summary", "io", "data")
+
+
+def is_pure(expr: cst.BaseExpression, analysis: ModuleAnalysis) -> bool:
+    """True when evaluating ``expr`` twice is the same as once: names, attributes, literals,
+    subscripts, arithmetic and deterministic TensorFlow/NumPy calls of those. Model calls are not."""
+    if isinstance(expr, (cst.Name, cst.Integer, cst.Float, cst.SimpleString)):
+        return True
+    if isinstance(expr, cst.Attribute):
+        return is_pure(expr.value, analysis)
+    if isinstance(expr, cst.Subscript):
+        return is_pure(expr.value, analysis) and all(_pure_slice(e.slice, analysis) for e in expr.slice)
+    if isinstance(expr, cst.BinaryOperation):
+        return is_pure(expr.left, analysis) and is_pure(expr.right, analysis)
+    if isinstance(expr, cst.UnaryOperation):
+        return is_pure(expr.expression, analysis)
+    if isinstance(expr, (cst.Tuple, cst.List)):
+        return all(is_pure(e.value, analysis) for e in expr.elements)
+    if isinstance(expr, cst.Call):
+        name = analysis.qualify(expr.func)
+        if name is None or not name.startswith(("tensorflow.", "numpy.")):
+            return False
+        short = name.split(".", 1)[1]
+        if short.startswith(_IMPURE_TF) or ".random" in name:
+            return False
+        return all(is_pure(arg.value, analysis) for arg in expr.args)
+    return False
+
+
+def _pure_slice(node: cst.BaseSlice, analysis: ModuleAnalysis) -> bool:
+    if isinstance(node, cst.Index):
+        return is_pure(node.value, analysis)
+    if isinstance(node, cst.Slice):
+        parts = (node.lower, node.upper, node.step)
+        return all(p is None or is_pure(p, analysis) for p in parts)
+    return False
+
+
+_ARITHMETIC = (cst.Add, cst.Subtract, cst.Multiply, cst.Divide, cst.FloorDivide, cst.Modulo, cst.Power, cst.MatrixMultiply)
+
+
+def binds_tighter_than_sum(expr: cst.BaseExpression) -> bool:
+    """Can ``expr`` stand as an operand of ``+`` / ``-`` (on either side) without parentheses?"""
+    if expr.lpar:
+        return True
+    if isinstance(expr, cst.BinaryOperation):
+        return isinstance(expr.operator, (cst.Multiply, cst.Divide, cst.FloorDivide, cst.Modulo, cst.Power, cst.MatrixMultiply))
+    if isinstance(expr, cst.UnaryOperation):
+        return not isinstance(expr.operator, cst.Not)
+    return not isinstance(expr, (cst.IfExp, cst.Lambda, cst.BooleanOperation, cst.Comparison, cst.NamedExpr))
+
+
+def names_in(expr: cst.CSTNode) -> Iterator[str]:
+    """Every plain name read in ``expr`` (attribute names excluded)."""
+    if isinstance(expr, cst.Name):
+        yield expr.value
+        return
+    for child in expr.children:
+        if isinstance(expr, cst.Attribute) and child is expr.attr:
+            continue
+        if isinstance(expr, cst.Arg) and child is expr.keyword:
+            continue
+        yield from names_in(child)
+
+
+def numeric_literal(expr: cst.BaseExpression) -> Optional[float]:
+    """The value of a (possibly negated) number literal, else None."""
+    sign = 1.0
+    while isinstance(expr, cst.UnaryOperation) and isinstance(expr.operator, (cst.Minus, cst.Plus)):
+        if isinstance(expr.operator, cst.Minus):
+            sign = -sign
+        expr = expr.expression
+    if isinstance(expr, (cst.Integer, cst.Float)):
+        try:
+            return sign * float(expr.evaluated_value)
+        except (ValueError, OverflowError):
+            return None
+    return None

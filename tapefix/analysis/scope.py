@@ -1,0 +1,642 @@
+"""Where a tape records, and which values are tensors on a gradient path.
+
+``ModuleAnalysis`` is computed once per module and asked by every rule:
+
+* **Tape scope.** The body of ``with tf.GradientTape() as t:`` runs while the tape records
+  (``Scope.DIRECT``); so do functions of the same module called from such a body, transitively
+  (``Scope.THROUGH_CALL``: they may also run outside any tape). ``with t.stop_recording():`` bodies
+  and nested ``def``s that are never called are outside.
+* **Tensor-ness.** A conservative, flow-insensitive inference per function: a name is *on the
+  gradient path* when it is bound to a ``tf.Variable``, watched, a gradient source, the result of a
+  Keras model or layer call, or computed from such a value by TensorFlow ops, arithmetic or calls of
+  the module's own functions. Python numbers, loop counters, flags and NumPy data are not. Shapes are
+  tracked just enough to tell a provably scalar value from a provably non-scalar one.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple, Union
+
+import libcst as cst
+
+from tapefix.analysis.names import ImportMap, dotted, is_under
+
+
+class Scope(enum.Enum):
+    DIRECT = "direct"
+    THROUGH_CALL = "through-call"
+
+
+class Shape(enum.Enum):
+    SCALAR = "scalar"
+    NONSCALAR = "non-scalar"
+    UNKNOWN = "unknown"
+
+    def join(self, other: "Shape") -> "Shape":
+        return self if self is other else Shape.UNKNOWN
+
+
+@dataclass(frozen=True)
+class Value:
+    """What tapefix knows of an expression."""
+
+    on_path: bool = False  #: a tensor that depends on a gradient source
+    shape: Shape = Shape.UNKNOWN
+    numpy: bool = False  #: a NumPy value (an ndarray or NumPy scalar), not a tensor
+
+    def join(self, other: "Value") -> "Value":
+        return Value(self.on_path or other.on_path, self.shape.join(other.shape), self.numpy and other.numpy)
+
+
+NOTHING = Value()
+TF = "tensorflow"
+NP = "numpy"
+STOP_GRADIENT = ("tensorflow.stop_gradient", "tensorflow.raw_ops.StopGradient")
+GRADIENT_TAPES = ("tensorflow.GradientTape", "tensorflow.autodiff.GradientTape")
+KERAS = ("tensorflow.keras", "keras", "tf_keras")
+# TensorFlow calls whose result carries no gradient to its inputs, or is not a tensor at all.
+_TF_NO_PATH = {
+    "shape", "size", "rank", "stop_gradient", "zeros_like", "ones_like", "argmax", "argmin", "math.argmax",
+    "math.argmin", "one_hot", "equal", "not_equal", "greater", "less", "greater_equal", "less_equal",
+    "math.equal", "math.greater", "math.less", "logical_and", "logical_or", "logical_not", "is_tensor",
+    "print", "debugging", "summary", "data", "io", "config", "saved_model", "train", "distribute",
+    "GradientTape", "TensorSpec", "function", "random", "constant", "convert_to_tensor", "zeros", "ones",
+    "fill", "range", "eye", "linspace", "cast_int", "numpy_function", "py_function", "experimental.numpy.asarray",
+}
+# TensorFlow calls that keep the shape of their first argument (elementwise ops).
+_TF_ELEMENTWISE_HINT = (
+    "abs", "exp", "log", "sqrt", "square", "sigmoid", "tanh", "floor", "ceil", "round", "sign", "nn.relu",
+    "nn.sigmoid", "nn.softplus", "math.", "maximum", "minimum", "clip_by_value", "where", "cast", "pow",
+    "identity", "nn.softmax", "nn.log_softmax", "rsqrt", "reciprocal", "negative", "multiply", "add",
+    "subtract", "divide",
+)
+_NUMPY_VALUE_METHODS = {"numpy", "item", "tolist"}
+_NO_PATH_ATTRIBUTES = {"shape", "dtype", "name", "device", "ndim", "trainable", "graph", "op"}
+_MODEL_WORDS = ("model", "net", "encoder", "decoder", "generator", "discriminator", "critic", "actor")
+
+FunctionNode = Union[cst.FunctionDef, cst.Lambda]
+
+
+@dataclass
+class Function:
+    node: cst.FunctionDef
+    qualname: str
+    params: List[str]
+    class_name: Optional[str]
+    parent: Optional["Function"]
+    env: Dict[str, Value]
+    returns: Value = NOTHING
+    #: every expression assigned to each plain name in the function body
+    defs: Dict[str, List[cst.BaseExpression]] = field(default_factory=dict)
+
+
+class ModuleAnalysis:
+    """Tape scope and tensor-ness for one module; every rule asks this one object."""
+
+    def __init__(self, module: cst.Module) -> None:
+        self.module = module
+        self.imports = ImportMap()
+        self.module_env: Dict[str, Value] = {}
+        self.module_defs: Dict[str, List[cst.BaseExpression]] = {}
+        self.functions: Dict[cst.FunctionDef, Function] = {}
+        self.by_name: Dict[str, List[Function]] = {}
+        self.class_attrs: Dict[str, Dict[str, Value]] = {}
+        self.keras_objects: Set[str] = set()
+        #: the With statements that open a gradient tape, with the tape names they bind
+        self.tape_blocks: List[Tuple[cst.With, Tuple[str, ...]]] = []
+        #: region roots (an IndentedBlock of a tape body, or a function body) and their scope
+        self.regions: Dict[cst.CSTNode, Scope] = {}
+        #: subtrees that do not run while recording (stop_recording bodies, uncalled defs)
+        self.excluded: Set[cst.CSTNode] = set()
+        self.tape_names: Set[str] = set()
+        #: the function that holds each tape body
+        self.owner_of_block: Dict[cst.CSTNode, Function] = {}
+        _Collector(self).collect(module)
+        self._infer()
+        self._find_regions()
+
+    # ----------------------------------------------------------------- questions rules ask
+    def qualify(self, node: cst.BaseExpression) -> Optional[str]:
+        return self.imports.qualify(node)
+
+    def is_numpy_call(self, call: cst.Call) -> Optional[str]:
+        """The function name (``floor``) when ``call`` calls NumPy, else None."""
+        name = self.qualify(call.func)
+        if name is not None and name.startswith(NP + "."):
+            return name[len(NP) + 1 :]
+        return None
+
+    def is_tf_call(self, call: cst.Call) -> Optional[str]:
+        """The name under ``tensorflow.`` (``math.floor``) when ``call`` calls TensorFlow, else None."""
+        name = self.qualify(call.func)
+        if name is not None and name.startswith(TF + "."):
+            return name[len(TF) + 1 :]
+        return None
+
+    def value(self, expr: cst.BaseExpression, function: Optional[Function]) -> Value:
+        return _Evaluator(self, function).value(expr)
+
+    @property
+    def tf_alias(self) -> Optional[str]:
+        return self.imports.alias_for(TF)
+
+    # ----------------------------------------------------------------- inference
+    def env_chain(self, function: Optional[Function]) -> Iterator[Dict[str, Value]]:
+        while function is not None:
+            yield function.env
+            function = function.parent
+        yield self.module_env
+
+    def _infer(self) -> None:
+        # Flow-insensitive fixed point: bindings only ever gain taint, so this terminates; the cap
+        # bounds pathological modules.
+        for _ in range(6):
+            changed = _Binder(self).bind_all()
+            if not changed:
+                break
+
+    def _find_regions(self) -> None:
+        for with_node, names in self.tape_blocks:
+            self.regions[with_node.body] = Scope.DIRECT
+            self.tape_names.update(names)
+        # Functions called from recorded code, transitively.
+        work: List[Tuple[cst.CSTNode, Scope]] = list(self.regions.items())
+        seen: Set[cst.CSTNode] = set()
+        while work:
+            root, scope = work.pop()
+            if root in seen:
+                continue
+            seen.add(root)
+            for node, function in _recorded_calls(self, root):
+                for callee in self.resolve_callee(node, function):
+                    body = callee.node.body
+                    # A def nested in the recording code runs only there: it is as direct as its caller.
+                    nested = function is not None and callee.parent is function and scope is Scope.DIRECT
+                    new_scope = Scope.DIRECT if nested else Scope.THROUGH_CALL
+                    if self.regions.get(body) is Scope.DIRECT:
+                        continue
+                    self.regions[body] = new_scope
+                    work.append((body, new_scope))
+
+    def resolve_callee(self, call: cst.Call, caller: Optional[Function]) -> List[Function]:
+        """Functions of this module that ``call`` may run."""
+        func = call.func
+        if isinstance(func, cst.Name):
+            found = self.by_name.get(func.value, [])
+            # Prefer a def visible from the caller (nested), then a module-level one.
+            visible = [f for f in found if f.parent is None or _encloses(f.parent, caller)]
+            return [f for f in visible if f.class_name is None]
+        if isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and func.value.value == "self":
+            owner = caller.class_name if caller is not None else None
+            while caller is not None and owner is None:
+                caller = caller.parent
+                owner = caller.class_name if caller is not None else None
+            if owner is None:
+                return []
+            return [f for f in self.by_name.get(func.attr.value, []) if f.class_name == owner]
+        return []
+
+    def function_of(self, node: cst.FunctionDef) -> Optional[Function]:
+        return self.functions.get(node)
+
+    def definitions(self, name: str, function: Optional[Function]) -> List[cst.BaseExpression]:
+        """The expressions assigned to ``name`` in the nearest scope that assigns it."""
+        while function is not None:
+            if name in function.defs:
+                return function.defs[name]
+            if name in function.params:
+                return []
+            function = function.parent
+        return self.module_defs.get(name, [])
+
+
+def _encloses(parent: Function, caller: Optional[Function]) -> bool:
+    while caller is not None:
+        if caller is parent:
+            return True
+        caller = caller.parent
+    return False
+
+
+def _recorded_calls(analysis: ModuleAnalysis, root: cst.CSTNode) -> List[Tuple[cst.Call, Optional[Function]]]:
+    """Calls that run while a tape records inside ``root`` (not in excluded subtrees or uncalled defs)."""
+    calls: List[Tuple[cst.Call, Optional[Function]]] = []
+    owner = _owner_function(analysis, root)
+
+    class Walk(cst.CSTVisitor):
+        def on_visit(self, node: cst.CSTNode) -> bool:
+            if node in analysis.excluded:
+                return False
+            if isinstance(node, (cst.FunctionDef, cst.ClassDef)) and node is not root:
+                return False
+            if isinstance(node, cst.Call):
+                calls.append((node, owner))
+            return True
+
+    root.visit(Walk())
+    return calls
+
+
+def _owner_function(analysis: ModuleAnalysis, root: cst.CSTNode) -> Optional[Function]:
+    for function in analysis.functions.values():
+        if function.node.body is root:
+            return function
+    return analysis.owner_of_block.get(root)
+
+
+class _Collector(cst.CSTVisitor):
+    """One walk: imports, functions, tape blocks, stop_recording bodies."""
+
+    def __init__(self, analysis: ModuleAnalysis) -> None:
+        super().__init__()
+        self.a = analysis
+        self.function_stack: List[Function] = []
+        self.class_stack: List[str] = []
+        #: "def" or "class" for each enclosing scope, innermost last
+        self.scope_kinds: List[str] = []
+        self.tape_vars: Set[str] = set()
+
+    def collect(self, module: cst.Module) -> None:
+        module.visit(self)
+
+    def _current(self) -> Optional[Function]:
+        return self.function_stack[-1] if self.function_stack else None
+
+    def visit_Import(self, node: cst.Import) -> None:
+        self.a.imports.add_import(node, not self.function_stack)
+
+    def visit_ImportFrom(self, node: cst.ImportFrom) -> None:
+        self.a.imports.add_import(node, not self.function_stack)
+
+    def visit_ClassDef(self, node: cst.ClassDef) -> None:
+        self.class_stack.append(node.name.value)
+        self.scope_kinds.append("class")
+
+    def leave_ClassDef(self, original_node: cst.ClassDef) -> None:
+        self.class_stack.pop()
+        self.scope_kinds.pop()
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        parent = self._current()
+        # A method is a def whose innermost enclosing scope is a class body.
+        class_name = self.class_stack[-1] if self._in_class_body() else None
+        params = [p.name.value for p in _all_params(node.params)]
+        qual = f"{class_name}.{node.name.value}" if class_name else node.name.value
+        function = Function(node, qual, params, class_name, parent, {})
+        self.a.functions[node] = function
+        self.a.by_name.setdefault(node.name.value, []).append(function)
+        self.function_stack.append(function)
+        self.scope_kinds.append("def")
+
+    def leave_FunctionDef(self, original_node: cst.FunctionDef) -> None:
+        self.function_stack.pop()
+        self.scope_kinds.pop()
+
+    def _in_class_body(self) -> bool:
+        return bool(self.scope_kinds) and self.scope_kinds[-1] == "class"
+
+    def visit_Assign(self, node: cst.Assign) -> None:
+        current = self._current()
+        defs = current.defs if current is not None else self.a.module_defs
+        for target in node.targets:
+            if isinstance(target.target, cst.Name):
+                defs.setdefault(target.target.value, []).append(node.value)
+        # ``tape = tf.GradientTape()`` then ``with tape:``
+        if isinstance(node.value, cst.Call) and self.a.qualify(node.value.func) in GRADIENT_TAPES:
+            for target in node.targets:
+                if isinstance(target.target, cst.Name):
+                    self.tape_vars.add(target.target.value)
+
+    def visit_Call(self, node: cst.Call) -> None:
+        # What tf.stop_gradient computes is not recorded for the gradient.
+        if self.a.qualify(node.func) in STOP_GRADIENT:
+            self.a.excluded.update(arg for arg in node.args)
+
+    def visit_With(self, node: cst.With) -> None:
+        names: List[str] = []
+        is_tape = False
+        for item in node.items:
+            expr = item.item
+            opens_tape = (
+                isinstance(expr, cst.Call) and self.a.qualify(expr.func) in GRADIENT_TAPES
+            ) or (isinstance(expr, cst.Name) and expr.value in self.tape_vars)
+            if opens_tape:
+                is_tape = True
+                if item.asname is not None and isinstance(item.asname.name, cst.Name):
+                    names.append(item.asname.name.value)
+                elif isinstance(expr, cst.Name):
+                    names.append(expr.value)
+            elif (
+                isinstance(expr, cst.Call)
+                and isinstance(expr.func, cst.Attribute)
+                and expr.func.attr.value == "stop_recording"
+            ):
+                self.a.excluded.add(node.body)
+        if is_tape:
+            self.a.tape_blocks.append((node, tuple(names)))
+            current = self._current()
+            if current is not None:
+                self.a.owner_of_block[node.body] = current
+
+
+def _all_params(params: cst.Parameters) -> List[cst.Param]:
+    out = list(params.posonly_params) + list(params.params) + list(params.kwonly_params)
+    if isinstance(params.star_arg, cst.Param):
+        out.append(params.star_arg)
+    if params.star_kwarg is not None:
+        out.append(params.star_kwarg)
+    return out
+
+
+class _Binder(cst.CSTVisitor):
+    """One pass of the fixed point: bind names to Values in every function and the module."""
+
+    def __init__(self, analysis: ModuleAnalysis) -> None:
+        super().__init__()
+        self.a = analysis
+        self.stack: List[Function] = []
+        self.classes: List[str] = []
+        self.changed = False
+
+    def bind_all(self) -> bool:
+        self.a.module.visit(self)
+        return self.changed
+
+    def _function(self) -> Optional[Function]:
+        return self.stack[-1] if self.stack else None
+
+    def _env(self) -> Dict[str, Value]:
+        function = self._function()
+        return function.env if function is not None else self.a.module_env
+
+    def _bind(self, name: str, value: Value, env: Optional[Dict[str, Value]] = None) -> None:
+        env = self._env() if env is None else env
+        old = env.get(name)
+        new = value if old is None else old.join(value)
+        if old != new:
+            env[name] = new
+            self.changed = True
+
+    def _value(self, expr: cst.BaseExpression) -> Value:
+        return _Evaluator(self.a, self._function()).value(expr)
+
+    def visit_ClassDef(self, node: cst.ClassDef) -> None:
+        self.classes.append(node.name.value)
+
+    def leave_ClassDef(self, original_node: cst.ClassDef) -> None:
+        self.classes.pop()
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        self.stack.append(self.a.functions[node])
+
+    def leave_FunctionDef(self, original_node: cst.FunctionDef) -> None:
+        self.stack.pop()
+
+    def _bind_target(self, target: cst.BaseExpression, value: Value) -> None:
+        if isinstance(target, cst.Name):
+            self._bind(target.value, value)
+        elif isinstance(target, (cst.Tuple, cst.List)):
+            for element in target.elements:
+                self._bind_target(element.value, Value(value.on_path, Shape.UNKNOWN, value.numpy))
+        elif isinstance(target, cst.StarredElement):
+            self._bind_target(target.value, value)
+        elif (
+            isinstance(target, cst.Attribute)
+            and isinstance(target.value, cst.Name)
+            and target.value.value == "self"
+            and self.classes
+        ):
+            attrs = self.a.class_attrs.setdefault(self.classes[-1], {})
+            self._bind(target.attr.value, value, attrs)
+
+    def visit_Assign(self, node: cst.Assign) -> None:
+        value = self._value(node.value)
+        keras = self._is_keras_object(node.value)
+        for target in node.targets:
+            self._bind_target(target.target, value)
+            if keras:
+                name = dotted(target.target)
+                if name is not None and name not in self.a.keras_objects:
+                    self.a.keras_objects.add(name)
+                    self.changed = True
+
+    def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
+        if node.value is not None:
+            self._bind_target(node.target, self._value(node.value))
+
+    def visit_AugAssign(self, node: cst.AugAssign) -> None:
+        value = self._value(node.value)
+        if isinstance(node.target, cst.Name):
+            self._bind(node.target.value, Value(value.on_path, value.shape))
+
+    def visit_For(self, node: cst.For) -> None:
+        value = self._value(node.iter)
+        # Iterating a tensor yields its slices; iterating range() or a list of Python values does not.
+        self._bind_target(node.target, Value(value.on_path, Shape.UNKNOWN))
+
+    def visit_Call(self, node: cst.Call) -> None:
+        func = node.func
+        if isinstance(func, cst.Attribute) and func.attr.value == "watch" and node.args:
+            receiver = dotted(func.value)
+            if receiver is not None:
+                self._mark_source(node.args[0].value)
+        if isinstance(func, cst.Attribute) and func.attr.value in ("gradient", "jacobian") and len(node.args) >= 2:
+            self._mark_source(node.args[1].value)
+        # Parameters of the module's own functions take the values they are called with.
+        for callee in self.a.resolve_callee(node, self._function()):
+            params = callee.params[1:] if callee.class_name else callee.params
+            for param, arg in zip(params, node.args):
+                if arg.star or arg.keyword is not None:
+                    continue
+                self._bind(param, self._value(arg.value), callee.env)
+            for arg in node.args:
+                if arg.keyword is not None and arg.keyword.value in callee.params:
+                    self._bind(arg.keyword.value, self._value(arg.value), callee.env)
+
+    def visit_Return(self, node: cst.Return) -> None:
+        function = self._function()
+        if function is not None and node.value is not None:
+            value = self._value(node.value)
+            new = function.returns.join(value) if function.returns != NOTHING else value
+            if new != function.returns:
+                function.returns = new
+                self.changed = True
+
+    def _mark_source(self, expr: cst.BaseExpression) -> None:
+        elements: Sequence[cst.BaseExpression]
+        if isinstance(expr, (cst.List, cst.Tuple)):
+            elements = [e.value for e in expr.elements]
+        else:
+            elements = [expr]
+        for element in elements:
+            if isinstance(element, cst.Name):
+                current = self._lookup(element.value)
+                shape = current.shape if current is not None else Shape.UNKNOWN
+                for env in self.a.env_chain(self._function()):
+                    if element.value in env or env is self.a.module_env:
+                        self._bind(element.value, Value(True, shape), env)
+                        break
+
+    def _lookup(self, name: str) -> Optional[Value]:
+        for env in self.a.env_chain(self._function()):
+            if name in env:
+                return env[name]
+        return None
+
+    def _is_keras_object(self, expr: cst.BaseExpression) -> bool:
+        if not isinstance(expr, cst.Call):
+            return False
+        name = self.a.qualify(expr.func)
+        if not is_under(name, KERAS) or name is None:
+            return False
+        last = name.rsplit(".", 1)[-1]
+        return last[:1].isupper()
+
+
+class _Evaluator:
+    def __init__(self, analysis: ModuleAnalysis, function: Optional[Function]) -> None:
+        self.a = analysis
+        self.function = function
+
+    def lookup(self, name: str) -> Optional[Value]:
+        for env in self.a.env_chain(self.function):
+            if name in env:
+                return env[name]
+        return None
+
+    def value(self, expr: cst.BaseExpression) -> Value:
+        if isinstance(expr, (cst.Integer, cst.Float)):
+            return Value(False, Shape.SCALAR)
+        if isinstance(expr, cst.Name):
+            return self.lookup(expr.value) or NOTHING
+        if isinstance(expr, cst.Attribute):
+            if expr.attr.value in _NO_PATH_ATTRIBUTES:
+                return NOTHING
+            if isinstance(expr.value, cst.Name) and expr.value.value == "self":
+                owner = self._class_name()
+                if owner is not None:
+                    return self.a.class_attrs.get(owner, {}).get(expr.attr.value, NOTHING)
+                return NOTHING
+            if self.a.qualify(expr) is not None:
+                return NOTHING  # a module attribute such as np.pi
+            inner = self.value(expr.value)
+            return Value(inner.on_path, Shape.UNKNOWN)
+        if isinstance(expr, cst.Subscript):
+            inner = self.value(expr.value)
+            return Value(inner.on_path, Shape.UNKNOWN, inner.numpy)
+        if isinstance(expr, cst.BinaryOperation):
+            left, right = self.value(expr.left), self.value(expr.right)
+            return Value(left.on_path or right.on_path, _broadcast(left.shape, right.shape), left.numpy or right.numpy)
+        if isinstance(expr, cst.UnaryOperation):
+            if isinstance(expr.operator, cst.Not):
+                return NOTHING
+            return self.value(expr.expression)
+        if isinstance(expr, cst.IfExp):
+            return self.value(expr.body).join(self.value(expr.orelse))
+        if isinstance(expr, (cst.Tuple, cst.List)):
+            values = [self.value(e.value) for e in expr.elements]
+            return Value(any(v.on_path for v in values), Shape.UNKNOWN)
+        if isinstance(expr, cst.Call):
+            return self.call(expr)
+        return NOTHING
+
+    def _class_name(self) -> Optional[str]:
+        function = self.function
+        while function is not None:
+            if function.class_name is not None:
+                return function.class_name
+            function = function.parent
+        return None
+
+    def _args(self, call: cst.Call) -> List[Value]:
+        return [self.value(arg.value) for arg in call.args]
+
+    def call(self, call: cst.Call) -> Value:
+        name = self.a.qualify(call.func)
+        args = self._args(call)
+        any_path = any(v.on_path for v in args)
+        first = args[0] if args else NOTHING
+        if name is not None and name.startswith(TF + "."):
+            short = name[len(TF) + 1 :]
+            if short == "Variable":
+                return Value(True, _literal_shape(call))
+            if short in ("constant", "convert_to_tensor"):
+                return Value(any_path, _literal_shape(call) if not any_path else first.shape)
+            if short.startswith("reduce_") or short.startswith("math.reduce_") or short in ("norm", "linalg.norm"):
+                has_axis = len(call.args) > 1 or any(a.keyword is not None and a.keyword.value == "axis" for a in call.args)
+                return Value(any_path, Shape.UNKNOWN if has_axis else Shape.SCALAR)
+            if short in _TF_NO_PATH or short.split(".")[0] in _TF_NO_PATH:
+                return NOTHING
+            if is_under(name, KERAS):
+                return NOTHING  # a Keras constructor or function: an object, not a tensor on the path
+            shape = first.shape if short.startswith(_TF_ELEMENTWISE_HINT) else Shape.UNKNOWN
+            return Value(any_path, shape)
+        if name is not None and name.startswith(NP + "."):
+            short = name[len(NP) + 1 :]
+            shape = first.shape if not short.startswith(("sum", "mean", "max", "min", "prod", "std")) else Shape.UNKNOWN
+            return Value(any_path, shape, numpy=True)
+        if name is not None and is_under(name, KERAS):
+            return Value(any_path, first.shape)  # keras.ops.* and friends
+        func = call.func
+        if isinstance(func, cst.Attribute):
+            receiver = self.value(func.value)
+            method = func.attr.value
+            if method in _NUMPY_VALUE_METHODS:
+                return Value(receiver.on_path, receiver.shape, numpy=True)
+            if self._is_model(func):
+                return Value(True, Shape.NONSCALAR)
+            if receiver.on_path and method not in ("gradient", "jacobian"):
+                return Value(True, Shape.UNKNOWN)
+        if self._is_model(func):
+            return Value(True, Shape.NONSCALAR)
+        callees = self.a.resolve_callee(call, self.function)
+        if callees:
+            result = NOTHING
+            for callee in callees:
+                result = result.join(callee.returns) if result != NOTHING else callee.returns
+            return Value(result.on_path, result.shape, result.numpy)
+        return NOTHING
+
+    def _is_model(self, func: cst.BaseExpression) -> bool:
+        """A call of a Keras model or layer: ``model(x)``, ``self(x)``, ``self.dense(x)``, ``self.model(x)``."""
+        name = dotted(func)
+        if name is None:
+            return False
+        if name == "self":
+            return True
+        if name in self.a.keras_objects:
+            return True
+        last = name.rsplit(".", 1)[-1].lower()
+        if name.startswith("self.") and name.count(".") == 1:
+            owner = self._class_name()
+            attr = name.split(".", 1)[1]
+            if owner is not None and f"self.{attr}" in self.a.keras_objects:
+                return True
+        if self.a.qualify(func) is not None:
+            return False
+        if self.lookup(name.split(".")[0]) is not None and "." not in name:
+            return False  # a local value with a known binding that is not a model
+        return any(word in last for word in _MODEL_WORDS)
+
+
+def _broadcast(a: Shape, b: Shape) -> Shape:
+    if Shape.NONSCALAR in (a, b):
+        return Shape.NONSCALAR
+    if a is Shape.SCALAR and b is Shape.SCALAR:
+        return Shape.SCALAR
+    return Shape.UNKNOWN
+
+
+def _literal_shape(call: cst.Call) -> Shape:
+    if not call.args:
+        return Shape.UNKNOWN
+    arg = call.args[0].value
+    while isinstance(arg, cst.UnaryOperation):
+        arg = arg.expression
+    if isinstance(arg, (cst.Integer, cst.Float)):
+        return Shape.SCALAR
+    if isinstance(arg, (cst.List, cst.Tuple)):
+        return Shape.NONSCALAR
+    return Shape.UNKNOWN

@@ -1,0 +1,278 @@
+"""The pure core: source text in, findings and fixed source out. No files, no subprocesses.
+
+``check_source`` reports; ``fix_source`` applies non-overlapping fixes, re-parses and repeats to a
+fixed point. Bytes outside the rewritten nodes are never touched: fixes are text edits over the
+original source, so comments, formatting and line endings survive.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple, Type
+
+import libcst as cst
+
+from tapefix.analysis.scope import ModuleAnalysis, Scope
+from tapefix.rule import Rule, RuleContext
+from tapefix.rules import ALL_RULES
+from tapefix.types import Config, Edit, Finding, Outcome, Safety, SourceResult, Status, Verdict
+
+#: The verifier's hook: given a source and fixes proposed for it, a verdict per finding.
+Verifier = Callable[[str, Sequence[Finding]], Sequence[Verdict]]
+
+MAX_PASSES = 10
+_SUPPRESSION = re.compile(r"#\s*tapefix:\s*ignore(?:\[(?P<codes>[A-Za-z0-9_,\s]+)\])?")
+
+
+class SourceError(Exception):
+    """The source cannot be analysed (it does not parse). ``line`` is 1-based when known."""
+
+    def __init__(self, message: str, line: Optional[int] = None, column: Optional[int] = None) -> None:
+        super().__init__(message)
+        self.line = line
+        self.column = column
+
+
+def might_hold_tape(source: str) -> bool:
+    """The cheap text test: a module that never names GradientTape holds no tape block."""
+    return "GradientTape" in source
+
+
+def parse(source: str) -> cst.Module:
+    try:
+        return cst.parse_module(source)
+    except cst.ParserSyntaxError as error:
+        raise SourceError(f"does not parse: {error.message}", error.raw_line, error.raw_column) from None
+    except RecursionError:
+        raise SourceError("does not parse: nesting too deep") from None
+
+
+def rules_for(config: Config) -> List[Type[Rule]]:
+    return [rule for rule in ALL_RULES if config.enabled(rule.CODE)]
+
+
+def check_source(source: str, config: Config = Config()) -> List[Finding]:
+    """Every finding in ``source``, in source order (suppressed ones left out)."""
+    if not might_hold_tape(source):
+        return []
+    module = parse(source)
+    return _analyze(source, module, rules_for(config))
+
+
+def _analyze(source: str, module: cst.Module, rules: Sequence[Type[Rule]]) -> List[Finding]:
+    analysis = ModuleAnalysis(module)
+    if not analysis.regions:
+        return []
+    context = RuleContext(source, module, analysis)
+    module.visit(_Dispatcher(context, [rule(context) for rule in rules]))
+    findings = _unsuppressed(source, context.findings)
+    return sorted(findings, key=lambda f: (f.start_offset, f.end_offset, f.code))
+
+
+class _Dispatcher(cst.CSTVisitor):
+    """One walk of the module; calls each rule's ``visit_<Node>`` for nodes that run while a tape records."""
+
+    def __init__(self, context: RuleContext, rules: Sequence[Rule]) -> None:
+        super().__init__()
+        self.context = context
+        self.analysis = context.analysis
+        self.scopes: List[Optional[Scope]] = [None]
+        self.functions: List[Optional[object]] = [None]
+        self.handlers: Dict[str, List[Callable[[cst.CSTNode], None]]] = {}
+        #: nodes that pushed a scope, popped again on leave
+        self.pushed: Set[cst.CSTNode] = set()
+        for rule in rules:
+            for attribute in dir(rule):
+                if attribute.startswith("visit_"):
+                    self.handlers.setdefault(attribute[6:], []).append(getattr(rule, attribute))
+
+    def on_visit(self, node: cst.CSTNode) -> bool:
+        self.context.ancestors.append(node)
+        pushed = False
+        if node in self.analysis.regions:
+            self.scopes.append(self.analysis.regions[node])
+            pushed = True
+        elif node in self.analysis.excluded or isinstance(node, (cst.FunctionDef, cst.ClassDef)):
+            # A def inside recording code runs only when called; if it is, it is a region of its own.
+            self.scopes.append(None)
+            pushed = True
+        if isinstance(node, cst.FunctionDef):
+            self.functions.append(self.analysis.function_of(node))
+        if pushed:
+            self.pushed.add(node)
+        scope = self.scopes[-1]
+        if scope is not None:
+            handlers = self.handlers.get(type(node).__name__)
+            if handlers:
+                self.context.scope = scope
+                self.context.function = self.functions[-1]  # type: ignore[assignment]
+                for handler in handlers:
+                    handler(node)
+        return True
+
+    def on_leave(self, original_node: cst.CSTNode) -> None:
+        self.context.ancestors.pop()
+        if original_node in self.pushed:
+            self.pushed.discard(original_node)
+            self.scopes.pop()
+        if isinstance(original_node, cst.FunctionDef):
+            self.functions.pop()
+
+
+def _unsuppressed(source: str, findings: Sequence[Finding]) -> List[Finding]:
+    if "tapefix:" not in source:
+        return list(findings)
+    lines = source.splitlines()
+    kept = []
+    for finding in findings:
+        line = lines[finding.start.line - 1] if finding.start.line <= len(lines) else ""
+        match = _SUPPRESSION.search(line)
+        if match is None:
+            kept.append(finding)
+            continue
+        codes = match.group("codes")
+        if codes is not None and not any(finding.code.startswith(c.strip()) for c in codes.split(",") if c.strip()):
+            kept.append(finding)
+    return kept
+
+
+def applicable(finding: Finding, config: Config) -> bool:
+    fix = finding.fix
+    if fix is None or fix.safety is Safety.DISPLAY_ONLY:
+        return False
+    return fix.safety is Safety.SAFE or config.unsafe_fixes
+
+
+def apply_edits(source: str, edits: Sequence[Edit]) -> str:
+    """Apply non-overlapping edits (sorted by position)."""
+    out = []
+    cursor = 0
+    for edit in sorted(edits, key=lambda e: (e.start, e.end)):
+        out.append(source[cursor : edit.start])
+        out.append(edit.text)
+        cursor = edit.end
+    out.append(source[cursor:])
+    return "".join(out)
+
+
+def _choose(findings: Sequence[Finding]) -> Tuple[List[Finding], List[Edit]]:
+    """Findings whose edits do not overlap those already chosen; identical edits (one import for
+    several fixes) are shared."""
+    chosen: List[Finding] = []
+    taken: List[Edit] = []
+    for finding in findings:
+        assert finding.fix is not None
+        new = [e for e in finding.fix.edits if e not in taken]
+        if any(_overlaps(e, t) for e in new for t in taken):
+            continue
+        chosen.append(finding)
+        taken.extend(new)
+    return chosen, taken
+
+
+def _overlaps(a: Edit, b: Edit) -> bool:
+    if a.start == a.end or b.start == b.end:
+        # Insertions clash only when they insert at the same place, or inside the other edit.
+        return (a.start == b.start) or (b.start < a.start < b.end) or (a.start < b.start < a.end)
+    return a.start < b.end and b.start < a.end
+
+
+def _shift(offset: int, edits: Sequence[Edit]) -> Optional[int]:
+    """Where ``offset`` lands after ``edits``; None when an edit rewrote it."""
+    delta = 0
+    for edit in edits:
+        if edit.end <= offset and not (edit.start == edit.end == offset):
+            delta += len(edit.text) - (edit.end - edit.start)
+        elif edit.start <= offset < edit.end:
+            return None
+    return offset + delta
+
+
+def fix_source(
+    source: str,
+    config: Config = Config(),
+    verifier: Optional[Verifier] = None,
+) -> SourceResult:
+    """Apply every applicable fix to a fixed point; report what happened to each finding.
+
+    With a ``verifier``, each fix is verified before it is applied; a fix that fails is not applied.
+    """
+    rules = rules_for(config)
+    if not might_hold_tape(source):
+        return SourceResult(source, source, ())
+    current = source
+    module = parse(source)
+    findings = _analyze(current, module, rules)
+    original = list(findings)
+    # Where each original finding now starts (None once an edit rewrote it).
+    where: List[Optional[int]] = [f.start_offset for f in original]
+    status: Dict[int, Status] = {}
+    verdicts: Dict[int, Verdict] = {}
+    extra: List[Outcome] = []
+    rejected: Set[Tuple[str, Optional[int], object]] = set()
+    for _ in range(MAX_PASSES):
+        candidates = [
+            f for f in findings if applicable(f, config) and (f.code, f.start_offset, f.fix) not in rejected
+        ]
+        if not candidates:
+            break
+        chosen, _ = _choose(candidates)
+        pass_verdicts: Dict[int, Verdict] = {}
+        if verifier is not None:
+            results = verifier(current, chosen)
+            passed = []
+            for finding, verdict in zip(chosen, results):
+                pass_verdicts[id(finding)] = verdict
+                if verdict.passed:
+                    passed.append(finding)
+                else:
+                    rejected.add((finding.code, finding.start_offset, finding.fix))
+                    _record(original, where, finding, Status.REJECTED, verdict, status, verdicts, extra)
+            chosen, _ = _choose(passed)
+        if not chosen:
+            continue
+        _, edits = _choose(chosen)
+        candidate_source = apply_edits(current, edits)
+        try:
+            new_module = parse(candidate_source)
+        except SourceError:
+            # A fix that yields code that does not parse is a tapefix bug; never write it.
+            for finding in chosen:
+                rejected.add((finding.code, finding.start_offset, finding.fix))
+            continue
+        for finding in chosen:
+            _record(original, where, finding, Status.FIXED, pass_verdicts.get(id(finding)), status, verdicts, extra)
+        edits_sorted = sorted(edits, key=lambda e: (e.start, e.end))
+        where = [None if w is None else _shift(w, edits_sorted) for w in where]
+        rejected = {(c, _shift(o, edits_sorted), fx) for (c, o, fx) in rejected if _shift(o, edits_sorted) is not None}
+        current = candidate_source
+        findings = _analyze(current, new_module, rules)
+    outcomes = []
+    for index, finding in enumerate(original):
+        state = status.get(index)
+        if state is None:
+            state = Status.FIXABLE if finding.fix is not None and finding.fix.safety is not Safety.DISPLAY_ONLY else Status.MANUAL
+        outcomes.append(Outcome(finding, state, verdicts.get(index)))
+    outcomes.extend(extra)
+    return SourceResult(source, current, tuple(outcomes))
+
+
+def _record(
+    original: Sequence[Finding],
+    where: Sequence[Optional[int]],
+    finding: Finding,
+    state: Status,
+    verdict: Optional[Verdict],
+    status: Dict[int, Status],
+    verdicts: Dict[int, Verdict],
+    extra: List[Outcome],
+) -> None:
+    for index, start in enumerate(where):
+        if start == finding.start_offset and original[index].code == finding.code and index not in status:
+            status[index] = state
+            if verdict is not None:
+                verdicts[index] = verdict
+            return
+    # A finding that only an earlier fix made visible.
+    extra.append(Outcome(replace(finding), state, verdict))

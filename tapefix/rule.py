@@ -1,0 +1,247 @@
+"""The Rule base class and the context a rule works in.
+
+A rule is a class with a stable ``CODE``, a ``NAME``, a ``MESSAGE``, a documented fix safety and
+forward contract, and ``VALID`` / ``INVALID`` examples that are its tests and its docs. It defines
+``visit_<Node>`` methods (libcst node class names); the engine calls them only for nodes that run
+while a tape records, and the rule calls ``self.report(...)``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from dataclasses import dataclass
+from typing import ClassVar, Dict, List, Optional, Sequence, Tuple
+
+import libcst as cst
+from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
+
+from tapefix.analysis.scope import Function, ModuleAnalysis, Scope, Value
+from tapefix.types import Edit, Finding, Fix, Forward, Position, Safety
+
+
+@dataclass(frozen=True)
+class Valid:
+    """Code the rule must leave alone, byte for byte."""
+
+    code: str
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Invalid:
+    """Code the rule must flag. ``expected`` is the source after the fix (unsafe fixes applied);
+    ``None`` asserts that the rule reports without offering a fix."""
+
+    code: str
+    expected: Optional[str] = None
+    note: str = ""
+    #: what the verifier must conclude for this example's fix: "verified", "failed" or "unverified"
+    verdict: str = "verified"
+
+
+class RuleContext:
+    """Everything a rule may ask about the module it is looking at."""
+
+    def __init__(self, source: str, module: cst.Module, analysis: ModuleAnalysis) -> None:
+        self.source = source
+        self.module = module
+        self.analysis = analysis
+        self.scope: Scope = Scope.DIRECT
+        self.function: Optional[Function] = None
+        self.findings: List[Finding] = []
+        #: the nodes from the module down to the node being visited
+        self.ancestors: List[cst.CSTNode] = []
+        self._positions: Optional[Dict[cst.CSTNode, CodeRange]] = None
+        self._line_starts: Optional[List[int]] = None
+
+    # --------------------------------------------------------------- values and names
+    def value(self, expr: cst.BaseExpression) -> Value:
+        return self.analysis.value(expr, self.function)
+
+    def on_path(self, expr: cst.BaseExpression) -> bool:
+        return self.value(expr).on_path
+
+    @property
+    def parent(self) -> Optional[cst.CSTNode]:
+        """The parent of the node being visited."""
+        return self.ancestors[-2] if len(self.ancestors) >= 2 else None
+
+    # --------------------------------------------------------------- positions and text
+    def _range(self, node: cst.CSTNode) -> CodeRange:
+        if self._positions is None:
+            # Only modules with a finding pay for positions; node identity is kept (no copy).
+            wrapper = MetadataWrapper(self.module, unsafe_skip_copy=True)
+            self._positions = dict(wrapper.resolve(PositionProvider))
+        return self._positions[node]
+
+    def offset(self, line: int, column: int) -> int:
+        if self._line_starts is None:
+            starts = [0]
+            for match in re.finditer(r"\r\n|\r|\n", self.source):
+                starts.append(match.end())
+            self._line_starts = starts
+        return self._line_starts[line - 1] + column
+
+    def span(self, node: cst.CSTNode) -> Tuple[int, int]:
+        """Code-point offsets of the node, its own parentheses included."""
+        code_range = self._range(node)
+        start = self.offset(code_range.start.line, code_range.start.column)
+        end = self.offset(code_range.end.line, code_range.end.column)
+        for _ in getattr(node, "lpar", ()):
+            start = self.source.rindex("(", 0, start)
+        for _ in getattr(node, "rpar", ()):
+            end = self.source.index(")", end) + 1
+        return start, end
+
+    def text(self, node: cst.CSTNode) -> str:
+        """The node's own source text, exactly as the user wrote it."""
+        start, end = self.span(node)
+        return self.source[start:end]
+
+    def line_indent(self, node: cst.CSTNode) -> str:
+        """The whitespace that starts the line the node starts on."""
+        start, _ = self.span(node)
+        line_start = self._line_starts[bisect.bisect_right(self._line_starts, start) - 1] if self._line_starts else 0
+        prefix = self.source[line_start:start]
+        return prefix[: len(prefix) - len(prefix.lstrip(" \t"))]
+
+    @property
+    def newline(self) -> str:
+        return self.module.default_newline
+
+    # --------------------------------------------------------------- building fixes
+    def replace(self, node: cst.CSTNode, text: str) -> Edit:
+        start, end = self.span(node)
+        return Edit(start, end, text)
+
+    def tf(self) -> Tuple[str, Tuple[Edit, ...]]:
+        """The module's name for TensorFlow, and the edit that imports it when the module has none."""
+        alias = self.analysis.tf_alias
+        if alias is not None:
+            return alias, ()
+        offset = self._import_offset()
+        text = "import tensorflow as tf" + self.newline
+        if offset == len(self.source) and self.source and not self.source.endswith(("\n", "\r")):
+            text = self.newline + text
+        return "tf", (Edit(offset, offset, text),)
+
+    def _import_offset(self) -> int:
+        """Where an added import goes: after the module's leading imports, or else after its
+        docstring and ``from __future__`` imports."""
+        body = self.module.body
+        index = 0
+        if body and _is_docstring(body[0]):
+            index = 1
+        while index < len(body) and _is_future_import(body[index]):
+            index += 1
+        last_import = None
+        while index < len(body) and _is_import(body[index]):
+            last_import = body[index]
+            index += 1
+        if last_import is not None:
+            _, end = self.span(last_import)
+            return self._next_line_start(end)
+        if index < len(body):
+            start, _ = self.span(body[index])
+            # The start of that statement's line (its leading comments stay above the import).
+            return self._line_start(start)
+        return len(self.source)
+
+    def _next_line_start(self, offset: int) -> int:
+        self.offset(1, 0)
+        assert self._line_starts is not None
+        position = bisect.bisect_right(self._line_starts, offset)
+        return self._line_starts[position] if position < len(self._line_starts) else len(self.source)
+
+    def _line_start(self, offset: int) -> int:
+        self.offset(1, 0)
+        assert self._line_starts is not None
+        return self._line_starts[bisect.bisect_right(self._line_starts, offset) - 1]
+
+    def report(
+        self,
+        rule: "Rule",
+        node: cst.CSTNode,
+        message: Optional[str] = None,
+        edits: Sequence[Edit] = (),
+        description: str = "",
+        no_fix_reason: str = "",
+    ) -> None:
+        code_range = self._range(node)
+        start, end = self.span(node)
+        fix = None
+        through_call = self.scope is Scope.THROUGH_CALL
+        if edits:
+            safety = rule.SAFETY
+            if through_call and safety is Safety.SAFE:
+                safety = Safety.UNSAFE
+            fix = Fix(tuple(sorted(set(edits), key=lambda e: (e.start, e.end))), safety, rule.FORWARD, description)
+        self.findings.append(
+            Finding(
+                code=rule.CODE,
+                message=message or rule.MESSAGE,
+                start=Position(code_range.start.line, code_range.start.column),
+                end=Position(code_range.end.line, code_range.end.column),
+                start_offset=start,
+                end_offset=end,
+                fix=fix,
+                through_call=through_call,
+                no_fix_reason="" if edits else no_fix_reason,
+            )
+        )
+
+
+def _is_docstring(statement: cst.BaseStatement) -> bool:
+    return (
+        isinstance(statement, cst.SimpleStatementLine)
+        and len(statement.body) == 1
+        and isinstance(statement.body[0], cst.Expr)
+        and isinstance(statement.body[0].value, (cst.SimpleString, cst.ConcatenatedString))
+    )
+
+
+def _is_import(statement: cst.BaseStatement) -> bool:
+    return isinstance(statement, cst.SimpleStatementLine) and all(
+        isinstance(s, (cst.Import, cst.ImportFrom)) for s in statement.body
+    )
+
+
+def _is_future_import(statement: cst.BaseStatement) -> bool:
+    return (
+        isinstance(statement, cst.SimpleStatementLine)
+        and any(
+            isinstance(s, cst.ImportFrom) and isinstance(s.module, cst.Name) and s.module.value == "__future__"
+            for s in statement.body
+        )
+    )
+
+
+class Rule:
+    """Base class of every rule. The class docstring is the rule's user documentation, with the
+    headings *What it does*, *Why is this bad?*, *Example*, *Use instead*, *Fix safety*."""
+
+    CODE: ClassVar[str]
+    NAME: ClassVar[str]
+    MESSAGE: ClassVar[str]
+    SAFETY: ClassVar[Safety] = Safety.UNSAFE
+    FORWARD: ClassVar[Forward] = Forward.EXACT
+    VALID: ClassVar[Sequence[Valid]] = ()
+    INVALID: ClassVar[Sequence[Invalid]] = ()
+
+    def __init__(self, context: RuleContext) -> None:
+        self.context = context
+
+    def report(
+        self,
+        node: cst.CSTNode,
+        message: Optional[str] = None,
+        edits: Sequence[Edit] = (),
+        description: str = "",
+        no_fix_reason: str = "",
+    ) -> None:
+        self.context.report(self, node, message, edits, description, no_fix_reason)
+
+    @classmethod
+    def has_fix(cls) -> bool:
+        return any(example.expected is not None for example in cls.INVALID)

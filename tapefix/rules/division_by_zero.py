@@ -1,0 +1,197 @@
+"""TF103: a division whose denominator is a tensor on the gradient path that can be zero."""
+
+from __future__ import annotations
+
+from typing import Optional, Set
+
+import libcst as cst
+
+from tapefix.analysis.expressions import numeric_literal
+from tapefix.analysis.names import dotted
+from tapefix.rule import Invalid, Rule, Valid
+from tapefix.types import Forward, Safety
+
+# Denominators built by these TensorFlow calls cannot be zero, or are guarded already.
+_NONZERO_TF = {
+    "maximum", "math.maximum", "clip_by_value", "exp", "math.exp", "nn.softplus", "math.softplus",
+    "ones", "ones_like", "where", "keras.backend.epsilon", "math.divide_no_nan", "sigmoid", "math.sigmoid",
+    "nn.sigmoid", "cast", "shape", "size",
+}
+_EPSILON_WORDS = ("eps", "epsilon", "tiny", "smooth")
+
+
+class DivisionByZero(Rule):
+    """
+    ## What it does
+    Finds `a / x` while a tape records, where `x` is a tensor on the gradient path that is not
+    guarded by an epsilon, `tf.maximum`, `tf.clip_by_value` or an op that is never zero (`tf.exp`,
+    `tf.nn.softplus`).
+
+    ## Why is this bad?
+    At `x == 0` the forward value is inf (or NaN for `0/0`) and the gradient is `-inf` (TF 2.21:
+    `1/x` at 0 gives `-inf`, not `None`); one such lane turns the whole update into NaN. Masking the
+    result afterwards with a single `tf.where` does not help: the masked lane's gradient is still NaN.
+
+    ## Example
+    ```python
+    with tf.GradientTape() as tape:
+        y = 1.0 / x
+    ```
+
+    ## Use instead
+    ```python
+    with tf.GradientTape() as tape:
+        y = tf.math.divide_no_nan(1.0, x)
+    ```
+
+    ## Fix safety
+    Unsafe: `tf.math.divide_no_nan` returns 0 with gradient 0 where `x == 0`, where the original gave
+    inf or NaN; everywhere else the forward values are bit-identical. The fix is offered when the
+    numerator is a number literal or a tensor on the gradient path, so both operands share the float
+    dtype `divide_no_nan` requires; an integer literal numerator is written as a float.
+
+    ## References
+    - research/idioms.md, idiom 14 (E1-fix-divide_no_nan)
+    """
+
+    CODE = "TF103"
+    NAME = "division-by-zero"
+    MESSAGE = "division by a tensor that can be zero: inf forward, inf/NaN gradient at 0"
+    SAFETY = Safety.UNSAFE
+    FORWARD = Forward.SINGULAR
+
+    VALID = (
+        Valid(
+            """\
+import tensorflow as tf
+
+x = tf.Variable([0.0, 2.0])
+with tf.GradientTape() as tape:
+    y = 1.0 / (x + 1e-8)
+    z = x / 2.0
+    w = x / tf.maximum(x, 1e-6)
+""",
+            note="guarded denominators and constant ones",
+        ),
+        Valid(
+            """\
+import tensorflow as tf
+
+x = tf.Variable([0.0, 2.0])
+with tf.GradientTape() as tape:
+    norm = tf.norm(x) + 1e-8
+    y = x / norm
+""",
+            note="a name whose every definition is guarded",
+        ),
+        Valid(
+            """\
+import tensorflow as tf
+
+x = tf.Variable([0.0, 2.0])
+batch = 32
+with tf.GradientTape() as tape:
+    loss = tf.reduce_sum(x ** 2) / batch
+y = 1.0 / x
+""",
+            note="a Python number as denominator, and a division after the tape",
+        ),
+    )
+    INVALID = (
+        Invalid(
+            """\
+import tensorflow as tf
+
+x = tf.Variable([0.0, 2.0])
+with tf.GradientTape() as tape:
+    y = 1 / x
+""",
+            """\
+import tensorflow as tf
+
+x = tf.Variable([0.0, 2.0])
+with tf.GradientTape() as tape:
+    y = tf.math.divide_no_nan(1.0, x)
+""",
+        ),
+        Invalid(
+            """\
+import tensorflow as tf
+
+w = tf.Variable([3.0, 0.0, -1.0])
+with tf.GradientTape() as tape:
+    total = tf.reduce_sum(w)
+    share = w / (w * 2.0)
+""",
+            """\
+import tensorflow as tf
+
+w = tf.Variable([3.0, 0.0, -1.0])
+with tf.GradientTape() as tape:
+    total = tf.reduce_sum(w)
+    share = tf.math.divide_no_nan(w, (w * 2.0))
+""",
+        ),
+        Invalid(
+            """\
+import tensorflow as tf
+
+x = tf.Variable([0.0, 2.0])
+scale = 3
+with tf.GradientTape() as tape:
+    y = scale / x
+""",
+            None,
+            note="a numerator of unknown dtype: divide_no_nan would raise on int32 vs float32",
+        ),
+    )
+
+    def visit_BinaryOperation(self, node: cst.BinaryOperation) -> None:
+        if not isinstance(node.operator, cst.Divide):
+            return
+        context = self.context
+        denominator = node.right
+        if not context.on_path(denominator) or self._guarded(denominator, set()):
+            return
+        numerator = node.left
+        number = numeric_literal(numerator)
+        if number is not None:
+            numerator_text = context.text(numerator)
+            if "." not in numerator_text and "e" not in numerator_text.lower():
+                numerator_text = numerator_text + ".0"
+        elif context.on_path(numerator):
+            numerator_text = context.text(numerator)
+        else:
+            self.report(node, no_fix_reason="the numerator's dtype is unknown: tf.math.divide_no_nan needs both operands float")
+            return
+        tf, import_edits = context.tf()
+        text = f"{tf}.math.divide_no_nan({numerator_text}, {context.text(denominator)})"
+        self.report(
+            node,
+            edits=(context.replace(node, text), *import_edits),
+            description="tf.math.divide_no_nan: 0 with gradient 0 where the denominator is 0",
+        )
+
+    def _guarded(self, expr: cst.BaseExpression, seen: Set[str]) -> bool:
+        """True when ``expr`` cannot be zero, or the user guarded it."""
+        context = self.context
+        if numeric_literal(expr) is not None:
+            return True
+        if isinstance(expr, cst.BinaryOperation) and isinstance(expr.operator, cst.Add):
+            return _is_epsilon(expr.left) or _is_epsilon(expr.right)
+        if isinstance(expr, cst.Call):
+            name = context.analysis.is_tf_call(expr)
+            return name in _NONZERO_TF
+        if isinstance(expr, cst.Name) and expr.value not in seen:
+            definitions = context.analysis.definitions(expr.value, context.function)
+            seen = seen | {expr.value}
+            return bool(definitions) and all(self._guarded(d, seen) for d in definitions)
+        return False
+
+
+def _is_epsilon(expr: cst.BaseExpression) -> bool:
+    value: Optional[float] = numeric_literal(expr)
+    if value is not None:
+        return value > 0
+    name = dotted(expr) or (dotted(expr.func) if isinstance(expr, cst.Call) else None)
+    return name is not None and any(word in name.rsplit(".", 1)[-1].lower() for word in _EPSILON_WORDS)

@@ -1,0 +1,434 @@
+"""TF102: a Python ``if`` on a non-scalar tensor."""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence, Set, Tuple
+
+import libcst as cst
+
+from tapefix.analysis.expressions import names_in, numeric_literal
+from tapefix.analysis.scope import Shape
+from tapefix.rule import Invalid, Rule, RuleContext, Valid
+from tapefix.types import Forward, Safety
+
+_ELEMENTWISE_COMPARE = (cst.GreaterThan, cst.GreaterThanEqual, cst.LessThan, cst.LessThanEqual, cst.Equal, cst.NotEqual)
+# Ops whose gradient is inf or NaN somewhere in the lanes a tf.where does not select.
+_SINGULAR_TF = {
+    "math.log", "log", "sqrt", "math.sqrt", "math.rsqrt", "rsqrt", "math.reciprocal", "reciprocal",
+    "math.log1p", "math.acos", "acos", "math.asin", "asin", "pow", "math.pow", "math.divide", "divide",
+    "experimental.numpy.log", "experimental.numpy.sqrt",
+}
+
+
+class PythonIfOnTensor(Rule):
+    """
+    ## What it does
+    Finds a Python `if` whose condition compares a non-scalar tensor on the gradient path while a
+    tape records.
+
+    ## Why is this bad?
+    Python needs one truth value. For a tensor with more than one element, eager TensorFlow raises
+    `ValueError: The truth value of an array with more than one element is ambiguous`, and inside
+    `tf.function` autograph raises `condition of if statement expected to be tf.bool scalar`. A
+    provably scalar condition is fine on TF 2.21 (eager Python `if` and autograph's `tf.cond` both
+    give the right piecewise gradient), so tapefix leaves it alone, and it says nothing when it cannot
+    tell the shape.
+
+    ## Example
+    ```python
+    with tf.GradientTape() as tape:
+        pred = model(x)
+        if pred > 0.5:
+            loss = pred ** 2
+        else:
+            loss = 3.0 * pred
+    ```
+
+    ## Use instead
+    An elementwise choice:
+    ```python
+    with tf.GradientTape() as tape:
+        pred = model(x)
+        loss = tf.where(pred > 0.5, pred ** 2, 3.0 * pred)
+    ```
+    When a branch holds an op that is singular somewhere (log, sqrt, division, fractional powers),
+    the rewrite uses the double-where form, `tf.where(c, f(tf.where(c, x, 1.0)), g)`: a plain
+    `tf.where` would turn the unselected lane's inf into a NaN gradient.
+
+    ## Fix safety
+    Unsafe. Where the condition holds, the values are those of the `if` branch, and of the `else`
+    branch elsewhere, lane by lane: this is the elementwise meaning the code asked for, but a Python
+    `if` never broadcasts, and `tf.where` does. The fix is offered only for branches that assign the
+    same plain names (or both `return`) with simple statements, a single comparison as condition,
+    and no comments inside; anything else is reported without a fix.
+
+    ## References
+    - research/idioms.md, idiom 12 and findings 1 and 13 (D1-D10)
+    """
+
+    CODE = "TF102"
+    NAME = "python-if-on-tensor"
+    MESSAGE = "Python `if` on a non-scalar tensor: raises, or needs an elementwise tf.where"
+    SAFETY = Safety.UNSAFE
+    FORWARD = Forward.EXACT
+
+    VALID = (
+        Valid(
+            """\
+import tensorflow as tf
+
+x = tf.Variable(2.0)
+with tf.GradientTape() as tape:
+    if x > 1.0:
+        y = x ** 2
+    else:
+        y = 3.0 * x
+""",
+            note="a scalar condition has the right gradient in eager mode and under tf.function",
+        ),
+        Valid(
+            """\
+import tensorflow as tf
+
+x = tf.Variable([1.0, 2.0])
+for epoch in range(20):
+    with tf.GradientTape() as tape:
+        if epoch > 10:
+            y = x * 2.0
+        else:
+            y = x
+""",
+            note="a Python counter",
+        ),
+        Valid(
+            """\
+import tensorflow as tf
+
+x = tf.Variable([1.0, 2.0])
+with tf.GradientTape() as tape:
+    loss = tf.reduce_sum(x ** 2)
+    if loss > 1.0:
+        loss = loss * 0.5
+""",
+            note="a full reduction is a scalar",
+        ),
+        Valid(
+            """\
+import tensorflow as tf
+
+def loss_fn(y, debug):
+    if debug:
+        y = y * 1.0
+    return y
+
+x = tf.Variable([1.0, 2.0])
+with tf.GradientTape() as tape:
+    y = loss_fn(x, False)
+""",
+            note="a Python flag passed in",
+        ),
+    )
+    INVALID = (
+        Invalid(
+            """\
+import tensorflow as tf
+
+x = tf.Variable([2.0, 0.5])
+with tf.GradientTape() as tape:
+    if x > 1.0:
+        y = x ** 2
+    else:
+        y = 3.0 * x
+""",
+            """\
+import tensorflow as tf
+
+x = tf.Variable([2.0, 0.5])
+with tf.GradientTape() as tape:
+    y = tf.where(x > 1.0, x ** 2, 3.0 * x)
+""",
+        ),
+        Invalid(
+            """\
+import tensorflow as tf
+
+def piecewise(x):
+    if x > 0.0:
+        return tf.math.log(x)
+    else:
+        return x * 0.0
+
+x = tf.Variable([2.0, 0.0, -1.0])
+with tf.GradientTape() as tape:
+    y = piecewise(x)
+""",
+            """\
+import tensorflow as tf
+
+def piecewise(x):
+    return tf.where(x > 0.0, tf.math.log(tf.where(x > 0.0, x, 1.0)), x * 0.0)
+
+x = tf.Variable([2.0, 0.0, -1.0])
+with tf.GradientTape() as tape:
+    y = piecewise(x)
+""",
+            note="log in a branch: the double-where form keeps the gradient finite at 0 and below",
+        ),
+        Invalid(
+            """\
+import tensorflow as tf
+
+w = tf.Variable([0.5, -1.5, 3.0])
+with tf.GradientTape() as tape:
+    z = w * 2.0
+    scale = 1.0
+    if z < 0.0:
+        z = -z
+        scale = 2.0
+""",
+            """\
+import tensorflow as tf
+
+w = tf.Variable([0.5, -1.5, 3.0])
+with tf.GradientTape() as tape:
+    z = w * 2.0
+    scale = 1.0
+    if z < 0.0:
+        z = -z
+        scale = 2.0
+""".replace(
+                """    if z < 0.0:
+        z = -z
+        scale = 2.0
+""",
+                """    z, scale = tf.where(z < 0.0, -z, z), tf.where(z < 0.0, 2.0, scale)
+""",
+            ),
+            note="several names, the condition's own name among them: assigned together so the "
+            "condition is evaluated on the old values",
+        ),
+        Invalid(
+            """\
+import tensorflow as tf
+
+x = tf.Variable([2.0, 0.5])
+with tf.GradientTape() as tape:
+    if x > 1.0:
+        print("big")
+        y = x
+    else:
+        y = -x
+""",
+            None,
+            note="a branch with a side effect has no elementwise form",
+        ),
+    )
+
+    def visit_If(self, node: cst.If) -> None:
+        context = self.context
+        if not self._tensor_condition(node.test):
+            return
+        shape = self._shape(node.test)
+        if shape is not Shape.NONSCALAR:
+            return
+        reason, text = self._rewrite(node)
+        if text is None:
+            self.report(node.test, no_fix_reason=reason)
+            return
+        tf, import_edits = context.tf()
+        self.report(
+            node.test,
+            edits=(context.replace(node, text.format(tf=tf)), *import_edits),
+            description="elementwise tf.where in place of the Python if",
+        )
+
+    # ------------------------------------------------------------------ detection
+    def _comparisons(self, test: cst.BaseExpression) -> List[cst.Comparison]:
+        if isinstance(test, cst.Comparison):
+            return [test]
+        if isinstance(test, cst.BooleanOperation):
+            return self._comparisons(test.left) + self._comparisons(test.right)
+        if isinstance(test, cst.UnaryOperation) and isinstance(test.operator, cst.Not):
+            return self._comparisons(test.expression)
+        return []
+
+    def _tensor_condition(self, test: cst.BaseExpression) -> bool:
+        for comparison in self._comparisons(test):
+            if not all(isinstance(t.operator, _ELEMENTWISE_COMPARE) for t in comparison.comparisons):
+                continue
+            operands = [comparison.left] + [t.comparator for t in comparison.comparisons]
+            if any(self.context.on_path(o) for o in operands):
+                return True
+        return False
+
+    def _shape(self, test: cst.BaseExpression) -> Shape:
+        shapes = []
+        for comparison in self._comparisons(test):
+            operands = [comparison.left] + [t.comparator for t in comparison.comparisons]
+            shapes.extend(self.context.value(o).shape for o in operands)
+        if Shape.NONSCALAR in shapes:
+            return Shape.NONSCALAR
+        if shapes and all(s is Shape.SCALAR for s in shapes):
+            return Shape.SCALAR
+        return Shape.UNKNOWN
+
+    # ------------------------------------------------------------------ the rewrite
+    def _rewrite(self, node: cst.If) -> Tuple[str, Optional[str]]:
+        """(reason, replacement text with ``{tf}`` placeholders); text None when there is no fix."""
+        context = self.context
+        test = node.test
+        if not (isinstance(test, cst.Comparison) and len(test.comparisons) == 1):
+            return "the condition is not a single comparison", None
+        if isinstance(node.orelse, cst.If):
+            return "elif chains are not rewritten", None
+        if "#" in context.text(node):
+            return "comments inside the if would be lost", None
+        then = _simple_statements(node.body)
+        other = _simple_statements(node.orelse.body) if node.orelse is not None else []
+        if then is None or other is None:
+            return "a branch holds statements that are not simple assignments", None
+        cond = context.text(test)
+        cond_names = {n for n in names_in(test) if context.on_path(cst.Name(n))}
+        returns = [s for s in then + other if isinstance(s, cst.Return)]
+        if returns:
+            if len(then) == 1 and len(other) == 1 and len(returns) == 2:
+                then_value, else_value = then[0].value, other[0].value  # type: ignore[union-attr]
+                if then_value is None or else_value is None:
+                    return "a bare return", None
+                where = self._where(cond, then_value, else_value, cond_names)
+                return "", f"return {where}"
+            return "a branch mixes return with other statements", None
+        assigned_then = _assignments(then)
+        assigned_else = _assignments(other)
+        if assigned_then is None or assigned_else is None:
+            return "a branch holds statements that are not single-name assignments", None
+        names = list(dict.fromkeys([n for n, _ in assigned_then] + [n for n, _ in assigned_else]))
+        then_map, else_map = dict(assigned_then), dict(assigned_else)
+        if len(then_map) != len(assigned_then) or len(else_map) != len(assigned_else):
+            return "a branch assigns the same name twice", None
+        # All names are assigned at once, so every branch expression reads the values from before the if.
+        for expr in [e for _, e in assigned_then + assigned_else]:
+            # Reading a name the same branch assigned earlier would need sequential semantics.
+            if self._reads_earlier(expr, assigned_then, assigned_else):
+                return "a branch reads a name it assigned earlier", None
+        values = []
+        for name in names:
+            then_value = then_map.get(name)
+            else_value = else_map.get(name)
+            values.append(self._where(cond, then_value, else_value, cond_names, default=name))
+        targets = ", ".join(names)
+        return "", f"{targets} = {', '.join(values)}"
+
+    def _reads_earlier(
+        self,
+        expr: cst.BaseExpression,
+        then: Sequence[Tuple[str, cst.BaseExpression]],
+        other: Sequence[Tuple[str, cst.BaseExpression]],
+    ) -> bool:
+        for branch in (then, other):
+            earlier: Set[str] = set()
+            for name, value in branch:
+                if value is expr:
+                    return bool(earlier & set(names_in(expr)))
+                earlier.add(name)
+        return False
+
+    def _where(
+        self,
+        cond: str,
+        then_value: Optional[cst.BaseExpression],
+        else_value: Optional[cst.BaseExpression],
+        cond_names: Set[str],
+        default: str = "",
+    ) -> str:
+        then_text = self._guarded(then_value, cond, cond_names, True) if then_value is not None else default
+        else_text = self._guarded(else_value, cond, cond_names, False) if else_value is not None else default
+        return f"{{tf}}.where({_braces(cond)}, {then_text}, {else_text})"
+
+    def _guarded(self, expr: cst.BaseExpression, cond: str, cond_names: Set[str], selected_when: bool) -> str:
+        """The branch's text; inside singular ops, the condition's names are replaced by a safe value in
+        the lanes the branch does not select (the double-where form)."""
+        context = self.context
+        text = context.text(expr)
+        singular = [n for n in _singular_args(expr, context) if set(names_in(n)) & cond_names]
+        if not singular:
+            return _braces(text)
+        base, _ = context.span(expr)
+        edits: Dict[Tuple[int, int], str] = {}
+        for arg in singular:
+            for name_node in _name_nodes(arg, cond_names):
+                start, end = context.span(name_node)
+                name = name_node.value
+                guarded = f"{{tf}}.where({_braces(cond)}, {name}, 1.0)" if selected_when else f"{{tf}}.where({_braces(cond)}, 1.0, {name})"
+                edits[(start - base, end - base)] = guarded
+        out, cursor = [], 0
+        for (start, end), replacement in sorted(edits.items()):
+            out.append(_braces(text[cursor:start]))
+            out.append(replacement)
+            cursor = end
+        out.append(_braces(text[cursor:]))
+        return "".join(out)
+
+
+def _braces(text: str) -> str:
+    """Escape user text for str.format."""
+    return text.replace("{", "{{").replace("}", "}}")
+
+
+def _simple_statements(block: cst.BaseSuite) -> Optional[List[cst.BaseSmallStatement]]:
+    if isinstance(block, cst.SimpleStatementSuite):
+        return list(block.body)
+    statements: List[cst.BaseSmallStatement] = []
+    for statement in block.body:  # type: ignore[attr-defined]
+        if not isinstance(statement, cst.SimpleStatementLine):
+            return None
+        statements.extend(statement.body)
+    return statements
+
+
+def _assignments(statements: Sequence[cst.BaseSmallStatement]) -> Optional[List[Tuple[str, cst.BaseExpression]]]:
+    out = []
+    for statement in statements:
+        if (
+            isinstance(statement, cst.Assign)
+            and len(statement.targets) == 1
+            and isinstance(statement.targets[0].target, cst.Name)
+        ):
+            out.append((statement.targets[0].target.value, statement.value))
+        else:
+            return None
+    return out
+
+
+def _singular_args(expr: cst.CSTNode, context: RuleContext) -> List[cst.CSTNode]:
+    """Arguments of ops inside ``expr`` whose gradient is inf/NaN at some input."""
+    found: List[cst.CSTNode] = []
+
+    def walk(node: cst.CSTNode) -> None:
+        if isinstance(node, cst.Call) and context.analysis.is_tf_call(node) in _SINGULAR_TF and node.args:
+            found.append(node.args[0].value)
+        elif isinstance(node, cst.BinaryOperation):
+            if isinstance(node.operator, cst.Divide):
+                found.append(node.right)
+            elif isinstance(node.operator, cst.Power):
+                exponent = numeric_literal(node.right)
+                if exponent is None or exponent < 0 or exponent != int(exponent):
+                    found.append(node.left)
+        for child in node.children:
+            walk(child)
+
+    walk(expr)
+    return found
+
+
+def _name_nodes(expr: cst.CSTNode, names: Set[str]) -> List[cst.Name]:
+    out: List[cst.Name] = []
+
+    def walk(node: cst.CSTNode, parent: Optional[cst.CSTNode]) -> None:
+        if isinstance(node, cst.Name) and node.value in names and not (isinstance(parent, cst.Attribute) and node is parent.attr):
+            out.append(node)
+        for child in node.children:
+            walk(child, node)
+
+    walk(expr, None)
+    return out

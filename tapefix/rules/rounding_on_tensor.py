@@ -1,0 +1,233 @@
+"""TF101: rounding a tensor on the gradient path."""
+
+from __future__ import annotations
+
+import libcst as cst
+
+from tapefix.analysis.expressions import binds_tighter_than_sum, is_pure
+from tapefix.rule import Invalid, Rule, Valid
+from tapefix.types import Forward, Safety
+
+# NumPy rounding function -> the TensorFlow op with the same forward values (both round half to even).
+NUMPY_ROUNDING = {"floor": "floor", "ceil": "math.ceil", "round": "round", "around": "round", "rint": "math.rint"}
+TF_ROUNDING = {
+    "floor", "math.floor", "math.ceil", "round", "math.round", "math.rint",
+    "experimental.numpy.floor", "experimental.numpy.ceil", "experimental.numpy.round",
+    "experimental.numpy.around", "experimental.numpy.rint",
+}
+# Parents under which a sum needs no parentheses of its own.
+_STANDALONE = (cst.Assign, cst.AnnAssign, cst.AugAssign, cst.Return, cst.Arg, cst.Element, cst.Index)
+
+
+class RoundingOnTensor(Rule):
+    """
+    ## What it does
+    Finds `np.floor`, `np.ceil`, `np.round`, `np.rint` and TensorFlow's `tf.floor`, `tf.math.ceil`,
+    `tf.round`, `tf.math.rint` applied to a tensor on the gradient path while a tape records.
+
+    ## Why is this bad?
+    Rounding has no useful gradient. TensorFlow registers none for these ops, so everything upstream
+    of the rounding gets a `None` gradient. The NumPy forms are worse: `np.floor(tf.Variable(1.7))`
+    returns a NumPy scalar, and `tape.gradient` on it raises
+    `AttributeError: 'numpy.float32' object has no attribute '_id'` (TF 2.21).
+
+    ## Example
+    ```python
+    with tf.GradientTape() as tape:
+        y = np.floor(x)
+    ```
+
+    ## Use instead
+    A straight-through estimator: the forward value is the rounded value, bit for bit; the gradient
+    is the identity.
+    ```python
+    with tf.GradientTape() as tape:
+        y = tf.stop_gradient(tf.floor(x)) + (x - tf.stop_gradient(x))
+    ```
+
+    ## Fix safety
+    Unsafe: the forward values are bit-identical on finite inputs (checked by the verifier; ±inf
+    become NaN), but the gradient is a surrogate, the identity, that the original code never had.
+    The rounded argument appears three times in the rewrite, so the fix is offered only when the
+    argument is free of side effects (no model calls, no random ops); `np.round(x, decimals)`,
+    `np.trunc` and `np.fix` are reported without a fix.
+
+    ## References
+    - research/idioms.md, idioms 1 and 2 (STE forms checked on 2M values)
+    """
+
+    CODE = "TF101"
+    NAME = "rounding-on-tensor"
+    MESSAGE = "rounding a tensor on the gradient path: the gradient is cut"
+    SAFETY = Safety.UNSAFE
+    FORWARD = Forward.STRAIGHT_THROUGH
+
+    VALID = (
+        Valid(
+            """\
+import numpy as np
+import tensorflow as tf
+
+x = tf.Variable([1.7, 2.2])
+with tf.GradientTape() as tape:
+    y = x * 2.0
+steps = np.floor(3.7)
+""",
+            note="rounding of a Python number, and outside the tape",
+        ),
+        Valid(
+            """\
+import numpy as np
+import tensorflow as tf
+
+x = tf.Variable([1.7, 2.2])
+data = np.array([0.3, 1.6])
+with tf.GradientTape() as tape:
+    bins = np.floor(data * 10)
+    y = tf.reduce_sum(x * bins)
+""",
+            note="NumPy data prepared without the gradient path",
+        ),
+        Valid(
+            """\
+import tensorflow as tf
+
+x = tf.Variable([1.7, 2.2])
+with tf.GradientTape() as tape:
+    y = tf.reduce_sum(x ** 2)
+    with tape.stop_recording():
+        shown = tf.round(y)
+""",
+            note="under stop_recording nothing is recorded",
+        ),
+        Valid(
+            """\
+import tensorflow.experimental.numpy as np
+import tensorflow as tf
+
+x = tf.Variable([1.7, 2.2])
+with tf.GradientTape() as tape:
+    y = np.sum(x)
+""",
+            note="np bound to tf.experimental.numpy, and not a rounding call",
+        ),
+    )
+    INVALID = (
+        Invalid(
+            """\
+import numpy as np
+import tensorflow as tf
+
+x = tf.Variable([1.7, 2.2])
+with tf.GradientTape() as tape:
+    y = np.floor(x)
+""",
+            """\
+import numpy as np
+import tensorflow as tf
+
+x = tf.Variable([1.7, 2.2])
+with tf.GradientTape() as tape:
+    y = tf.stop_gradient(tf.floor(x)) + (x - tf.stop_gradient(x))
+""",
+        ),
+        Invalid(
+            """\
+import numpy as onp
+import tensorflow as tf2
+
+w = tf2.Variable([0.5, 1.5, 2.5])
+with tf2.GradientTape() as tape:
+    loss = tf2.reduce_sum(2.0 * onp.round(w * 3.0))
+""",
+            """\
+import numpy as onp
+import tensorflow as tf2
+
+w = tf2.Variable([0.5, 1.5, 2.5])
+with tf2.GradientTape() as tape:
+    loss = tf2.reduce_sum(2.0 * (tf2.stop_gradient(tf2.round(w * 3.0)) + (w * 3.0 - tf2.stop_gradient(w * 3.0))))
+""",
+            note="aliases are resolved, and the sum is parenthesised inside a product",
+        ),
+        Invalid(
+            """\
+from tensorflow import GradientTape, Variable, math
+
+v = Variable([0.2, -1.4])
+with GradientTape() as g:
+    q = math.ceil(v)
+""",
+            """\
+from tensorflow import GradientTape, Variable, math
+import tensorflow as tf
+
+v = Variable([0.2, -1.4])
+with GradientTape() as g:
+    q = tf.stop_gradient(math.ceil(v)) + (v - tf.stop_gradient(v))
+""",
+            note="a module with no TensorFlow module binding gets `import tensorflow as tf`",
+        ),
+        Invalid(
+            """\
+import numpy as np
+import tensorflow as tf
+
+model = tf.keras.Sequential([tf.keras.layers.Dense(1)])
+with tf.GradientTape() as tape:
+    y = np.round(model(tf.ones((2, 3))))
+""",
+            None,
+            note="the argument calls a model: rewriting would call it three times",
+        ),
+        Invalid(
+            """\
+import numpy as np
+import tensorflow as tf
+
+x = tf.Variable([1.25, 2.75])
+with tf.GradientTape() as tape:
+    y = np.round(x, 1)
+""",
+            None,
+            note="rounding to decimals has no bit-exact TensorFlow op",
+        ),
+    )
+
+    def visit_Call(self, node: cst.Call) -> None:
+        context = self.context
+        np_name = context.analysis.is_numpy_call(node)
+        tf_name = context.analysis.is_tf_call(node)
+        if np_name in NUMPY_ROUNDING or np_name in ("trunc", "fix"):
+            op_text = None if np_name in ("trunc", "fix") else f"{{tf}}.{NUMPY_ROUNDING[np_name]}"
+        elif tf_name in TF_ROUNDING:
+            op_text = context.text(node.func)
+        else:
+            return
+        positional = [a for a in node.args if a.keyword is None and not a.star]
+        if not positional or not context.on_path(positional[0].value):
+            return
+        arg = positional[0].value
+        extra = [a for a in node.args if a is not positional[0] and not (a.keyword and a.keyword.value == "name")]
+        if op_text is None:
+            self.report(node, no_fix_reason=f"np.{np_name} has no bit-exact TensorFlow op; rewrite by hand")
+            return
+        if extra:
+            self.report(node, no_fix_reason="extra arguments (decimals, out) have no TensorFlow equivalent")
+            return
+        if not is_pure(arg, context.analysis):
+            self.report(node, no_fix_reason="the argument has side effects or cost (a call); bind it to a name first")
+            return
+        tf, import_edits = context.tf()
+        x = context.text(arg)
+        x_operand = x if binds_tighter_than_sum(arg) else f"({x})"
+        op = op_text.format(tf=tf)
+        text = f"{tf}.stop_gradient({op}({x})) + ({x_operand} - {tf}.stop_gradient({x}))"
+        # The replaced span includes the call's own parentheses, if any.
+        if node.lpar or not isinstance(context.parent, _STANDALONE):
+            text = f"({text})"
+        self.report(
+            node,
+            edits=(context.replace(node, text), *import_edits),
+            description="straight-through rounding: same forward value, identity gradient",
+        )

@@ -1,0 +1,133 @@
+"""Plain values that cross tapefix's function boundaries.
+
+Frozen dataclasses and enums only; this module imports nothing of tapefix.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Optional, Tuple
+
+
+class Safety(str, enum.Enum):
+    """How freely a fix may be applied (the ruff model)."""
+
+    SAFE = "safe"  #: applied by default
+    UNSAFE = "unsafe"  #: applied only with --unsafe-fixes; changes behaviour in a documented way
+    DISPLAY_ONLY = "display-only"  #: shown, never applied
+
+
+class Forward(str, enum.Enum):
+    """What a fix does to forward values; the verifier checks exactly this."""
+
+    EXACT = "exact"  #: bit-identical forward values, exact gradient
+    ULP = "ulp"  #: within a few units in the last place (transcendental ops, reductions)
+    STRAIGHT_THROUGH = "straight-through"  #: identical forward values, surrogate gradient
+    SINGULAR = "singular"  #: identical except at the singular points (x == 0), where inf/nan become finite
+
+
+@dataclass(frozen=True)
+class Position:
+    """A place in a source text: line is 1-based, column 0-based in code points."""
+
+    line: int
+    column: int
+
+
+@dataclass(frozen=True)
+class Edit:
+    """Replace source[start:end] (code-point offsets) with ``text``."""
+
+    start: int
+    end: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Fix:
+    """One rewrite: its edits apply together or not at all."""
+
+    edits: Tuple[Edit, ...]
+    safety: Safety
+    forward: Forward
+    description: str
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One idiom found in one module."""
+
+    code: str
+    message: str
+    start: Position
+    end: Position
+    start_offset: int
+    end_offset: int
+    fix: Optional[Fix] = None
+    #: the finding is in a function reached from a tape only through a call; the function may also run
+    #: outside any tape, so its fix is never safe
+    through_call: bool = False
+    #: why no fix is offered, when there is none
+    no_fix_reason: str = ""
+
+
+class Status(str, enum.Enum):
+    """What happened to a finding in a run."""
+
+    FIXED = "fixed"
+    FIXABLE = "fixable"  #: a fix exists but was not applied (unsafe without --unsafe-fixes, or a dry run)
+    MANUAL = "manual"  #: no fix: needs a human
+    REJECTED = "rejected"  #: a fix exists but verification failed, so it was not applied
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The verifier's word on one fix."""
+
+    status: str  #: "verified", "failed" or "unverified"
+    reason: str
+    modes: Tuple[str, ...] = ()
+    inputs: int = 0
+    before: str = ""
+    after: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "verified"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A finding as reported after a run: the finding, what happened to it, and the verdict if verified."""
+
+    finding: Finding
+    status: Status
+    verdict: Optional[Verdict] = None
+
+
+@dataclass(frozen=True)
+class Config:
+    """What to look for and what to apply."""
+
+    select: Optional[Tuple[str, ...]] = None  #: rule codes or prefixes; None means all
+    ignore: Tuple[str, ...] = ()
+    unsafe_fixes: bool = False
+
+    def enabled(self, code: str) -> bool:
+        if self.select is not None and not any(code.startswith(s) for s in self.select):
+            return False
+        return not any(code.startswith(i) for i in self.ignore)
+
+
+@dataclass(frozen=True)
+class SourceResult:
+    """The result of fixing one source text."""
+
+    source: str
+    fixed_source: str
+    outcomes: Tuple[Outcome, ...] = field(default_factory=tuple)
+
+    @property
+    def changed(self) -> bool:
+        return self.source != self.fixed_source
