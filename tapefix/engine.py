@@ -43,7 +43,8 @@ def parse(source: str) -> cst.Module:
     try:
         return cst.parse_module(source)
     except cst.ParserSyntaxError as error:
-        raise SourceError(f"does not parse: {error.message}", error.raw_line, error.raw_column) from None
+        first = str(error.message).strip().splitlines()[0] if str(error.message).strip() else "invalid syntax"
+        raise SourceError(f"does not parse: {first}", error.raw_line, error.raw_column) from None
     except RecursionError:
         raise SourceError("does not parse: nesting too deep") from None
 

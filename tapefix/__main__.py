@@ -1,0 +1,3 @@
+from tapefix.cli import entry_point
+
+entry_point()

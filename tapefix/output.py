@@ -1,0 +1,82 @@
+"""Turning results into text for people: finding lines, verdicts and the summary line."""
+
+from __future__ import annotations
+
+from typing import Iterable, List
+
+from tapefix.api import FileResult, Mode
+from tapefix.types import Outcome, Safety, Status
+
+
+def status_label(outcome: Outcome, mode: Mode, unsafe_fixes: bool) -> str:
+    finding = outcome.finding
+    verdict = outcome.verdict
+    verdict_text = f"verified: {verdict.reason}" if verdict is not None and verdict.passed else ""
+    if verdict is not None and verdict.status == "unverified":
+        verdict_text = f"unverified: {verdict.reason}"
+    if outcome.status is Status.FIXED:
+        assert finding.fix is not None
+        unsafe = "unsafe " if finding.fix.safety is Safety.UNSAFE else ""
+        label = f"{unsafe}fixed".strip() if mode is Mode.FIX else f"{unsafe}fix shown in diff"
+        label = label if mode is not Mode.FIX or not unsafe else "fixed (unsafe fix)"
+    elif outcome.status is Status.REJECTED:
+        reason = verdict.reason if verdict is not None else "the fix did not hold"
+        return f"[not applied: verification failed: {reason}]"
+    elif outcome.status is Status.FIXABLE:
+        assert finding.fix is not None
+        if finding.fix.safety is Safety.UNSAFE and not unsafe_fixes:
+            label = "unsafe fix available (--unsafe-fixes)"
+        elif finding.fix.safety is Safety.UNSAFE:
+            label = "unsafe fix available"
+        else:
+            label = "fix available"
+    else:
+        reason = finding.no_fix_reason or "no automatic fix"
+        label = f"needs a human: {reason}"
+    if finding.through_call and outcome.status is not Status.MANUAL:
+        label += "; in a function reached through a call"
+    return f"[{label}{', ' + verdict_text if verdict_text else ''}]"
+
+
+def finding_line(path: str, outcome: Outcome, mode: Mode, unsafe_fixes: bool) -> str:
+    finding = outcome.finding
+    return (
+        f"{path}:{finding.start.line}:{finding.start.column + 1}: {finding.code} {finding.message}  "
+        f"{status_label(outcome, mode, unsafe_fixes)}"
+    )
+
+
+def summary(results: Iterable[FileResult], mode: Mode, unsafe_fixes: bool) -> str:
+    """One line: "3 fixed, 2 more fixes available with --unsafe-fixes, 1 needs a human"."""
+    fixed = fixable = unsafe_more = manual = rejected = errors = files = 0
+    for result in results:
+        files += 1
+        if result.error:
+            errors += 1
+        for outcome in result.outcomes:
+            if outcome.status is Status.FIXED:
+                fixed += 1
+            elif outcome.status is Status.REJECTED:
+                rejected += 1
+            elif outcome.status is Status.MANUAL:
+                manual += 1
+            elif outcome.finding.fix is not None and outcome.finding.fix.safety is Safety.UNSAFE and not unsafe_fixes:
+                unsafe_more += 1
+            else:
+                fixable += 1
+    parts: List[str] = []
+    if fixed:
+        parts.append(f"{fixed} fixed" if mode is Mode.FIX else f"{fixed} {'fix' if fixed == 1 else 'fixes'} shown")
+    if fixable:
+        parts.append(f"{fixable} fixable" + (" with `tapefix PATH`" if mode is not Mode.FIX else ""))
+    if unsafe_more:
+        parts.append(f"{unsafe_more} more {'fix' if unsafe_more == 1 else 'fixes'} available with --unsafe-fixes")
+    if rejected:
+        parts.append(f"{rejected} not applied (verification failed)")
+    if manual:
+        parts.append(f"{manual} {'needs' if manual == 1 else 'need'} a human")
+    if errors:
+        parts.append(f"{errors} {'file' if errors == 1 else 'files'} with errors")
+    if not parts:
+        return f"no gradient-breaking idioms found in {files} {'file' if files == 1 else 'files'}"
+    return ", ".join(parts)
