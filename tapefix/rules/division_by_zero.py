@@ -81,8 +81,9 @@ x = tf.Variable([0.0, 2.0])
 with tf.GradientTape() as tape:
     norm = tf.norm(x) + 1e-8
     y = x / norm
+    z = x / tf.reduce_sum(x * x + 1e-6)
 """,
-            note="a name whose every definition is guarded",
+            note="a name whose every definition is guarded, and an epsilon inside a reduction",
         ),
         Valid(
             """\
@@ -177,8 +178,8 @@ with tf.GradientTape() as tape:
         context = self.context
         if numeric_literal(expr) is not None:
             return True
-        if isinstance(expr, cst.BinaryOperation) and isinstance(expr.operator, cst.Add):
-            return _is_epsilon(expr.left) or _is_epsilon(expr.right)
+        if _has_epsilon(expr):
+            return True
         if isinstance(expr, cst.Call):
             name = context.analysis.is_tf_call(expr)
             return name in _NONZERO_TF
@@ -187,6 +188,15 @@ with tf.GradientTape() as tape:
             seen = seen | {expr.value}
             return bool(definitions) and all(self._guarded(d, seen) for d in definitions)
         return False
+
+
+def _has_epsilon(node: cst.CSTNode) -> bool:
+    """An epsilon added anywhere in the denominator (``tf.reduce_sum(w + 1e-6)``) shows the user
+    guarded it: trust them."""
+    if isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.Add):
+        if _is_epsilon(node.left) or _is_epsilon(node.right):
+            return True
+    return any(_has_epsilon(child) for child in node.children)
 
 
 def _is_epsilon(expr: cst.BaseExpression) -> bool:
