@@ -11,7 +11,7 @@ from tapefix.rules import ALL_RULES
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "rules"
 
 
-def expected_pages() -> "dict[str, str]":
+def expected_pages() -> dict[str, str]:
     pages = {page_name(rule): render(rule) for rule in ALL_RULES}
     pages["README.md"] = index(ALL_RULES)
     return pages

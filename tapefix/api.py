@@ -7,18 +7,26 @@ and every other file is still processed.
 from __future__ import annotations
 
 import codecs
+import concurrent.futures
+import dataclasses
 import difflib
 import enum
+import hashlib
 import io
+import multiprocessing
 import os
+import signal
 import stat
 import tempfile
 import tokenize
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-from tapefix import engine
+from tapefix import cache as _cache
+from tapefix import engine, notebook, project
+from tapefix.analysis.scope import EntryPoint
+from tapefix.config import ConfigError, Resolver
 from tapefix.types import Config, Outcome, SourceResult, Status
 
 #: Folders never walked into: virtual environments, caches, tool folders.
@@ -52,6 +60,8 @@ class FileResult:
     error_at: str = ""
     written: bool = False
     skipped: bool = field(default=False)
+    #: for a notebook: its code cells as one module (``source`` is that module), to map lines to cells
+    notebook: Optional[notebook.Script] = None
 
     @property
     def changed(self) -> bool:
@@ -64,7 +74,7 @@ class FileError(Exception):
 
 # ----------------------------------------------------------------------------- walking
 def iter_python_files(paths: Iterable[str]) -> Iterator[Tuple[str, Optional[str]]]:
-    """(path, error) pairs: every ``.py`` file under the given paths, in a stable order. A path that
+    """(path, error) pairs: every ``.py`` and ``.ipynb`` file under the given paths, in a stable order. A path that
     does not exist yields an error; a file named explicitly is taken whatever its suffix."""
     for raw in paths:
         path = Path(raw)
@@ -98,7 +108,7 @@ def _walk(root: Path) -> Iterator[Path]:
             d for d in dirnames if not d.startswith(".") and d not in SKIP_DIRS and not _is_venv(here / d)
         )
         for name in sorted(filenames):
-            if name.endswith(".py") and not name.startswith("."):
+            if name.endswith((".py", ".ipynb")) and not name.startswith("."):
                 yield here / name
 
 
@@ -168,13 +178,26 @@ def write_atomic(path: str, data: bytes) -> None:
         raise
 
 
+def _read_text(path: str) -> Optional[str]:
+    """A file's text for the project index; None when it cannot be read (its own run says why)."""
+    try:
+        return read_source(path).text
+    except FileError:
+        return None
+
+
 # ----------------------------------------------------------------------------- one source, one file
 def process_source(
-    source: str, mode: Mode, config: Config, verifier: Optional[engine.Verifier] = None
+    source: str,
+    mode: Mode,
+    config: Config,
+    verifier: Optional[engine.Verifier] = None,
+    entry_points: Sequence[EntryPoint] = (),
 ) -> SourceResult:
-    """Run the engine on a source text for a mode; raises engine.SourceError if it does not parse."""
+    """Run the engine on a source text for a mode; raises engine.SourceError if it does not parse.
+    ``entry_points``: the module's functions that tapes elsewhere in the project run (tapefix.project)."""
     if mode is Mode.CHECK:
-        findings = engine.check_source(source, config)
+        findings = engine.check_source(source, config, entry_points)
         outcomes = tuple(
             Outcome(f, Status.FIXABLE if f.fix is not None else Status.MANUAL) for f in findings
         )
@@ -186,19 +209,25 @@ def process_source(
                 for o in outcomes
             )
         return SourceResult(source, source, outcomes)
-    return engine.fix_source(source, config, verifier)
+    return engine.fix_source(source, config, verifier, entry_points)
 
 
 def process_file(
-    path: str, mode: Mode, config: Config, verifier: Optional[engine.Verifier] = None
+    path: str,
+    mode: Mode,
+    config: Config,
+    verifier: Optional[engine.Verifier] = None,
+    entry_points: Sequence[EntryPoint] = (),
 ) -> FileResult:
     """Everything for one file; never raises for a problem with the file."""
+    if path.endswith(".ipynb"):
+        return process_notebook(path, mode, config, verifier)
     try:
         decoded = read_source(path)
     except FileError as error:
         return FileResult(path, error=str(error))
     try:
-        result = process_source(decoded.text, mode, config, verifier)
+        result = process_source(decoded.text, mode, config, verifier, entry_points)
     except engine.SourceError as error:
         where = f"{error.line}:{(error.column or 0) + 1}" if error.line else ""
         return FileResult(path, source=decoded.text, fixed_source=decoded.text, error=str(error), error_at=where)
@@ -213,17 +242,310 @@ def process_file(
     return FileResult(path, result.outcomes, decoded.text, result.fixed_source, written=written)
 
 
+def process_notebook(
+    path: str, mode: Mode, config: Config, verifier: Optional[engine.Verifier] = None
+) -> FileResult:
+    """A Jupyter notebook: its Python cells are analysed as one module (they share one namespace) and
+    fixed cells are written back into the notebook, everything else kept byte for byte."""
+    try:
+        size = os.path.getsize(path)
+        if size > MAX_FILE_BYTES:
+            limit = MAX_FILE_BYTES // (1024 * 1024)
+            raise FileError(f"is {size // (1024 * 1024)} MiB, larger than the {limit} MiB limit")
+        with open(path, "rb") as handle:
+            text = handle.read().decode("utf-8")
+        script = notebook.to_script(text)
+    except FileError as error:
+        return FileResult(path, error=str(error))
+    except OSError as error:
+        return FileResult(path, error=f"cannot read: {error.strerror or error}")
+    except UnicodeDecodeError as error:
+        return FileResult(path, error=f"cannot decode as utf-8 (a notebook is JSON in UTF-8): {error}")
+    except notebook.NotebookError as error:
+        return FileResult(path, error=str(error))
+    try:
+        result = process_source(script.text, mode, config, verifier)
+    except engine.SourceError as error:
+        where = ""
+        if error.line:
+            cell, line = script.locate(error.line)
+            where = f"cell {cell}:{line}:{(error.column or 0) + 1}"
+        return FileResult(path, (), script.text, script.text, error=str(error), error_at=where, notebook=script)
+    written = False
+    if mode is Mode.FIX and result.changed:
+        problem = ""
+        try:
+            write_atomic(path, notebook.from_script(text, script, result.fixed_source).encode("utf-8"))
+            written = True
+        except notebook.NotebookError as error:
+            problem = str(error)
+        except OSError as error:
+            problem = f"cannot write: {error.strerror or error}"
+        if problem:
+            # Nothing was written: what the run fixed is still only fixable.
+            unwritten = tuple(
+                Outcome(o.finding, Status.FIXABLE, o.verdict) if o.status is Status.FIXED else o
+                for o in result.outcomes
+            )
+            return FileResult(path, unwritten, script.text, script.text, error=problem, notebook=script)
+    return FileResult(path, result.outcomes, script.text, result.fixed_source, written=written, notebook=script)
+
+
 def run(
-    paths: Sequence[str], mode: Mode, config: Config, verifier: Optional[engine.Verifier] = None
+    paths: Sequence[str],
+    mode: Mode,
+    config: Config,
+    verifier: Optional[engine.Verifier] = None,
+    *,
+    resolver: Optional[Resolver] = None,
+    progress: Optional[Callable[[int, int], None]] = None,
+    jobs: Optional[int] = None,
+    use_cache: bool = False,
 ) -> List[FileResult]:
-    """Process every Python file under ``paths``."""
-    results = []
+    """Process every Python file and notebook under ``paths``.
+
+    With a ``resolver`` (``[tool.tapefix]`` per file), each file runs with its own configuration and
+    files matching ``exclude`` are left out, even when named explicitly; ``config`` is then unused.
+    ``progress(done, total)`` is called after each file.
+
+    ``jobs`` worker processes (default: the usable cores) analyse the files that may hold a tape; the
+    results are the same, in the same order, as with one. With ``use_cache``, results of unchanged
+    files come from the cache (tapefix.cache). A verifier runs everything in this process, uncached."""
+    todo: List[Tuple[str, Optional[str], Config]] = []
     for path, error in iter_python_files(paths):
+        file_config = config
+        if resolver is not None and error is None:
+            try:
+                settings = resolver.settings_for(path)
+            except ConfigError as config_error:
+                todo.append((path, str(config_error), config))
+                continue
+            if settings.excluded(path):
+                continue
+            file_config = settings.config_for(path)
+        todo.append((path, error, file_config))
+    sources = _Sources()
+    store = _open_cache(paths) if use_cache and verifier is None else None
+    # Whole-project tape scope: which functions tapes in other modules of the tree run.
+    python_files = [p for p, e, _ in todo if e is None and p.endswith(".py")]
+    entries = _entry_points(python_files, sources, store)
+    results: List[Optional[FileResult]] = [None] * len(todo)
+    keys: Dict[int, str] = {}
+    work: List[_Job] = []
+    for index, (path, error, file_config) in enumerate(todo):
         if error is not None:
-            results.append(FileResult(path, error=error))
+            results[index] = FileResult(path, error=error)
             continue
-        results.append(process_file(path, mode, config, verifier))
-    return results
+        points = entries.get(path, ())
+        if store is not None and path.endswith(".py"):
+            data = sources.data(path)
+            if data is not None:
+                keys[index] = _cache.entry_key(data, mode is Mode.CHECK, file_config, points)
+                results[index] = _from_cache(store.get(keys[index]), path, mode, sources)
+                if results[index] is not None:
+                    continue
+        work.append(_Job(index, path, file_config, points))
+    done = len(todo) - len(work)
+
+    def finished(job: _Job, result: FileResult) -> None:
+        nonlocal done
+        results[job.index] = result
+        if job.index in keys and store is not None:
+            _to_cache(store, keys[job.index], result, sources.text(job.path))
+        done += 1
+        if progress is not None:
+            progress(done, len(todo))
+
+    if progress is not None and done:
+        progress(done, len(todo))
+    _execute(work, mode, verifier, _usable_cores() if jobs is None else jobs, sources, finished)
+    if store is not None:
+        store.save()
+    return [r if r is not None else FileResult(todo[i][0], error="was not processed") for i, r in enumerate(results)]
+
+
+@dataclass(frozen=True)
+class _Job:
+    index: int
+    path: str
+    config: Config
+    entry_points: Tuple[EntryPoint, ...]
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+class _Sources:
+    """Each file's bytes and text, read once per run (None when it cannot be read: its own run says why)."""
+
+    def __init__(self) -> None:
+        self._data: Dict[str, Optional[bytes]] = {}
+        self._text: Dict[str, Optional[str]] = {}
+
+    def data(self, path: str) -> Optional[bytes]:
+        if path not in self._data:
+            try:
+                if os.path.getsize(path) > MAX_FILE_BYTES:
+                    raise OSError("too big")
+                with open(path, "rb") as handle:
+                    self._data[path] = handle.read()
+            except OSError:
+                self._data[path] = None
+        return self._data[path]
+
+    def text(self, path: str) -> Optional[str]:
+        if path not in self._text:
+            data = self.data(path)
+            text = None
+            if data is not None and b"\x00" not in data:
+                try:
+                    text = decode(data).text
+                except FileError:
+                    pass
+            self._text[path] = text
+        return self._text[path]
+
+
+def _process_safely(
+    path: str, mode: Mode, config: Config, verifier: Optional[engine.Verifier], entry_points: Sequence[EntryPoint]
+) -> FileResult:
+    """process_file, with a tapefix bug reported as that file's error instead of a traceback."""
+    try:
+        return process_file(path, mode, config, verifier, entry_points)
+    except RecursionError:
+        return FileResult(path, error="cannot analyse: the code is nested too deeply")
+    except Exception as error:  # noqa: BLE001 - one file's crash must not stop the run
+        return FileResult(path, error=f"internal error ({type(error).__name__}: {error}); this is a tapefix bug")
+
+
+def _ignore_interrupts() -> None:
+    # Ctrl-C reaches the whole process group: workers finish the file (and atomic write) in hand, and
+    # the main process cancels the rest, so no file is ever left half written.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _execute(
+    work: Sequence[_Job],
+    mode: Mode,
+    verifier: Optional[engine.Verifier],
+    jobs: int,
+    sources: _Sources,
+    finished: Callable[[_Job, FileResult], None],
+) -> None:
+    """Run the jobs: files that may hold a tape in worker processes, biggest first; the rest here."""
+    heavy: List[_Job] = []
+    light: List[_Job] = []
+    for job in work:
+        text = sources.text(job.path) if job.path.endswith(".py") else None
+        if text is None or engine.might_run_under_tape(text, job.entry_points):
+            heavy.append(job)
+        else:
+            light.append(job)
+    if verifier is not None or jobs <= 1 or len(heavy) < 2:
+        for job in work:
+            finished(job, _process_safely(job.path, mode, job.config, verifier, job.entry_points))
+        return
+    heavy.sort(key=lambda job: -len(sources.data(job.path) or b""))
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else None)
+    with concurrent.futures.ProcessPoolExecutor(
+        max_workers=min(jobs, len(heavy)), mp_context=context, initializer=_ignore_interrupts
+    ) as pool:
+        try:
+            futures = {
+                pool.submit(_process_safely, job.path, mode, job.config, None, job.entry_points): job for job in heavy
+            }
+            for job in light:
+                finished(job, _process_safely(job.path, mode, job.config, None, job.entry_points))
+            for future in concurrent.futures.as_completed(futures):
+                job = futures[future]
+                try:
+                    result = future.result()
+                except concurrent.futures.process.BrokenProcessPool:
+                    result = FileResult(job.path, error="its worker process died (out of memory?)")
+                finished(job, result)
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+
+
+def _open_cache(paths: Sequence[str]) -> Optional[_cache.Cache]:
+    try:
+        return _cache.Cache(_cache.cache_dir(paths))
+    except (OSError, ValueError):
+        return None
+
+
+def _from_cache(entry: Optional[Dict[str, Any]], path: str, mode: Mode, sources: _Sources) -> Optional[FileResult]:
+    """The cached result for a file, or None (a miss, or a fix that still has to be written)."""
+    if entry is None:
+        return None
+    text = sources.text(path)
+    fixed = entry.get("fixed")
+    if text is None or (fixed is not None and (mode is Mode.FIX or not isinstance(fixed, str))):
+        return None
+    try:
+        outcomes = tuple(_cache.load(entry.get("outcomes", [])))
+        error, error_at = entry.get("error", ""), entry.get("error_at", "")
+        if not all(isinstance(o, Outcome) for o in outcomes) or not isinstance(error, str):
+            return None
+        return FileResult(
+            path, outcomes, text, fixed if fixed is not None else text, error=error, error_at=str(error_at)
+        )
+    except (_cache.Uncacheable, TypeError, AttributeError):
+        return None
+
+
+def _to_cache(store: _cache.Cache, key: str, result: FileResult, text: Optional[str]) -> None:
+    """Keep a result that depends on the file's text alone (no I/O error, no notebook)."""
+    if result.notebook is not None or text is None or result.source != text:
+        return
+    if result.error and not result.error.startswith("does not parse"):
+        return
+    try:
+        entry = {
+            "outcomes": _cache.dump(result.outcomes),
+            "fixed": result.fixed_source if result.changed else None,
+            "error": result.error,
+            "error_at": result.error_at,
+        }
+    except _cache.Uncacheable:
+        return
+    store.put(key, entry)
+
+
+def _tuples(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _entry_points(
+    files: Sequence[str], sources: _Sources, store: Optional[_cache.Cache]
+) -> Dict[str, Tuple[EntryPoint, ...]]:
+    """project.entry_points, cached on the paths and bytes of every file of the tree."""
+    if store is None:
+        return project.entry_points(files, sources.text)
+    tree = hashlib.blake2b(digest_size=20)
+    for path in files:
+        data = sources.data(path)
+        tree.update(os.path.abspath(path).encode("utf-8", "surrogatepass") + b"\0")
+        tree.update(hashlib.blake2b(data).digest() if data is not None else b"-")
+    key = "tree-" + tree.hexdigest()
+    cached = store.get(key)
+    if cached is not None:
+        try:
+            return {
+                path: tuple(EntryPoint(**{k: _tuples(v) for k, v in e.items()}) for e in points)
+                for path, points in cached["entries"].items()
+            }
+        except (KeyError, TypeError, AttributeError):
+            pass
+    found = project.entry_points(files, sources.text)
+    store.put(key, {"entries": {path: [dataclasses.asdict(e) for e in points] for path, points in found.items()}})
+    return found
 
 
 # ----------------------------------------------------------------------------- diffs

@@ -13,7 +13,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple, Type
 
 import libcst as cst
 
-from tapefix.analysis.scope import ModuleAnalysis, Scope
+from tapefix.analysis.scope import EntryPoint, ModuleAnalysis, Scope
+from tapefix.analysis.walk import walk
 from tapefix.rule import Rule, RuleContext
 from tapefix.rules import ALL_RULES
 from tapefix.types import Config, Edit, Finding, Outcome, Safety, SourceResult, Status, Verdict
@@ -53,26 +54,44 @@ def rules_for(config: Config) -> List[Type[Rule]]:
     return [rule for rule in ALL_RULES if config.enabled(rule.CODE)]
 
 
-def check_source(source: str, config: Config = Config()) -> List[Finding]:
-    """Every finding in ``source``, in source order (suppressed ones left out)."""
-    if not might_hold_tape(source):
+def might_run_under_tape(source: str, entry_points: Sequence[EntryPoint] = ()) -> bool:
+    """The text test for a module in a project: it holds a tape block, passes a loss to Keras's
+    ``compile``, or a tape elsewhere runs one of its functions (``entry_points``)."""
+    return bool(entry_points) or might_hold_tape(source) or (".compile(" in source and "loss" in source)
+
+
+def check_source(source: str, config: Config = Config(), entry_points: Sequence[EntryPoint] = ()) -> List[Finding]:
+    """Every finding in ``source``, in source order (suppressed ones left out). ``entry_points`` name the
+    functions of this module that tapes in other modules of the project run (see tapefix.project)."""
+    if not might_run_under_tape(source, entry_points):
         return []
     module = parse(source)
-    return _analyze(source, module, rules_for(config))
+    return _analyze(source, module, rules_for(config), entry_points)
 
 
-def _analyze(source: str, module: cst.Module, rules: Sequence[Type[Rule]]) -> List[Finding]:
-    analysis = ModuleAnalysis(module)
+def external_calls(source: str, entry_points: Sequence[EntryPoint] = ()) -> List[EntryPoint]:
+    """The calls this module's recorded code makes to functions it does not define (as written, with the
+    tensor-ness of their arguments), for the project index to follow into other modules."""
+    if not might_run_under_tape(source, entry_points):
+        return []
+    return ModuleAnalysis(parse(source), entry_points).external_calls()
+
+
+def _analyze(
+    source: str, module: cst.Module, rules: Sequence[Type[Rule]], entry_points: Sequence[EntryPoint] = ()
+) -> List[Finding]:
+    analysis = ModuleAnalysis(module, entry_points)
     if not analysis.regions:
         return []
     context = RuleContext(source, module, analysis)
-    module.visit(_Dispatcher(context, [rule(context) for rule in rules]))
+    walk(module, _Dispatcher(context, [rule(context) for rule in rules]))
     findings = _unsuppressed(source, context.findings)
     return sorted(findings, key=lambda f: (f.start_offset, f.end_offset, f.code))
 
 
 class _Dispatcher(cst.CSTVisitor):
-    """One walk of the module; calls each rule's ``visit_<Node>`` for nodes that run while a tape records."""
+    """One walk of the module; calls each rule's ``visit_<Node>`` for nodes that run while a tape records
+    (for a rule with ``EVERYWHERE``, for every node)."""
 
     def __init__(self, context: RuleContext, rules: Sequence[Rule]) -> None:
         super().__init__()
@@ -81,12 +100,15 @@ class _Dispatcher(cst.CSTVisitor):
         self.scopes: List[Optional[Scope]] = [None]
         self.functions: List[Optional[object]] = [None]
         self.handlers: Dict[str, List[Callable[[cst.CSTNode], None]]] = {}
+        #: handlers of rules that look at tape blocks from outside (``Rule.EVERYWHERE``): called on every node
+        self.everywhere: Dict[str, List[Callable[[cst.CSTNode], None]]] = {}
         #: nodes that pushed a scope, popped again on leave
         self.pushed: Set[cst.CSTNode] = set()
         for rule in rules:
+            table = self.everywhere if rule.EVERYWHERE else self.handlers
             for attribute in dir(rule):
                 if attribute.startswith("visit_"):
-                    self.handlers.setdefault(attribute[6:], []).append(getattr(rule, attribute))
+                    table.setdefault(attribute[6:], []).append(getattr(rule, attribute))
 
     def on_visit(self, node: cst.CSTNode) -> bool:
         self.context.ancestors.append(node)
@@ -103,13 +125,23 @@ class _Dispatcher(cst.CSTVisitor):
         if pushed:
             self.pushed.add(node)
         scope = self.scopes[-1]
+        kind = type(node).__name__
         if scope is not None:
-            handlers = self.handlers.get(type(node).__name__)
+            handlers = self.handlers.get(kind)
             if handlers:
                 self.context.scope = scope
+                self.context.recording = True
                 self.context.function = self.functions[-1]  # type: ignore[assignment]
                 for handler in handlers:
                     handler(node)
+        handlers = self.everywhere.get(kind)
+        if handlers:
+            # Code outside any recording region runs in the function itself: its fixes are direct.
+            self.context.scope = scope if scope is not None else Scope.DIRECT
+            self.context.recording = scope is not None
+            self.context.function = self.functions[-1]  # type: ignore[assignment]
+            for handler in handlers:
+                handler(node)
         return True
 
     def on_leave(self, original_node: cst.CSTNode) -> None:
@@ -194,17 +226,19 @@ def fix_source(
     source: str,
     config: Config = Config(),
     verifier: Optional[Verifier] = None,
+    entry_points: Sequence[EntryPoint] = (),
 ) -> SourceResult:
     """Apply every applicable fix to a fixed point; report what happened to each finding.
 
     With a ``verifier``, each fix is verified before it is applied; a fix that fails is not applied.
+    ``entry_points`` are as for ``check_source``.
     """
     rules = rules_for(config)
-    if not might_hold_tape(source):
+    if not might_run_under_tape(source, entry_points):
         return SourceResult(source, source, ())
     current = source
     module = parse(source)
-    findings = _analyze(current, module, rules)
+    findings = _analyze(current, module, rules, entry_points)
     original = list(findings)
     # Where each original finding now starts (None once an edit rewrote it).
     where: List[Optional[int]] = [f.start_offset for f in original]
@@ -246,9 +280,13 @@ def fix_source(
             _record(original, where, finding, Status.FIXED, pass_verdicts.get(id(finding)), status, verdicts, extra)
         edits_sorted = sorted(edits, key=lambda e: (e.start, e.end))
         where = [None if w is None else _shift(w, edits_sorted) for w in where]
-        rejected = {(c, _shift(o, edits_sorted), fx) for (c, o, fx) in rejected if _shift(o, edits_sorted) is not None}
+        rejected = {
+            (code, _shift(offset, edits_sorted), fix)
+            for (code, offset, fix) in rejected
+            if offset is not None and _shift(offset, edits_sorted) is not None
+        }
         current = candidate_source
-        findings = _analyze(current, new_module, rules)
+        findings = _analyze(current, new_module, rules, entry_points)
     outcomes = []
     for index, finding in enumerate(original):
         state = status.get(index)

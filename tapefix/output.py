@@ -2,10 +2,40 @@
 
 from __future__ import annotations
 
-from typing import Iterable, List
+import os
+from typing import Iterable, List, Optional, Tuple
+
+import click
 
 from tapefix.api import FileResult, Mode
-from tapefix.types import Outcome, Safety, Status
+from tapefix.notebook import Script
+from tapefix.types import Finding, Outcome, Safety, Status
+
+
+def display_path(path: str) -> str:
+    """``path`` relative to the current folder when it lies under it; otherwise as an absolute path."""
+    if path == "-":
+        return path
+    absolute = os.path.abspath(path)
+    try:
+        relative = os.path.relpath(absolute, os.getcwd())
+    except ValueError:  # another drive on Windows
+        return absolute
+    return absolute if relative == os.pardir or relative.startswith(os.pardir + os.sep) else relative
+
+
+def locate(notebook: Optional[Script], line: int) -> Tuple[Optional[int], int]:
+    """(cell, line) for a line of a result's source: the cell is None outside notebooks."""
+    if notebook is None:
+        return None, line
+    return notebook.locate(line)
+
+
+def where(path: str, finding: Finding, notebook: Optional[Script] = None) -> str:
+    """``path:line:col`` (columns 1-based), or ``path:cell N:line:col`` in a notebook."""
+    cell, line = locate(notebook, finding.start.line)
+    cell_part = f"cell {cell}:" if cell is not None else ""
+    return f"{path}:{cell_part}{line}:{finding.start.column + 1}"
 
 
 def status_label(outcome: Outcome, mode: Mode, unsafe_fixes: bool) -> str:
@@ -38,11 +68,25 @@ def status_label(outcome: Outcome, mode: Mode, unsafe_fixes: bool) -> str:
     return f"[{label}{', ' + verdict_text if verdict_text else ''}]"
 
 
-def finding_line(path: str, outcome: Outcome, mode: Mode, unsafe_fixes: bool) -> str:
+def finding_line(
+    path: str,
+    outcome: Outcome,
+    mode: Mode,
+    unsafe_fixes: bool,
+    *,
+    notebook: Optional[Script] = None,
+    color: bool = False,
+) -> str:
+    """One line per finding: ``path:line:col: CODE message  [what happened]``."""
     finding = outcome.finding
+    label = status_label(outcome, mode, unsafe_fixes)
+    place = where(path, finding, notebook)
+    if not color:
+        return f"{place}: {finding.code} {finding.message}  {label}"
+    tint = {Status.FIXED: "green", Status.FIXABLE: "yellow", Status.REJECTED: "red", Status.MANUAL: "magenta"}
     return (
-        f"{path}:{finding.start.line}:{finding.start.column + 1}: {finding.code} {finding.message}  "
-        f"{status_label(outcome, mode, unsafe_fixes)}"
+        f"{click.style(place, bold=True)}: {click.style(finding.code, fg='red', bold=True)} {finding.message}  "
+        f"{click.style(label, fg=tint[outcome.status])}"
     )
 
 

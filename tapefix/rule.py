@@ -3,7 +3,7 @@
 A rule is a class with a stable ``CODE``, a ``NAME``, a ``MESSAGE``, a documented fix safety and
 forward contract, and ``VALID`` / ``INVALID`` examples that are its tests and its docs. It defines
 ``visit_<Node>`` methods (libcst node class names); the engine calls them only for nodes that run
-while a tape records, and the rule calls ``self.report(...)``.
+while a tape records (on every node for a rule with ``EVERYWHERE``), and the rule calls ``self.report(...)``.
 """
 
 from __future__ import annotations
@@ -48,6 +48,8 @@ class RuleContext:
         self.module = module
         self.analysis = analysis
         self.scope: Scope = Scope.DIRECT
+        #: the node being visited runs while a tape records (always true for rules without ``EVERYWHERE``)
+        self.recording: bool = True
         self.function: Optional[Function] = None
         self.findings: List[Finding] = []
         #: the nodes from the module down to the node being visited
@@ -228,6 +230,10 @@ class Rule:
     FORWARD: ClassVar[Forward] = Forward.EXACT
     VALID: ClassVar[Sequence[Valid]] = ()
     INVALID: ClassVar[Sequence[Invalid]] = ()
+    #: the engine calls this rule's ``visit_<Node>`` methods on every node of a module that holds a tape
+    #: block, not only on nodes that run while a tape records; ``context.recording`` tells them apart.
+    #: For rules that look at a tape block from outside (a ``tape.gradient`` call after the block).
+    EVERYWHERE: ClassVar[bool] = False
 
     def __init__(self, context: RuleContext) -> None:
         self.context = context

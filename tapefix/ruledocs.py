@@ -38,14 +38,21 @@ def render(rule: Type[Rule]) -> str:
         if example.expected is None:
             lines += ["Reported without a fix.", ""]
         else:
-            lines += ["Fixed (with `--unsafe-fixes` when the fix is unsafe):", "", "```python", example.expected.rstrip("\n"), "```", ""]
-    for example in rule.VALID:
-        title = "Left alone" + (f": {example.note}" if example.note else "")
-        lines += [f"### {title}", "", "```python", example.code.rstrip("\n"), "```", ""]
+            lines += [
+                "Fixed (with `--unsafe-fixes` when the fix is unsafe):",
+                "",
+                "```python",
+                example.expected.rstrip("\n"),
+                "```",
+                "",
+            ]
+    for valid in rule.VALID:
+        title = "Left alone" + (f": {valid.note}" if valid.note else "")
+        lines += [f"### {title}", "", "```python", valid.code.rstrip("\n"), "```", ""]
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
-def index(rules: "list[Type[Rule]]") -> str:
+def index(rules: list[Type[Rule]]) -> str:
     lines = [
         "# Rules",
         "",

@@ -8,7 +8,9 @@ from tapefix import Config, check_source, fix_source
 from tapefix.rules import ALL_RULES
 
 VALID = [
-    pytest.param(rule, example, id=f"{rule.CODE}-valid-{i}") for rule in ALL_RULES for i, example in enumerate(rule.VALID)
+    pytest.param(rule, example, id=f"{rule.CODE}-valid-{i}")
+    for rule in ALL_RULES
+    for i, example in enumerate(rule.VALID)
 ]
 INVALID = [
     pytest.param(rule, example, id=f"{rule.CODE}-invalid-{i}")

@@ -22,6 +22,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple, Union
 import libcst as cst
 
 from tapefix.analysis.names import ImportMap, dotted, is_under
+from tapefix.analysis.walk import Recording, walk
 
 
 class Scope(enum.Enum):
@@ -45,12 +46,42 @@ class Value:
     on_path: bool = False  #: a tensor that depends on a gradient source
     shape: Shape = Shape.UNKNOWN
     numpy: bool = False  #: a NumPy value (an ndarray or NumPy scalar), not a tensor
+    #: for a tuple or list of known length (``return loss, weights``): what each element is
+    elements: Tuple["Value", ...] = ()
 
     def join(self, other: "Value") -> "Value":
-        return Value(self.on_path or other.on_path, self.shape.join(other.shape), self.numpy and other.numpy)
+        elements: Tuple[Value, ...] = ()
+        if self.elements and len(self.elements) == len(other.elements):
+            elements = tuple(a.join(b) for a, b in zip(self.elements, other.elements))
+        return Value(
+            self.on_path or other.on_path, self.shape.join(other.shape), self.numpy and other.numpy, elements
+        )
 
 
 NOTHING = Value()
+
+
+@dataclass(frozen=True)
+class EntryPoint:
+    """A function that a tape runs through a call, and which of its arguments are on the gradient path.
+
+    Going into ``ModuleAnalysis`` it names a function of that module that a tape in *another* module
+    calls (``focal_loss``, or ``FocalLoss`` for a class); coming out of ``ModuleAnalysis.external_calls``
+    it names, as written, a callee this module does not define (``losses.focal_loss``).
+    """
+
+    function: str
+    #: whether each positional argument is a tensor on the gradient path
+    positional: Tuple[bool, ...] = ()
+    #: keyword arguments that are tensors on the gradient path
+    keywords: Tuple[str, ...] = ()
+    #: what runs is the value ``function(...)`` returns: the nested def a loss factory returns, or the
+    #: ``call`` of a Keras ``Loss`` class (``compile(loss=focal_loss(gamma=2))``, ``loss=FocalLoss()``)
+    result: bool = False
+
+
+#: the arguments Keras passes to a loss while its train step records: ``(y_true, y_pred)``
+KERAS_LOSS_ARGUMENTS = (False, True)
 TF = "tensorflow"
 NP = "numpy"
 STOP_GRADIENT = ("tensorflow.stop_gradient", "tensorflow.raw_ops.StopGradient")
@@ -72,7 +103,12 @@ _TF_ELEMENTWISE_HINT = (
     "identity", "nn.softmax", "nn.log_softmax", "rsqrt", "reciprocal", "negative", "multiply", "add",
     "subtract", "divide",
 )
+# TensorFlow calls whose result always has at least one dimension.
+_TF_AT_LEAST_2D = {"matmul", "linalg.matmul", "concat", "stack", "expand_dims", "one_hot", "linalg.einsum", "einsum"}
 _NUMPY_VALUE_METHODS = {"numpy", "item", "tolist"}
+# Methods of a tensor whose result is a static shape or a Python value, never a tensor on the path.
+_NO_PATH_METHODS = {"get_shape", "as_list", "num_elements", "is_fully_defined"}
+_COLLECT_METHODS = ("append", "extend", "insert")
 _NO_PATH_ATTRIBUTES = {"shape", "dtype", "name", "device", "ndim", "trainable", "graph", "op"}
 _MODEL_WORDS = ("model", "net", "encoder", "decoder", "generator", "discriminator", "critic", "actor")
 
@@ -95,8 +131,10 @@ class Function:
 class ModuleAnalysis:
     """Tape scope and tensor-ness for one module; every rule asks this one object."""
 
-    def __init__(self, module: cst.Module) -> None:
+    def __init__(self, module: cst.Module, entry_points: Sequence[EntryPoint] = ()) -> None:
         self.module = module
+        #: functions of this module that tapes in other modules run (the project index finds them)
+        self.entry_points = tuple(entry_points)
         self.imports = ImportMap()
         self.module_env: Dict[str, Value] = {}
         self.module_defs: Dict[str, List[cst.BaseExpression]] = {}
@@ -113,7 +151,14 @@ class ModuleAnalysis:
         self.tape_names: Set[str] = set()
         #: the function that holds each tape body
         self.owner_of_block: Dict[cst.CSTNode, Function] = {}
+        #: ``self.<attr> = <expr>`` in each class: what ``self.loss_fn(...)`` may call
+        self.self_attributes: Dict[str, Dict[str, List[cst.BaseExpression]]] = {}
+        #: the values passed as ``loss=`` to a ``.compile(...)`` call (Keras runs them under its tape)
+        self.compiled_losses: List[cst.BaseExpression] = []
+        #: how many times each name is read anywhere in the module (for "is every use a recorded call?")
+        self.name_reads: Dict[str, int] = {}
         _Collector(self).collect(module)
+        self._seed_entry_points()
         self._infer()
         self._find_regions()
 
@@ -138,6 +183,10 @@ class ModuleAnalysis:
     def value(self, expr: cst.BaseExpression, function: Optional[Function]) -> Value:
         return _Evaluator(self, function).value(expr)
 
+    def is_model(self, func: cst.BaseExpression, function: Optional[Function]) -> bool:
+        """Whether ``func`` names a Keras model or layer (``model``, ``self.encoder``)."""
+        return _Evaluator(self, function)._is_model(func)
+
     @property
     def tf_alias(self) -> Optional[str]:
         return self.imports.alias_for(TF)
@@ -152,18 +201,72 @@ class ModuleAnalysis:
     def _infer(self) -> None:
         # Flow-insensitive fixed point: bindings only ever gain taint, so this terminates; the cap
         # bounds pathological modules.
+        # The tree does not change between passes: walk it once, replay the binder's calls after.
+        recording = Recording(self.module, _Binder)
         for _ in range(6):
-            changed = _Binder(self).bind_all()
+            changed = _Binder(self).bind_all(recording)
             if not changed:
                 break
+
+    def _seed_entry_points(self) -> None:
+        """Functions that run under a tape without a tape block of this module: entry points given by the
+        project, and losses passed to ``.compile(loss=...)`` here; their parameters take the given tensor-ness."""
+        entries = list(self.entry_points)
+        for expr in self.compiled_losses:
+            local = self._local_loss(expr)
+            if local is not None:
+                entries.append(local)
+        #: the functions entered from outside any tape block of this module
+        self.entry_functions: List[Function] = []
+        for entry in entries:
+            for function in self._targets(entry.function, entry.result):
+                self.entry_functions.append(function)
+                params = function.params[1:] if function.class_name else function.params
+                on_path = {p for p, flag in zip(params, entry.positional) if flag}
+                on_path.update(k for k in entry.keywords if k in params)
+                for param in on_path:
+                    old = function.env.get(param)
+                    function.env[param] = Value(True) if old is None else old.join(Value(True))
+
+    def _local_loss(self, expr: cst.BaseExpression) -> Optional[EntryPoint]:
+        """The entry point for a ``loss=`` value naming a function or class of this module, else None."""
+        result = isinstance(expr, cst.Call)
+        name = expr.func if isinstance(expr, cst.Call) else expr
+        if isinstance(name, cst.Name) and self._targets(name.value, result):
+            return EntryPoint(name.value, KERAS_LOSS_ARGUMENTS, result=result)
+        return None
+
+    def _targets(self, name: str, result: bool) -> List[Function]:
+        """The module-level function ``name``; with ``result``, what calling the value ``name(...)`` runs:
+        the defs the function returns, or the ``call`` / ``__call__`` of the class ``name``."""
+        top = [f for f in self.by_name.get(name, []) if f.parent is None and f.class_name is None]
+        if not result:
+            return top
+        found = [
+            f
+            for f in self.functions.values()
+            if f.class_name == name and f.node.name.value in ("call", "__call__") and f.parent is None
+        ]
+        for factory in top:
+            returned = {
+                node.value.value
+                for node in _walk(factory.node.body)
+                if isinstance(node, cst.Return) and isinstance(node.value, cst.Name)
+            }
+            found.extend(f for f in self.functions.values() if f.parent is factory and f.node.name.value in returned)
+        return found
 
     def _find_regions(self) -> None:
         for with_node, names in self.tape_blocks:
             self.regions[with_node.body] = Scope.DIRECT
             self.tape_names.update(names)
+        for function in self.entry_functions:
+            self.regions.setdefault(function.node.body, Scope.THROUGH_CALL)
         # Functions called from recorded code, transitively.
         work: List[Tuple[cst.CSTNode, Scope]] = list(self.regions.items())
         seen: Set[cst.CSTNode] = set()
+        #: for each function body reached through a call: the calls that reach it and the region each is in
+        reached_by: Dict[cst.CSTNode, List[Tuple[cst.Call, cst.CSTNode]]] = {}
         while work:
             root, scope = work.pop()
             if root in seen:
@@ -172,6 +275,7 @@ class ModuleAnalysis:
             for node, function in _recorded_calls(self, root):
                 for callee in self.resolve_callee(node, function):
                     body = callee.node.body
+                    reached_by.setdefault(body, []).append((node, root))
                     # A def nested in the recording code runs only there: it is as direct as its caller.
                     nested = function is not None and callee.parent is function and scope is Scope.DIRECT
                     new_scope = Scope.DIRECT if nested else Scope.THROUGH_CALL
@@ -179,6 +283,82 @@ class ModuleAnalysis:
                         continue
                     self.regions[body] = new_scope
                     work.append((body, new_scope))
+        self._promote_private_functions(reached_by)
+
+    def _promote_private_functions(self, reached_by: Dict[cst.CSTNode, List[Tuple[cst.Call, cst.CSTNode]]]) -> None:
+        """A private function (``_name``) whose every use in the module is a call from a tape block runs only
+        while a tape records: a fix there is as safe as one in the block. Any other use (a call outside a
+        tape, a reference passed around, an entry from another module) keeps it THROUGH_CALL."""
+        entered = {f.node.body for f in self.entry_functions}
+        changed = True
+        while changed:
+            changed = False
+            for body, calls in reached_by.items():
+                if self.regions.get(body) is not Scope.THROUGH_CALL or body in entered:
+                    continue
+                function = next((f for f in self.functions.values() if f.node.body is body), None)
+                if function is None or function.class_name is not None:
+                    continue
+                name = function.node.name.value
+                if not name.startswith("_") or name.startswith("__") or len(self.by_name.get(name, [])) != 1:
+                    continue
+                by_name = [c for c, _ in calls if isinstance(c.func, cst.Name) and c.func.value == name]
+                # Each def reads its own name once (the def statement's name node).
+                uses = self.name_reads.get(name, 0) - 1
+                if len(by_name) == len(calls) == uses and all(self.regions.get(r) is Scope.DIRECT for _, r in calls):
+                    self.regions[body] = Scope.DIRECT
+                    changed = True
+
+    def external_calls(self) -> List[EntryPoint]:
+        """Calls from recorded code (and ``compile(loss=...)`` values) whose callee this module does not
+        define, named as written, with the tensor-ness of their arguments: the project index resolves them
+        to functions of other modules."""
+        found: List[EntryPoint] = []
+        for expr in self.compiled_losses:
+            if self._local_loss(expr) is None:
+                result = isinstance(expr, cst.Call)
+                name = dotted(expr.func if isinstance(expr, cst.Call) else expr)
+                if name is not None:
+                    found.append(EntryPoint(name, KERAS_LOSS_ARGUMENTS, result=result))
+        for root in self.regions:
+            for call, function in _recorded_calls(self, root):
+                if self.resolve_callee(call, function):
+                    continue
+                for name, result in self._external_callee(call, function):
+                    if is_under(self.imports.bindings.get(name.split(".")[0]), (TF, NP) + KERAS):
+                        continue
+                    positional: List[bool] = []
+                    for arg in call.args:
+                        if arg.star or arg.keyword is not None:
+                            break
+                        positional.append(self.value(arg.value, function).on_path)
+                    keywords = tuple(
+                        arg.keyword.value
+                        for arg in call.args
+                        if arg.keyword is not None and self.value(arg.value, function).on_path
+                    )
+                    found.append(EntryPoint(name, tuple(positional), keywords, result))
+        return list(dict.fromkeys(found))
+
+    def _external_callee(self, call: cst.Call, function: Optional[Function]) -> List[Tuple[str, bool]]:
+        """The dotted callee of ``call`` as written (``losses.focal_loss``), or what ``self.loss_fn`` was
+        assigned from (``focal_loss``, or ``FocalLoss`` with result=True for ``FocalLoss()``)."""
+        func = call.func
+        name = dotted(func)
+        if name is None:
+            return []
+        head, _, attr = name.partition(".")
+        if head != "self":
+            return [(name, False)]
+        owner = _class_of(function)
+        out: List[Tuple[str, bool]] = []
+        if owner is not None and attr and "." not in attr:
+            for expr in self.self_attributes.get(owner, {}).get(attr, []):
+                result = isinstance(expr, cst.Call)
+                assigned = dotted(expr.func if isinstance(expr, cst.Call) else expr)
+                if assigned is not None and not assigned.startswith("self."):
+                    out.append((assigned, result))
+        return out
 
     def resolve_callee(self, call: cst.Call, caller: Optional[Function]) -> List[Function]:
         """Functions of this module that ``call`` may run."""
@@ -195,7 +375,17 @@ class ModuleAnalysis:
                 owner = caller.class_name if caller is not None else None
             if owner is None:
                 return []
-            return [f for f in self.by_name.get(func.attr.value, []) if f.class_name == owner]
+            methods = [f for f in self.by_name.get(func.attr.value, []) if f.class_name == owner]
+            if methods:
+                return methods
+            # ``self.loss_fn = focal_loss`` (or ``= FocalLoss()``) then ``self.loss_fn(y, p)``
+            found: List[Function] = []
+            for expr in self.self_attributes.get(owner, {}).get(func.attr.value, []):
+                result = isinstance(expr, cst.Call)
+                name = expr.func if isinstance(expr, cst.Call) else expr
+                if isinstance(name, cst.Name):
+                    found.extend(self._targets(name.value, result))
+            return found
         return []
 
     def function_of(self, node: cst.FunctionDef) -> Optional[Function]:
@@ -210,6 +400,22 @@ class ModuleAnalysis:
                 return []
             function = function.parent
         return self.module_defs.get(name, [])
+
+
+def _class_of(function: Optional[Function]) -> Optional[str]:
+    while function is not None:
+        if function.class_name is not None:
+            return function.class_name
+        function = function.parent
+    return None
+
+
+def _walk(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
+    """Every node under ``node``, not entering nested defs, lambdas or classes."""
+    for child in node.children:
+        yield child
+        if not isinstance(child, (cst.FunctionDef, cst.ClassDef, cst.Lambda)):
+            yield from _walk(child)
 
 
 def _encloses(parent: Function, caller: Optional[Function]) -> bool:
@@ -235,7 +441,7 @@ def _recorded_calls(analysis: ModuleAnalysis, root: cst.CSTNode) -> List[Tuple[c
                 calls.append((node, owner))
             return True
 
-    root.visit(Walk())
+    walk(root, Walk())
     return calls
 
 
@@ -259,7 +465,7 @@ class _Collector(cst.CSTVisitor):
         self.tape_vars: Set[str] = set()
 
     def collect(self, module: cst.Module) -> None:
-        module.visit(self)
+        walk(module, self)
 
     def _current(self) -> Optional[Function]:
         return self.function_stack[-1] if self.function_stack else None
@@ -297,12 +503,24 @@ class _Collector(cst.CSTVisitor):
     def _in_class_body(self) -> bool:
         return bool(self.scope_kinds) and self.scope_kinds[-1] == "class"
 
+    def visit_Name(self, node: cst.Name) -> None:
+        self.a.name_reads[node.value] = self.a.name_reads.get(node.value, 0) + 1
+
     def visit_Assign(self, node: cst.Assign) -> None:
         current = self._current()
         defs = current.defs if current is not None else self.a.module_defs
         for target in node.targets:
             if isinstance(target.target, cst.Name):
                 defs.setdefault(target.target.value, []).append(node.value)
+            elif (
+                isinstance(target.target, cst.Attribute)
+                and isinstance(target.target.value, cst.Name)
+                and target.target.value.value == "self"
+                and self.class_stack
+                and current is not None
+            ):
+                attrs = self.a.self_attributes.setdefault(self.class_stack[-1], {})
+                attrs.setdefault(target.target.attr.value, []).append(node.value)
         # ``tape = tf.GradientTape()`` then ``with tape:``
         if isinstance(node.value, cst.Call) and self.a.qualify(node.value.func) in GRADIENT_TAPES:
             for target in node.targets:
@@ -313,6 +531,11 @@ class _Collector(cst.CSTVisitor):
         # What tf.stop_gradient computes is not recorded for the gradient.
         if self.a.qualify(node.func) in STOP_GRADIENT:
             self.a.excluded.update(arg for arg in node.args)
+        # Keras's train step calls the loss given to compile() while its tape records.
+        if isinstance(node.func, cst.Attribute) and node.func.attr.value == "compile":
+            for arg in node.args:
+                if arg.keyword is not None and arg.keyword.value == "loss":
+                    self.a.compiled_losses.extend(_loss_values(arg.value))
 
     def visit_With(self, node: cst.With) -> None:
         names: List[str] = []
@@ -341,6 +564,19 @@ class _Collector(cst.CSTVisitor):
                 self.a.owner_of_block[node.body] = current
 
 
+def _loss_values(expr: cst.BaseExpression) -> List[cst.BaseExpression]:
+    """The losses in a ``loss=`` value: a name, a call (``focal_loss(gamma=2)``), or a list or dict of them."""
+    if isinstance(expr, (cst.List, cst.Tuple)):
+        return [v for e in expr.elements for v in _loss_values(e.value)]
+    if isinstance(expr, cst.Dict):
+        return [v for e in expr.elements if isinstance(e, cst.DictElement) for v in _loss_values(e.value)]
+    if isinstance(expr, (cst.Name, cst.Attribute)) or (
+        isinstance(expr, cst.Call) and isinstance(expr.func, (cst.Name, cst.Attribute))
+    ):
+        return [expr]
+    return []
+
+
 def _all_params(params: cst.Parameters) -> List[cst.Param]:
     out = list(params.posonly_params) + list(params.params) + list(params.kwonly_params)
     if isinstance(params.star_arg, cst.Param):
@@ -360,8 +596,11 @@ class _Binder(cst.CSTVisitor):
         self.classes: List[str] = []
         self.changed = False
 
-    def bind_all(self) -> bool:
-        self.a.module.visit(self)
+    def bind_all(self, recording: Optional[Recording] = None) -> bool:
+        if recording is not None:
+            recording.replay(self)
+        else:
+            walk(self.a.module, self)
         return self.changed
 
     def _function(self) -> Optional[Function]:
@@ -398,8 +637,13 @@ class _Binder(cst.CSTVisitor):
         if isinstance(target, cst.Name):
             self._bind(target.value, value)
         elif isinstance(target, (cst.Tuple, cst.List)):
-            for element in target.elements:
-                self._bind_target(element.value, Value(value.on_path, Shape.UNKNOWN, value.numpy))
+            # ``loss, weights = f(...)`` where f returns a tuple: each name takes its own element.
+            exact = len(value.elements) == len(target.elements) and not any(
+                isinstance(e, cst.StarredElement) for e in target.elements
+            )
+            for index, element in enumerate(target.elements):
+                part = value.elements[index] if exact else Value(value.on_path, Shape.UNKNOWN, value.numpy)
+                self._bind_target(element.value, part)
         elif isinstance(target, cst.StarredElement):
             self._bind_target(target.value, value)
         elif (
@@ -444,6 +688,13 @@ class _Binder(cst.CSTVisitor):
                 self._mark_source(node.args[0].value)
         if isinstance(func, cst.Attribute) and func.attr.value in ("gradient", "jacobian") and len(node.args) >= 2:
             self._mark_source(node.args[1].value)
+        # ``losses.append(loss)``: a list that collects tensors on the path holds them (tensorflow#30190).
+        if isinstance(func, cst.Attribute) and func.attr.value in _COLLECT_METHODS and isinstance(func.value, cst.Name):
+            collected = [self._value(arg.value) for arg in node.args if arg.keyword is None and not arg.star]
+            if any(v.on_path for v in collected):
+                name = func.value.value
+                env = next((e for e in self.a.env_chain(self._function()) if name in e), None)
+                self._bind(name, Value(True, Shape.UNKNOWN), env)
         # Parameters of the module's own functions take the values they are called with.
         for callee in self.a.resolve_callee(node, self._function()):
             params = callee.params[1:] if callee.class_name else callee.params
@@ -537,7 +788,8 @@ class _Evaluator:
             return self.value(expr.body).join(self.value(expr.orelse))
         if isinstance(expr, (cst.Tuple, cst.List)):
             values = [self.value(e.value) for e in expr.elements]
-            return Value(any(v.on_path for v in values), Shape.UNKNOWN)
+            known = not any(isinstance(e, cst.StarredElement) for e in expr.elements)
+            return Value(any(v.on_path for v in values), Shape.UNKNOWN, elements=tuple(values) if known else ())
         if isinstance(expr, cst.Call):
             return self.call(expr)
         return NOTHING
@@ -571,6 +823,8 @@ class _Evaluator:
                 return NOTHING
             if is_under(name, KERAS):
                 return NOTHING  # a Keras constructor or function: an object, not a tensor on the path
+            if short in _TF_AT_LEAST_2D:
+                return Value(any_path, Shape.NONSCALAR)
             shape = first.shape if short.startswith(_TF_ELEMENTWISE_HINT) else Shape.UNKNOWN
             return Value(any_path, shape)
         if name is not None and name.startswith(NP + "."):
@@ -585,6 +839,8 @@ class _Evaluator:
             method = func.attr.value
             if method in _NUMPY_VALUE_METHODS:
                 return Value(receiver.on_path, receiver.shape, numpy=True)
+            if method in _NO_PATH_METHODS:
+                return NOTHING
             if self._is_model(func):
                 return Value(True, Shape.NONSCALAR)
             if receiver.on_path and method not in ("gradient", "jacobian"):
@@ -596,7 +852,7 @@ class _Evaluator:
             result = NOTHING
             for callee in callees:
                 result = result.join(callee.returns) if result != NOTHING else callee.returns
-            return Value(result.on_path, result.shape, result.numpy)
+            return Value(result.on_path, result.shape, result.numpy, result.elements)
         return NOTHING
 
     def _is_model(self, func: cst.BaseExpression) -> bool:

@@ -13,9 +13,24 @@ from tapefix.types import Forward, Safety
 
 # Denominators built by these TensorFlow calls cannot be zero, or are guarded already.
 _NONZERO_TF = {
-    "maximum", "math.maximum", "clip_by_value", "exp", "math.exp", "nn.softplus", "math.softplus",
-    "ones", "ones_like", "where", "keras.backend.epsilon", "math.divide_no_nan", "sigmoid", "math.sigmoid",
-    "nn.sigmoid", "cast", "shape", "size",
+    "maximum",
+    "math.maximum",
+    "clip_by_value",
+    "exp",
+    "math.exp",
+    "nn.softplus",
+    "math.softplus",
+    "ones",
+    "ones_like",
+    "where",
+    "keras.backend.epsilon",
+    "math.divide_no_nan",
+    "sigmoid",
+    "math.sigmoid",
+    "nn.sigmoid",
+    "cast",
+    "shape",
+    "size",
 }
 _EPSILON_WORDS = ("eps", "epsilon", "tiny", "smooth")
 
@@ -163,7 +178,9 @@ with tf.GradientTape() as tape:
         elif context.on_path(numerator):
             numerator_text = context.text(numerator)
         else:
-            self.report(node, no_fix_reason="the numerator's dtype is unknown: tf.math.divide_no_nan needs both operands float")
+            self.report(
+                node, no_fix_reason="the numerator's dtype is unknown: tf.math.divide_no_nan needs both operands float"
+            )
             return
         tf, import_edits = context.tf()
         text = f"{tf}.math.divide_no_nan({numerator_text}, {context.text(denominator)})"

@@ -14,9 +14,25 @@ from tapefix.types import Forward, Safety
 _ELEMENTWISE_COMPARE = (cst.GreaterThan, cst.GreaterThanEqual, cst.LessThan, cst.LessThanEqual, cst.Equal, cst.NotEqual)
 # Ops whose gradient is inf or NaN somewhere in the lanes a tf.where does not select.
 _SINGULAR_TF = {
-    "math.log", "log", "sqrt", "math.sqrt", "math.rsqrt", "rsqrt", "math.reciprocal", "reciprocal",
-    "math.log1p", "math.acos", "acos", "math.asin", "asin", "pow", "math.pow", "math.divide", "divide",
-    "experimental.numpy.log", "experimental.numpy.sqrt",
+    "math.log",
+    "log",
+    "sqrt",
+    "math.sqrt",
+    "math.rsqrt",
+    "rsqrt",
+    "math.reciprocal",
+    "reciprocal",
+    "math.log1p",
+    "math.acos",
+    "acos",
+    "math.asin",
+    "asin",
+    "pow",
+    "math.pow",
+    "math.divide",
+    "divide",
+    "experimental.numpy.log",
+    "experimental.numpy.sqrt",
 }
 
 
@@ -262,7 +278,7 @@ with tf.GradientTape() as tape:
         return False
 
     def _shape(self, test: cst.BaseExpression) -> Shape:
-        shapes = []
+        shapes: List[Shape] = []
         for comparison in self._comparisons(test):
             operands = [comparison.left] + [t.comparator for t in comparison.comparisons]
             shapes.extend(self.context.value(o).shape for o in operands)
@@ -292,7 +308,7 @@ with tf.GradientTape() as tape:
         returns = [s for s in then + other if isinstance(s, cst.Return)]
         if returns:
             if len(then) == 1 and len(other) == 1 and len(returns) == 2:
-                then_value, else_value = then[0].value, other[0].value  # type: ignore[union-attr]
+                then_value, else_value = returns[0].value, returns[1].value
                 if then_value is None or else_value is None:
                     return "a bare return", None
                 where = self._where(cond, then_value, else_value, cond_names)
@@ -359,7 +375,11 @@ with tf.GradientTape() as tape:
             for name_node in _name_nodes(arg, cond_names):
                 start, end = context.span(name_node)
                 name = name_node.value
-                guarded = f"{{tf}}.where({_braces(cond)}, {name}, 1.0)" if selected_when else f"{{tf}}.where({_braces(cond)}, 1.0, {name})"
+                guarded = (
+                    f"{{tf}}.where({_braces(cond)}, {name}, 1.0)"
+                    if selected_when
+                    else f"{{tf}}.where({_braces(cond)}, 1.0, {name})"
+                )
                 edits[(start - base, end - base)] = guarded
         out, cursor = [], 0
         for (start, end), replacement in sorted(edits.items()):
@@ -379,7 +399,8 @@ def _simple_statements(block: cst.BaseSuite) -> Optional[List[cst.BaseSmallState
     if isinstance(block, cst.SimpleStatementSuite):
         return list(block.body)
     statements: List[cst.BaseSmallStatement] = []
-    for statement in block.body:  # type: ignore[attr-defined]
+    assert isinstance(block, cst.IndentedBlock)
+    for statement in block.body:
         if not isinstance(statement, cst.SimpleStatementLine):
             return None
         statements.extend(statement.body)
@@ -425,7 +446,11 @@ def _name_nodes(expr: cst.CSTNode, names: Set[str]) -> List[cst.Name]:
     out: List[cst.Name] = []
 
     def walk(node: cst.CSTNode, parent: Optional[cst.CSTNode]) -> None:
-        if isinstance(node, cst.Name) and node.value in names and not (isinstance(parent, cst.Attribute) and node is parent.attr):
+        if (
+            isinstance(node, cst.Name)
+            and node.value in names
+            and not (isinstance(parent, cst.Attribute) and node is parent.attr)
+        ):
             out.append(node)
         for child in node.children:
             walk(child, node)

@@ -11,9 +11,17 @@ from tapefix.types import Forward, Safety
 # NumPy rounding function -> the TensorFlow op with the same forward values (both round half to even).
 NUMPY_ROUNDING = {"floor": "floor", "ceil": "math.ceil", "round": "round", "around": "round", "rint": "math.rint"}
 TF_ROUNDING = {
-    "floor", "math.floor", "math.ceil", "round", "math.round", "math.rint",
-    "experimental.numpy.floor", "experimental.numpy.ceil", "experimental.numpy.round",
-    "experimental.numpy.around", "experimental.numpy.rint",
+    "floor",
+    "math.floor",
+    "math.ceil",
+    "round",
+    "math.round",
+    "math.rint",
+    "experimental.numpy.floor",
+    "experimental.numpy.ceil",
+    "experimental.numpy.round",
+    "experimental.numpy.around",
+    "experimental.numpy.rint",
 }
 # Parents under which a sum needs no parentheses of its own.
 _STANDALONE = (cst.Assign, cst.AnnAssign, cst.AugAssign, cst.Return, cst.Arg, cst.Element, cst.Index)

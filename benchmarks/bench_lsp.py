@@ -1,0 +1,158 @@
+"""How long after an edit the language server's diagnostics arrive, measured over the protocol.
+
+Starts ``python -m tapefix.lsp`` as a subprocess, opens a generated 2,000-line module, then makes
+one-character edits and times each from sending ``didChange`` to receiving the
+``publishDiagnostics`` for that version (the default debounce included). For comparison it also
+times ``check_source`` on the same text in this process.
+
+    python benchmarks/bench_lsp.py [--lines 2000] [--edits 10] [--shape dense|sparse|both]
+
+``dense``: every function holds a tape block (the worst case: everything is analysed).
+``sparse``: one training step with a tape, the rest ordinary code (the common case).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import textwrap
+import time
+from typing import Dict, List
+
+from lsprotocol import types
+from pygls.lsp.client import LanguageClient
+
+from tapefix.engine import check_source
+
+TAPE_BLOCK = textwrap.dedent(
+    '''
+    def step_{i}(w, x, targets):
+        """One training step ({i})."""
+        with tf.GradientTape() as tape:
+            scaled = w / 0.25
+            quantised = np.floor(scaled) * 0.25
+            h = tf.nn.relu(x @ w + {i}.0)
+            if tf.reduce_sum(h) > 0:
+                h = h * 2.0
+            ratio = tf.reduce_sum(h) / tf.reduce_sum(x)
+            loss = tf.reduce_mean((quantised - targets) ** 2) + ratio
+        grads = tape.gradient(loss, [w])
+        for g in grads:
+            print("gradient", g)
+        return loss, grads
+    '''
+)
+PLAIN_BLOCK = textwrap.dedent(
+    '''
+    def prepare_{i}(rows, scale={i}):
+        """Ordinary preprocessing ({i})."""
+        out = []
+        for row in rows:
+            if row is None:
+                continue
+            value = float(row) * scale
+            out.append(round(value, 2))
+        table = {{k: v for k, v in enumerate(out)}}
+        return sorted(table.items(), key=lambda kv: kv[1])
+    '''
+)
+
+
+def module(lines: int, shape: str) -> str:
+    parts = ["import numpy as np\nimport tensorflow as tf\n"]
+    count = 2
+    i = 0
+    if shape == "sparse":
+        block = TAPE_BLOCK.format(i=0)
+        parts.append(block)
+        count += block.count("\n")
+    while count < lines:
+        block = (TAPE_BLOCK if shape == "dense" else PLAIN_BLOCK).format(i=i)
+        parts.append(block)
+        count += block.count("\n")
+        i += 1
+    return "".join(parts)
+
+
+async def measure(text: str, edits: int) -> Dict[str, object]:
+    client = LanguageClient("tapefix-bench", "1")
+    arrived: Dict[int, float] = {}
+    counts: Dict[int, int] = {}
+    waiting: Dict[int, asyncio.Future[None]] = {}
+
+    @client.feature(types.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS)
+    def on_diagnostics(params: types.PublishDiagnosticsParams) -> None:
+        if params.version is None:
+            return
+        arrived[params.version] = time.perf_counter()
+        counts[params.version] = len(params.diagnostics)
+        future = waiting.get(params.version)
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    await client.start_io(sys.executable, "-m", "tapefix.lsp")
+    await client.initialize_async(types.InitializeParams(capabilities=types.ClientCapabilities()))
+    client.initialized(types.InitializedParams())
+    uri = "file:///bench/module.py"
+    loop = asyncio.get_running_loop()
+
+    async def until(version: int) -> None:
+        waiting[version] = loop.create_future()
+        if version not in arrived:
+            await asyncio.wait_for(waiting[version], timeout=120)
+
+    sent = time.perf_counter()
+    client.text_document_did_open(
+        types.DidOpenTextDocumentParams(
+            text_document=types.TextDocumentItem(uri=uri, language_id="python", version=1, text=text)
+        )
+    )
+    await until(1)
+    open_ms = (arrived[1] - sent) * 1000
+    timings: List[float] = []
+    current = text
+    for version in range(2, edits + 2):
+        # A one-character edit in a comment at the end, as when typing.
+        current = current + "#"
+        sent = time.perf_counter()
+        client.text_document_did_change(
+            types.DidChangeTextDocumentParams(
+                text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
+                content_changes=[types.TextDocumentContentChangeWholeDocument(text=current)],
+            )
+        )
+        await until(version)
+        timings.append((arrived[version] - sent) * 1000)
+    await client.shutdown_async(None)
+    client.exit(None)
+    await client.stop()
+    return {"open_ms": open_ms, "edit_ms": timings, "diagnostics": counts[1]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--lines", type=int, default=2000)
+    parser.add_argument("--edits", type=int, default=10)
+    parser.add_argument("--shape", choices=("dense", "sparse", "both"), default="both")
+    options = parser.parse_args()
+    shapes = ("sparse", "dense") if options.shape == "both" else (options.shape,)
+    for shape in shapes:
+        text = module(options.lines, shape)
+        started = time.perf_counter()
+        findings = check_source(text)
+        engine_ms = (time.perf_counter() - started) * 1000
+        result = asyncio.run(measure(text, options.edits))
+        timings = sorted(result["edit_ms"])  # type: ignore[arg-type]
+        print(
+            f"{shape}: {text.count(chr(10))} lines, {result['diagnostics']} diagnostics; "
+            f"check_source in-process {engine_ms:.0f} ms; open -> diagnostics {result['open_ms']:.0f} ms; "
+            f"edit -> diagnostics over {len(timings)} edits: median {statistics.median(timings):.0f} ms, "
+            f"min {timings[0]:.0f} ms, max {timings[-1]:.0f} ms"
+        )
+        assert len(findings) == result["diagnostics"]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,207 @@
+"""A fast, read-only walk of a libcst tree that calls a ``CSTVisitor``'s methods.
+
+``node.visit(visitor)`` rebuilds every node it passes (libcst's ``_visit_and_replace_children``
+constructs and validates a new node even for a read-only visitor), which makes a visit cost about
+as much as the parse itself. tapefix only reads the tree, several times per module, so it walks the
+nodes' fields directly instead, in the order libcst visits them (learned once per node class from
+libcst's own ``on_visit_attribute`` callbacks), and skips whitespace and punctuation nodes, which no
+tapefix visitor looks at.
+
+Semantics kept from ``CSTVisitor``: ``on_visit`` (or ``visit_<Node>``) returning ``False`` skips the
+node's children; ``on_leave`` (or ``leave_<Node>``) is called after them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Dict, List, Optional, Tuple, Type
+
+import libcst as cst
+
+#: Nodes that are only whitespace, comments and punctuation; their subtrees hold nothing else.
+TRIVIA: Tuple[Type[cst.CSTNode], ...] = (
+    cst.SimpleWhitespace,
+    cst.ParenthesizedWhitespace,
+    cst.TrailingWhitespace,
+    cst.EmptyLine,
+    cst.Comment,
+    cst.Newline,
+    cst.LeftParen,
+    cst.RightParen,
+    cst.LeftSquareBracket,
+    cst.RightSquareBracket,
+    cst.LeftCurlyBrace,
+    cst.RightCurlyBrace,
+    cst.Comma,
+    cst.Dot,
+    cst.Colon,
+    cst.Semicolon,
+    cst.AssignEqual,
+)
+_TRIVIA_SET = frozenset(TRIVIA)
+
+#: per node class: its child fields in visiting order, and the fields libcst skipped because they were None
+_FIELDS: Dict[type, Tuple[Tuple[str, ...], Tuple[str, ...]]] = {}
+_VARIANTS: Dict[Tuple[type, Tuple[bool, ...]], Tuple[str, ...]] = {}
+_Handler = Optional[Callable[[cst.CSTVisitor, cst.CSTNode], Optional[bool]]]
+_TABLES: Dict[Tuple[type, str], Dict[type, _Handler]] = {}
+
+
+class _FieldOrder(cst.CSTVisitor):
+    """Records the fields libcst visits on one node, in order, without descending."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fields: List[str] = []
+
+    def on_visit(self, node: cst.CSTNode) -> bool:
+        return False
+
+    def on_visit_attribute(self, node: cst.CSTNode, attribute: str) -> None:
+        self.fields.append(attribute)
+
+    def on_leave_attribute(self, original_node: cst.CSTNode, attribute: str) -> None:
+        pass
+
+
+def child_fields(node: cst.CSTNode) -> Tuple[str, ...]:
+    """The names of ``node``'s child fields in the order libcst visits them."""
+    kind = type(node)
+    entry = _FIELDS.get(kind)
+    if entry is not None and not entry[1]:
+        return entry[0]
+    if entry is not None:
+        # A few nodes visit a field only when it is set (an f-string's format spec): one order for
+        # each combination of such fields that are set.
+        key = (kind, tuple(getattr(node, name) is not None for name in entry[1]))
+        fields = _VARIANTS.get(key)
+        if fields is None:
+            fields = _VARIANTS[key] = _learn(node)
+        return fields
+    fields = _learn(node)
+    unvisited = tuple(
+        f.name for f in dataclasses.fields(node) if f.name not in fields and getattr(node, f.name) is None
+    )
+    _FIELDS[kind] = (fields, unvisited)
+    return fields
+
+
+def _learn(node: cst.CSTNode) -> Tuple[str, ...]:
+    recorder = _FieldOrder()
+    node._visit_and_replace_children(recorder)
+    return tuple(dict.fromkeys(recorder.fields))
+
+
+def children(node: cst.CSTNode) -> List[cst.CSTNode]:
+    """The node's children in source order, whitespace and punctuation left out."""
+    out: List[cst.CSTNode] = []
+    for name in child_fields(node):
+        value = getattr(node, name)
+        if isinstance(value, (tuple, list)):
+            out.extend(v for v in value if type(v) not in _TRIVIA_SET)
+        elif isinstance(value, cst.CSTNode) and type(value) not in _TRIVIA_SET:
+            out.append(value)
+    return out
+
+
+def _table(visitor: cst.CSTVisitor, prefix: str) -> Dict[type, _Handler]:
+    key = (type(visitor), prefix)
+    table = _TABLES.get(key)
+    if table is None:
+        table = _TABLES[key] = {}
+    return table
+
+
+def _handler(table: Dict[type, _Handler], visitor: cst.CSTVisitor, prefix: str, kind: type) -> _Handler:
+    try:
+        return table[kind]
+    except KeyError:
+        handler = table[kind] = getattr(type(visitor), f"{prefix}{kind.__name__}", None)
+        return handler
+
+
+def walk(root: cst.CSTNode, visitor: cst.CSTVisitor) -> None:
+    """Visit ``root`` and every non-trivia node under it with ``visitor``, never rebuilding a node."""
+    cls = type(visitor)
+    custom_visit = cls.on_visit is not cst.CSTVisitor.on_visit
+    custom_leave = cls.on_leave is not cst.CSTVisitor.on_leave
+    visits = _table(visitor, "visit_")
+    leaves = _table(visitor, "leave_")
+    fields_of = _FIELDS
+    trivia = _TRIVIA_SET
+    node_type = cst.CSTNode
+
+    def enter(node: cst.CSTNode) -> None:
+        kind = type(node)
+        if custom_visit:
+            descend = visitor.on_visit(node)
+        else:
+            handler = visits[kind] if kind in visits else _handler(visits, visitor, "visit_", kind)
+            descend = True if handler is None else handler(visitor, node) is not False
+        if descend:
+            entry = fields_of.get(kind)
+            fields = entry[0] if entry is not None and not entry[1] else child_fields(node)
+            for name in fields:
+                value = getattr(node, name)
+                if value.__class__ is tuple or value.__class__ is list:
+                    for item in value:
+                        if item.__class__ not in trivia:
+                            enter(item)
+                elif value.__class__ not in trivia and isinstance(value, node_type):
+                    enter(value)
+        if custom_leave:
+            visitor.on_leave(node)
+        else:
+            handler = leaves[kind] if kind in leaves else _handler(leaves, visitor, "leave_", kind)
+            if handler is not None:
+                handler(visitor, node)
+
+    enter(root)
+
+
+class Recording:
+    """The ``visit_<Node>`` / ``leave_<Node>`` calls one walk of a tree makes on a visitor class, in order,
+    so that a visitor that walks the same unchanged tree many times (a fixed-point pass) can replay them
+    without walking. ``visit_`` returning ``False`` still skips the calls for the node's subtree."""
+
+    def __init__(self, root: cst.CSTNode, visitor_class: Type[cst.CSTVisitor]) -> None:
+        #: (handler, node, where to go on when the handler returns False)
+        self.calls: List[Tuple[Callable[..., Optional[bool]], cst.CSTNode, int]] = []
+        walk(root, _Recorder(self.calls, visitor_class))
+
+    def replay(self, visitor: cst.CSTVisitor) -> None:
+        calls = self.calls
+        index, end = 0, len(calls)
+        while index < end:
+            handler, node, skip_to = calls[index]
+            if handler(visitor, node) is False and skip_to > index:
+                index = skip_to
+            else:
+                index += 1
+
+
+class _Recorder(cst.CSTVisitor):
+    def __init__(self, calls: List[Tuple[Callable[..., Optional[bool]], cst.CSTNode, int]], target: type) -> None:
+        super().__init__()
+        self.calls = calls
+        self.target = target
+        self.open: List[int] = []
+
+    def on_visit(self, node: cst.CSTNode) -> bool:
+        handler = getattr(self.target, f"visit_{type(node).__name__}", None)
+        if handler is None:
+            self.open.append(-1)
+        else:
+            self.open.append(len(self.calls))
+            self.calls.append((handler, node, -1))
+        return True
+
+    def on_leave(self, original_node: cst.CSTNode) -> None:
+        index = self.open.pop()
+        if index >= 0:
+            # Skipping the children lands on this node's leave call (or whatever follows the subtree).
+            handler, node, _ = self.calls[index]
+            self.calls[index] = (handler, node, len(self.calls))
+        handler = getattr(self.target, f"leave_{type(original_node).__name__}", None)
+        if handler is not None:
+            self.calls.append((handler, original_node, -1))

@@ -1,0 +1,242 @@
+"""The project index: which functions of which modules a tape elsewhere in the tree runs.
+
+A loss function usually lives in another module (``from .losses import focal_loss``). Given the files
+of a tree, ``entry_points`` follows the calls that recorded code makes (and the losses handed to Keras's
+``compile``) into the modules of that tree that define the callee, transitively, and returns for each
+file the functions a tape elsewhere runs, with the arguments that are on the gradient path. The engine
+then analyses those functions as ``Scope.THROUGH_CALL`` regions.
+
+Two phases keep it cheap: a summary per module from Python's own ``ast`` (its imports and the names it
+defines; no inference), and a full analysis only of modules that may run code under a tape *and* import
+something from the tree. Nothing here reads a file: the caller passes ``read``.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+from dataclasses import dataclass, field, replace
+from typing import Callable, Dict, FrozenSet, List, Mapping, Optional, Sequence, Set, Tuple
+
+from tapefix import engine
+from tapefix.analysis.scope import EntryPoint
+
+#: a module's text by path, or None when it cannot be read
+Reader = Callable[[str], Optional[str]]
+
+#: how many module analyses one run may spend on following calls (bounds pathological trees)
+MAX_ANALYSES_PER_MODULE = 4
+#: how many re-exports one name may go through (``pkg/__init__.py`` re-exporting ``pkg.losses.f``)
+MAX_REEXPORTS = 5
+
+
+@dataclass(frozen=True)
+class Binding:
+    """What an imported name stands for: a dotted name, absolute or (with ``anchor``) relative to a folder."""
+
+    dotted: str
+    #: the package folder a relative import starts from; None for an absolute import
+    anchor: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class ModuleSummary:
+    """What the index needs of one module, read without inference."""
+
+    path: str
+    imports: Mapping[str, Binding] = field(default_factory=dict)
+    #: top-level functions and classes the module defines
+    defines: FrozenSet[str] = frozenset()
+
+
+def summarise(path: str, source: str) -> ModuleSummary:
+    """The imports (relative ones anchored at their package folder) and top-level definitions of a module."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return ModuleSummary(path)
+    imports: Dict[str, Binding] = {}
+    defines: Set[str] = set()
+    folder = os.path.dirname(path)
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            defines.add(node.name)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.asname:
+                    imports[alias.asname] = Binding(alias.name)
+                else:
+                    head = alias.name.split(".")[0]
+                    imports[head] = Binding(head)
+        elif isinstance(node, ast.ImportFrom):
+            anchor = None
+            if node.level:
+                anchor = folder
+                for _ in range(node.level - 1):
+                    anchor = os.path.dirname(anchor)
+            for alias in node.names:
+                if alias.name == "*":
+                    continue
+                base = f"{node.module}.{alias.name}" if node.module else alias.name
+                imports[alias.asname or alias.name] = Binding(base, anchor)
+    return ModuleSummary(path, imports, frozenset(defines))
+
+
+class ProjectIndex:
+    """The modules of one tree, and where a dotted name used in one of them is defined."""
+
+    def __init__(self, files: Sequence[str], read: Reader) -> None:
+        self.read = read
+        self.paths = {os.path.abspath(p): p for p in files}
+        self._summaries: Dict[str, ModuleSummary] = {}
+        #: "pkg/losses.py" style tails of each file, for imports made from outside the package's root
+        self._by_tail: Dict[str, List[str]] = {}
+        for absolute in self.paths:
+            parts = absolute.split(os.sep)
+            for depth in range(1, min(len(parts), 6)):
+                self._by_tail.setdefault(os.sep.join(parts[-depth:]), []).append(absolute)
+
+    def text(self, path: str) -> Optional[str]:
+        return self.read(self.paths.get(os.path.abspath(path), path))
+
+    def summary(self, path: str) -> ModuleSummary:
+        absolute = os.path.abspath(path)
+        found = self._summaries.get(absolute)
+        if found is None:
+            source = self.text(absolute)
+            found = summarise(absolute, source) if source is not None else ModuleSummary(absolute)
+            self._summaries[absolute] = found
+        return found
+
+    # ------------------------------------------------------------------ modules
+    def module_file(self, parts: Sequence[str], importer: str, anchor: Optional[str]) -> Optional[str]:
+        """The file of the module ``parts`` (``["pkg", "losses"]``) as ``importer`` would import it."""
+        if anchor is not None:
+            return self._file_under(anchor, parts)
+        if not parts:
+            return None
+        # sys.path holds the script's folder or a root above it: try the importer's folders, nearest first.
+        folder = os.path.dirname(os.path.abspath(importer))
+        while True:
+            found = self._file_under(folder, parts)
+            if found is not None:
+                return found
+            parent = os.path.dirname(folder)
+            if parent == folder:
+                break
+            folder = parent
+        # A tree whose root is not an ancestor (``src/`` layouts): a unique file with that dotted tail.
+        for tail in (os.sep.join(parts) + ".py", os.sep.join([*parts, "__init__.py"])):
+            candidates = self._by_tail.get(tail, [])
+            if len(candidates) == 1:
+                return candidates[0]
+        return None
+
+    def _file_under(self, folder: str, parts: Sequence[str]) -> Optional[str]:
+        base = os.path.join(folder, *parts)
+        for candidate in (base + ".py" if parts else None, os.path.join(base, "__init__.py")):
+            if candidate is not None and candidate in self.paths:
+                return candidate
+        return None
+
+    # ------------------------------------------------------------------ names
+    def resolve(self, importer: str, name: str, depth: int = 0) -> Optional[Tuple[str, str]]:
+        """(file, top-level name in it) for a dotted callee ``name`` written in ``importer``, when the
+        callee is a function or class defined in a module of the tree; else None."""
+        head, _, rest = name.partition(".")
+        binding = self.summary(importer).imports.get(head)
+        if binding is None or depth > MAX_REEXPORTS:
+            return None
+        parts = binding.dotted.split(".") + (rest.split(".") if rest else [])
+        # The longest prefix that is a module of the tree; what follows is a name defined in it.
+        for split in range(len(parts), -1, -1):
+            if split == 0 and binding.anchor is None:
+                break
+            module = self.module_file(parts[:split], importer, binding.anchor)
+            if module is None:
+                continue
+            attributes = parts[split:]
+            if len(attributes) != 1:
+                if len(attributes) > 1 and attributes[0] in self.summary(module).imports:
+                    return self.resolve(module, ".".join(attributes), depth + 1)
+                return None
+            summary = self.summary(module)
+            if attributes[0] in summary.defines:
+                return module, attributes[0]
+            if attributes[0] in summary.imports:
+                return self.resolve(module, attributes[0], depth + 1)  # a re-export
+            return None
+        return None
+
+    def imports_from_tree(self, path: str) -> bool:
+        """Does the module import anything that is a module of the tree (cheap: no inference)?"""
+        for binding in self.summary(path).imports.values():
+            parts = binding.dotted.split(".")
+            for split in range(len(parts), 0 if binding.anchor is None else -1, -1):
+                if self.module_file(parts[:split], path, binding.anchor) is not None:
+                    return True
+        return False
+
+
+def entry_points(files: Sequence[str], read: Reader) -> Dict[str, Tuple[EntryPoint, ...]]:
+    """For each file of the tree that a tape in another module runs: the entry points into it, sorted.
+
+    Files not in the result have none. ``read`` returns a file's text (None when it cannot be read).
+    """
+    if len(files) < 2:
+        return {}
+    index = ProjectIndex(files, read)
+    entries: Dict[str, Set[EntryPoint]] = {}
+    analysed: Dict[str, FrozenSet[EntryPoint]] = {}
+    analyses: Dict[str, int] = {}
+    work: List[str] = [os.path.abspath(p) for p in reversed(files)]
+    while work:
+        path = work.pop()
+        current = frozenset(entries.get(path, ()))
+        if analysed.get(path) == current and path in analysed:
+            continue
+        source = index.text(path)
+        if source is None or not engine.might_run_under_tape(source, tuple(current)):
+            continue
+        analysed[path] = current
+        if not index.imports_from_tree(path):
+            continue
+        analyses[path] = analyses.get(path, 0) + 1
+        if analyses[path] > MAX_ANALYSES_PER_MODULE:
+            continue
+        try:
+            calls = engine.external_calls(source, _sorted(current))
+        except (engine.SourceError, RecursionError):
+            continue  # the file's own run reports why it does not parse
+        for call in calls:
+            target = index.resolve(path, call.function)
+            if target is None:
+                continue
+            module, name = target
+            known = entries.setdefault(module, set())
+            merged = _merge(known, replace(call, function=name))
+            if merged not in known:
+                known.difference_update({e for e in known if (e.function, e.result) == (name, call.result)})
+                known.add(merged)
+                work.append(module)
+    return {index.paths[path]: _sorted(found) for path, found in entries.items() if found}
+
+
+def _merge(known: Set[EntryPoint], entry: EntryPoint) -> EntryPoint:
+    """One entry per function: an argument is on the path when it is at any call site (as the analysis
+    of one module joins the values a function is called with)."""
+    for other in known:
+        if (other.function, other.result) == (entry.function, entry.result):
+            length = max(len(other.positional), len(entry.positional))
+            positional = tuple(
+                (i < len(other.positional) and other.positional[i]) or (i < len(entry.positional) and entry.positional[i])
+                for i in range(length)
+            )
+            keywords = tuple(sorted(set(other.keywords) | set(entry.keywords)))
+            return EntryPoint(entry.function, positional, keywords, entry.result)
+    return entry
+
+
+def _sorted(entries: FrozenSet[EntryPoint] | Set[EntryPoint]) -> Tuple[EntryPoint, ...]:
+    return tuple(sorted(entries, key=lambda e: (e.function, e.positional, e.keywords, e.result)))

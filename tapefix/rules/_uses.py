@@ -1,0 +1,415 @@
+"""Where a value goes: into TensorFlow computation, into display code, or into foreign code.
+
+Shared by the rules about NumPy and Python values on the gradient path (TF104-TF109). A NumPy or
+Python value breaks the gradient only when it flows back into the computation the tape differentiates;
+the same conversion feeding ``print``, a logger, a comparison or an index is harmless, and one feeding
+non-TensorFlow code (scipy, a file, a subprocess) cannot be fixed by keeping the tensor.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import weakref
+from typing import Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
+
+import libcst as cst
+
+from tapefix.analysis.names import dotted, is_under
+from tapefix.analysis.scope import KERAS, NP, TF, ModuleAnalysis
+from tapefix.rule import Rule, RuleContext
+from tapefix.types import Edit, Forward, Safety
+
+
+class Use(enum.Enum):
+    """What happens to a value."""
+
+    COMPUTE = "compute"  #: it flows into TensorFlow computation (or a gradient target, or a return value)
+    DISPLAY = "display"  #: printed, logged, formatted: harmless, but its printed form would change
+    NONE = "none"  #: no gradient could flow anyway: a comparison, a condition, an index, discarded
+    FOREIGN = "foreign"  #: non-TensorFlow code (scipy, json, a file, a subprocess) or in-place mutation
+
+
+# Builtins whose result carries nothing a gradient could follow.
+_BUILTIN_NONE = {"str", "repr", "format", "len", "isinstance", "type", "id", "hash", "bool", "range", "callable"}
+# Builtins through which the value flows on to whatever uses their result.
+_BUILTIN_PASS = {"float", "int", "list", "tuple", "sorted", "sum", "min", "max", "abs", "round", "pow", "reversed"}
+_DISPLAY_METHODS = {
+    "info",
+    "debug",
+    "warning",
+    "warn",
+    "error",
+    "critical",
+    "exception",
+    "log",
+    "write",
+    "writelines",
+    "set_description",
+    "set_postfix",
+    "set_postfix_str",
+    "add_scalar",
+    "add_scalars",
+    "add_summary",
+    "update_state",
+    "reset_state",
+    "format",
+}
+_COLLECT_METHODS = {"append", "extend", "insert"}
+_GRADIENT_METHODS = {"gradient", "jacobian", "batch_jacobian"}
+# NumPy functions whose result is written out or carries no value a gradient could follow.
+_NUMPY_FOREIGN = ("save", "savez", "savetxt", "savez_compressed", "testing")
+_NUMPY_NONE = {
+    "shape",
+    "ndim",
+    "size",
+    "argmax",
+    "argmin",
+    "argsort",
+    "isnan",
+    "isinf",
+    "isfinite",
+    "any",
+    "all",
+    "allclose",
+    "array_equal",
+    "isclose",
+    "count_nonzero",
+    "nonzero",
+}
+_TF_DISPLAY = ("print", "summary", "debugging", "io", "strings.format")
+_TF_FOREIGN = ("numpy_function", "py_function", "compat.v1.py_func")
+_MAX_NAME_DEPTH = 4
+#: NumPy functions whose TensorFlow counterpart (TF104's rewrite) gives bit-identical values
+EXACT_NUMPY = frozenset(
+    {
+        "sqrt", "abs", "absolute", "fabs", "square", "negative", "maximum", "minimum", "add", "subtract",
+        "multiply", "divide", "true_divide", "max", "amax", "min", "amin", "clip", "where", "concatenate",
+        "reshape", "transpose",
+    }
+)  # fmt: skip
+# Operators that round the same way in NumPy, Python (rounded back to float32) and TensorFlow.
+_EXACT_OPERATORS = (cst.Add, cst.Subtract, cst.Multiply, cst.Divide)
+
+
+class _Scan(cst.CSTVisitor):
+    """Every read of a plain name in a scope, with the chain of its ancestors."""
+
+    def __init__(self, root: cst.CSTNode) -> None:
+        super().__init__()
+        self.root = root
+        self.stack: List[cst.CSTNode] = []
+        self.reads: Dict[str, List[Tuple[cst.Name, Tuple[cst.CSTNode, ...]]]] = {}
+
+    def on_visit(self, node: cst.CSTNode) -> bool:
+        if isinstance(node, cst.Name) and self.stack and _is_read(node, self.stack[-1]):
+            self.reads.setdefault(node.value, []).append((node, tuple(self.stack)))
+        # libcst calls on_leave even for a node whose children it skips.
+        self.stack.append(node)
+        return not (isinstance(node, (cst.FunctionDef, cst.ClassDef, cst.Lambda)) and node is not self.root)
+
+    def on_leave(self, original_node: cst.CSTNode) -> None:
+        self.stack.pop()
+
+
+def _is_read(name: cst.Name, parent: cst.CSTNode) -> bool:
+    if isinstance(parent, cst.Attribute) and parent.attr is name:
+        return False
+    if isinstance(parent, (cst.AssignTarget, cst.Param, cst.FunctionDef, cst.ClassDef, cst.ImportAlias)):
+        return False
+    if isinstance(parent, (cst.AugAssign, cst.AnnAssign)) and parent.target is name:
+        return False
+    if isinstance(parent, (cst.For, cst.CompFor)) and parent.target is name:
+        return False
+    if isinstance(parent, (cst.Arg,)) and parent.keyword is name:
+        return False
+    if isinstance(parent, cst.AsName):
+        return False
+    if isinstance(parent, (cst.Tuple, cst.List, cst.Element)):
+        return True  # unpacking targets are rare enough here to count as reads
+    return True
+
+
+_SCANS: weakref.WeakKeyDictionary[ModuleAnalysis, Dict[cst.CSTNode, _Scan]] = weakref.WeakKeyDictionary()
+
+
+def _scan(analysis: ModuleAnalysis, root: cst.CSTNode) -> _Scan:
+    per_module = _SCANS.setdefault(analysis, {})
+    scan = per_module.get(root)
+    if scan is None:
+        scan = _Scan(root)
+        root.visit(scan)
+        per_module[root] = scan
+    return scan
+
+
+class UseFinder:
+    """Classifies where the value of an expression goes, following names it is bound to."""
+
+    def __init__(self, context: RuleContext, python_number: bool = False) -> None:
+        self.context = context
+        self.analysis = context.analysis
+        #: the value is a Python float: its arithmetic runs in float64, so every operator rounds
+        #: differently from the float32 TensorFlow op a fix puts there
+        self.python_number = python_number
+        #: on some way to TensorFlow the value passes NumPy or Python arithmetic that a fix turns into
+        #: TensorFlow arithmetic with other rounding (``**``, ``@``, ``//``, ``%``, NumPy functions,
+        #: builtins, a NumPy operand of another dtype): forward values then agree only within ulp
+        self.rounding_changes = False
+
+    def of_node(self, node: cst.CSTNode) -> FrozenSet[Use]:
+        """Uses of the value of ``node``, which must be the node being visited."""
+        ancestors = list(self.context.ancestors)
+        if ancestors and ancestors[-1] is node:
+            ancestors.pop()
+        return frozenset(self._classify(node, ancestors, set(), 0))
+
+    # ------------------------------------------------------------------ the walk up
+    def _classify(self, node: cst.CSTNode, parents: Sequence[cst.CSTNode], seen: Set[str], depth: int) -> Set[Use]:
+        child: cst.CSTNode = node
+        for index in range(len(parents) - 1, -1, -1):
+            parent = parents[index]
+            if isinstance(parent, cst.UnaryOperation) and isinstance(parent.operator, cst.Not):
+                return {Use.NONE}
+            if isinstance(parent, cst.BinaryOperation):
+                python_op = self.python_number and self._foreign_operand(parent, child)
+                if python_op or (not self.python_number and not isinstance(parent.operator, _EXACT_OPERATORS)):
+                    self.rounding_changes = True
+                elif not self.python_number and self._foreign_operand(parent, child):
+                    self.rounding_changes = True
+                child = parent
+                continue
+            if isinstance(parent, (cst.UnaryOperation, cst.Element, cst.List, cst.Tuple)):
+                child = parent
+                continue
+            if isinstance(parent, (cst.StarredElement, cst.DictElement, cst.Dict, cst.Set, cst.ListComp)):
+                child = parent
+                continue
+            if isinstance(parent, cst.Subscript):
+                if parent.value is child:
+                    child = parent
+                    continue
+                return {Use.NONE}
+            if isinstance(parent, (cst.SubscriptElement, cst.Index, cst.Slice)):
+                return {Use.NONE}
+            if isinstance(parent, cst.IfExp):
+                if parent.test is child:
+                    return {Use.NONE}
+                child = parent
+                continue
+            if isinstance(parent, (cst.Comparison, cst.ComparisonTarget, cst.BooleanOperation, cst.If, cst.While)):
+                return {Use.NONE}
+            if isinstance(parent, (cst.Assert, cst.Expr, cst.Del, cst.Raise)):
+                return {Use.NONE}
+            if isinstance(parent, (cst.FormattedStringExpression, cst.FormattedString)):
+                return {Use.DISPLAY}
+            if isinstance(parent, cst.AssignTarget):
+                return {Use.FOREIGN}  # stored into a container in place: ``buffer[i] = value``
+            if isinstance(parent, cst.Arg):
+                child = parent
+                continue
+            if isinstance(parent, cst.Attribute):
+                if parent.value is not child:
+                    return {Use.NONE}
+                if parent.attr.value in ("shape", "dtype", "ndim", "size"):
+                    return {Use.NONE}
+                call = parents[index - 1] if index > 0 else None
+                if isinstance(call, cst.Call) and call.func is parent:
+                    return self._method_on_value(parent.attr.value, call, parents[: index - 1], seen, depth)
+                return {Use.FOREIGN}
+            if isinstance(parent, cst.Call):
+                if parent.func is child:
+                    return {Use.FOREIGN}
+                kind = self._call(parent)
+                if kind is None:
+                    if self.analysis.is_numpy_call(parent) not in EXACT_NUMPY:
+                        self.rounding_changes = True
+                    child = parent  # the value flows on through the call's result
+                    continue
+                if kind == "collect":
+                    assert isinstance(parent.func, cst.Attribute) and isinstance(parent.func.value, cst.Name)
+                    return self._name(parent.func.value.value, seen, depth)
+                return {kind}
+            if isinstance(parent, (cst.Assign, cst.AnnAssign, cst.AugAssign, cst.NamedExpr)):
+                return self._assigned(parent, seen, depth)
+            if isinstance(parent, (cst.Return, cst.Yield, cst.Await)):
+                return {Use.COMPUTE}
+            if isinstance(parent, (cst.BaseSmallStatement, cst.BaseStatement, cst.BaseSuite, cst.Module)):
+                return {Use.NONE}
+            child = parent
+        return {Use.NONE}
+
+    def _foreign_operand(self, operation: cst.BinaryOperation, child: cst.CSTNode) -> bool:
+        """The other operand is a NumPy value off the path (NumPy may promote where TensorFlow does not),
+        or, for a Python number, anything but a tensor (the operation runs in Python's float64)."""
+        other = operation.right if operation.left is child else operation.left
+        value = self.context.value(other)
+        if self.python_number:
+            return not value.on_path or value.numpy
+        return value.numpy and not value.on_path
+
+    def _method_on_value(
+        self, method: str, call: cst.Call, parents: Sequence[cst.CSTNode], seen: Set[str], depth: int
+    ) -> Set[Use]:
+        """``value.method(...)``: NumPy-only methods are foreign to a tensor."""
+        if method in ("numpy", "item", "tolist") or method in _COLLECT_METHODS:
+            return {Use.NONE}  # ``items.append(x)`` reads ``items`` only to add to it
+        if method in ("__float__", "__int__"):
+            return self._classify(call, parents, seen, depth)
+        return {Use.FOREIGN}
+
+    def _assigned(self, statement: cst.CSTNode, seen: Set[str], depth: int) -> Set[Use]:
+        targets: List[cst.BaseExpression] = []
+        if isinstance(statement, cst.Assign):
+            targets = [t.target for t in statement.targets]
+        elif isinstance(statement, (cst.AnnAssign, cst.AugAssign, cst.NamedExpr)):
+            targets = [statement.target]
+        uses: Set[Use] = set()
+        for target in targets:
+            if isinstance(target, cst.Name):
+                uses |= self._name(target.value, seen, depth)
+            elif isinstance(target, (cst.Tuple, cst.List)):
+                for element in target.elements:
+                    if isinstance(element.value, cst.Name):
+                        uses |= self._name(element.value.value, seen, depth)
+            # ``self.history = value`` and ``buffer[i] = value`` store the value for later, outside the
+            # computation this module shows: left alone.
+        return uses or {Use.NONE}
+
+    def _name(self, name: str, seen: Set[str], depth: int) -> Set[Use]:
+        if name in seen or depth >= _MAX_NAME_DEPTH:
+            return set()
+        seen = seen | {name}
+        function = self.context.function
+        root: cst.CSTNode = function.node if function is not None else self.context.module
+        uses: Set[Use] = set()
+        for read, stack in _scan(self.analysis, root).reads.get(name, ()):
+            if not self._recorded(stack) and not _is_gradient_target(read, stack):
+                continue  # read after the tape (or under stop_recording): no gradient flows there
+            uses |= self._classify(read, stack, seen, depth + 1)
+        return uses
+
+    def _recorded(self, stack: Sequence[cst.CSTNode]) -> bool:
+        recorded = False
+        for node in stack:
+            if node in self.analysis.regions:
+                recorded = True
+            elif node in self.analysis.excluded:
+                recorded = False
+        return recorded
+
+    # ------------------------------------------------------------------ calls
+    def _call(self, call: cst.Call) -> Optional[Use | str]:
+        """What a call does with its arguments: a Use, ``"collect"`` (``list.append``), or None when
+        the value flows on through the call's result."""
+        func = call.func
+        name = self.analysis.qualify(func)
+        if name is not None:
+            if name.startswith(TF + "."):
+                short = name[len(TF) + 1 :]
+                if short.startswith(_TF_DISPLAY):
+                    return Use.DISPLAY
+                if short.startswith(_TF_FOREIGN):
+                    return Use.FOREIGN
+                return Use.COMPUTE
+            if name.startswith(NP + "."):
+                short = name[len(NP) + 1 :]
+                if short.startswith(_NUMPY_FOREIGN):
+                    return Use.FOREIGN
+                if short in _NUMPY_NONE:
+                    return Use.NONE
+                return None
+            if is_under(name, KERAS):
+                return Use.COMPUTE
+            if name.startswith("math."):
+                return None  # a Python number flows on (TF107 reports the ``math`` call itself)
+            if name.startswith(("logging", "absl.logging", "tqdm", "wandb", "mlflow")):
+                return Use.DISPLAY
+            return Use.FOREIGN  # scipy, json, subprocess, math, ...: code that holds no tape
+        if isinstance(func, cst.Name):
+            if func.value == "print":
+                return Use.DISPLAY
+            if func.value in _BUILTIN_NONE:
+                return Use.NONE
+            if func.value in _BUILTIN_PASS:
+                return None
+            if func.value in ("open", "exec", "eval"):
+                return Use.FOREIGN
+            return Use.COMPUTE  # the module's own functions, Keras objects, callables passed in
+        if isinstance(func, cst.Attribute):
+            method = func.attr.value
+            if method in _GRADIENT_METHODS:
+                return Use.COMPUTE
+            if method in _COLLECT_METHODS and isinstance(func.value, cst.Name):
+                return "collect"
+            if method in _DISPLAY_METHODS:
+                return Use.DISPLAY
+            return Use.COMPUTE
+        return Use.COMPUTE
+
+
+def _is_gradient_target(read: cst.Name, stack: Sequence[cst.CSTNode]) -> bool:
+    """``tape.gradient(read, ...)``: the target is used by the tape even after the block."""
+    if len(stack) < 2 or not isinstance(stack[-1], cst.Arg) or not isinstance(stack[-2], cst.Call):
+        return False
+    func = stack[-2].func
+    return isinstance(func, cst.Attribute) and func.attr.value in _GRADIENT_METHODS
+
+
+def forward_after(finder: UseFinder, forward: Forward) -> Forward:
+    """The forward contract of a fix whose own op swap is ``forward``, given the way the value goes."""
+    return Forward.ULP if finder.rounding_changes else forward
+
+
+def decide(uses: FrozenSet[Use]) -> Tuple[bool, bool, bool]:
+    """(report, fixable, printed form changes) for a conversion whose value has ``uses``."""
+    if Use.COMPUTE not in uses:
+        return False, False, False
+    return True, Use.FOREIGN not in uses, Use.DISPLAY in uses
+
+
+def report_fix(
+    rule: Rule,
+    node: cst.CSTNode,
+    edits: Sequence[Edit],
+    description: str,
+    safety: Safety,
+    forward: Forward,
+    message: Optional[str] = None,
+) -> None:
+    """Report with a fix whose safety and forward contract are this finding's own, not the rule's default.
+    A fix in code reached only through a call is never safe, as for every rule."""
+    rule.report(node, message=message, edits=edits, description=description)
+    context = rule.context
+    finding = context.findings[-1]
+    if finding.fix is None:
+        return
+    if finding.through_call and safety is Safety.SAFE:
+        safety = Safety.UNSAFE
+    context.findings[-1] = dataclasses.replace(
+        finding, fix=dataclasses.replace(finding.fix, safety=safety, forward=forward)
+    )
+
+
+def is_number(expr: cst.BaseExpression) -> bool:
+    """A (possibly negated) int or float literal."""
+    while isinstance(expr, cst.UnaryOperation) and isinstance(expr.operator, (cst.Minus, cst.Plus)):
+        expr = expr.expression
+    return isinstance(expr, (cst.Integer, cst.Float))
+
+
+def positional(call: cst.Call) -> List[cst.Arg]:
+    return [a for a in call.args if a.keyword is None and not a.star]
+
+
+def keywords(call: cst.Call) -> Dict[str, cst.Arg]:
+    return {a.keyword.value: a for a in call.args if a.keyword is not None}
+
+
+def has_star(call: cst.Call) -> bool:
+    return any(a.star for a in call.args)
+
+
+def receiver_name(call: cst.Call) -> Optional[str]:
+    func = call.func
+    return dotted(func.value) if isinstance(func, cst.Attribute) else None

@@ -1,0 +1,226 @@
+"""TF111: an integer tensor or variable passed to ``tape.gradient`` as a source."""
+
+from __future__ import annotations
+
+import re
+from typing import List, Optional, Set
+
+import libcst as cst
+
+from tapefix.rule import Invalid, RuleContext, Valid
+from tapefix.rules.unwatched_source import (
+    TapeBlockRule,
+    argument,
+    integer_tensor,
+    is_integer_dtype,
+    keyword,
+    source_names,
+)
+from tapefix.types import Edit, Forward, Safety
+
+_DECIMAL = re.compile(r"[0-9][0-9_]*\Z")
+_MADE_BY = ("Variable", "constant", "convert_to_tensor")
+
+
+class IntegerSource(TapeBlockRule):
+    """
+    ## What it does
+    Finds a gradient source, a name in `tape.gradient(target, sources)`, bound to an integer tensor:
+    `tf.Variable(3)`, `tf.constant(10)`, `tf.Variable([1, 2])`, `tf.constant(5, dtype=tf.int32)`.
+
+    ## Why is this bad?
+    TensorFlow differentiates only floating-point (and complex) tensors. For `tf.Variable(3)` the
+    gradient is a silent `None`; for a watched `tf.constant(10)` it is `None` plus a log line
+    `The dtype of the watched tensor must be floating (e.g. tf.float32), got tf.int32` (TF 2.21).
+
+    ## Example
+    ```python
+    x = tf.Variable(3)
+    with tf.GradientTape() as tape:
+        y = x * x
+    dy_dx = tape.gradient(y, x)
+    ```
+
+    ## Use instead
+    ```python
+    x = tf.Variable(3.0)
+    with tf.GradientTape() as tape:
+        y = x * x
+    dy_dx = tape.gradient(y, x)
+    ```
+
+    ## Fix safety
+    Unsafe: the values stay the same but the dtype becomes `float32`, so integer division, overflow
+    and any op that mixes the tensor with other integer tensors behave differently. It is offered
+    only for a name passed to `tape.gradient` as a source, whose every definition is a literal
+    (integer literals are written as floats; an integer `dtype=` becomes `float32`). A tensor built
+    from a non-literal value is reported without a fix. A `tf.constant` also needs `tape.watch`
+    (TF110) once it is a float.
+
+    ## References
+    - research/idioms.md, idiom 13 (C2-*, C2-fix-float)
+    """
+
+    CODE = "TF111"
+    NAME = "integer-source"
+    MESSAGE = "integer tensor used as a gradient source: its gradient is None (only floats are differentiated)"
+    SAFETY = Safety.UNSAFE
+    FORWARD = Forward.EXACT
+
+    VALID = (
+        Valid(
+            """\
+import tensorflow as tf
+
+step = tf.Variable(0)
+x = tf.Variable(3.0)
+with tf.GradientTape() as tape:
+    y = x * x
+step.assign_add(1)
+dy_dx = tape.gradient(y, x)
+""",
+            note="an integer counter that is not a gradient source",
+        ),
+        Valid(
+            """\
+import tensorflow as tf
+
+x = tf.Variable(3, dtype=tf.float32)
+with tf.GradientTape() as tape:
+    y = x * x
+dy_dx = tape.gradient(y, x)
+""",
+            note="a float dtype given explicitly",
+        ),
+    )
+    INVALID = (
+        Invalid(
+            """\
+import tensorflow as tf
+
+x = tf.Variable(3)
+with tf.GradientTape() as tape:
+    y = x * x
+dy_dx = tape.gradient(y, x)
+""",
+            """\
+import tensorflow as tf
+
+x = tf.Variable(3.0)
+with tf.GradientTape() as tape:
+    y = x * x
+dy_dx = tape.gradient(y, x)
+""",
+        ),
+        Invalid(
+            """\
+import tensorflow as tf
+
+w = tf.Variable([1, -2], dtype=tf.int32)
+b = tf.Variable([0, 1])
+with tf.GradientTape() as tape:
+    y = tf.reduce_sum(w * b)
+grads = tape.gradient(y, [w, b])
+""",
+            """\
+import tensorflow as tf
+
+w = tf.Variable([1, -2], dtype=tf.float32)
+b = tf.Variable([0.0, 1.0])
+with tf.GradientTape() as tape:
+    y = tf.reduce_sum(w * b)
+grads = tape.gradient(y, [w, b])
+""",
+            note="an integer dtype, and a list of integer literals",
+        ),
+        Invalid(
+            """\
+import numpy as np
+import tensorflow as tf
+
+x = tf.Variable(np.arange(3))
+with tf.GradientTape() as tape:
+    y = tf.reduce_sum(x * x)
+g = tape.gradient(y, x)
+""",
+            None,
+            note="not a literal: np.arange gives int64, but tapefix does not rewrite the value",
+        ),
+    )
+
+    def __init__(self, context: RuleContext) -> None:
+        super().__init__(context)
+        self._reported: Set[cst.Call] = set()
+
+    def visit_Call(self, node: cst.Call) -> None:
+        found = self.tape_call(node)
+        if found is None:
+            return
+        sources = argument(node, 1, "sources")
+        if sources is None:
+            return
+        analysis = self.context.analysis
+        for source in source_names(sources):
+            definitions = analysis.definitions(source.value, self.context.function)
+            if not definitions or not all(self._integer(d) for d in definitions):
+                continue
+            for definition in definitions:
+                assert isinstance(definition, cst.Call)
+                if definition in self._reported:
+                    continue
+                self._reported.add(definition)
+                edits = self._float_edits(definition)
+                if edits is None:
+                    self.report(definition, no_fix_reason="the value is not a literal: give it a float dtype by hand")
+                else:
+                    self.report(definition, edits=edits, description="a float32 tensor with the same values")
+
+    def _integer(self, definition: cst.BaseExpression) -> bool:
+        if not isinstance(definition, cst.Call):
+            return False
+        short = self.context.analysis.is_tf_call(definition)
+        if short not in _MADE_BY:
+            return False
+        if integer_tensor(definition, short):
+            return True
+        # tf.Variable(np.arange(3)): an integer NumPy array.
+        value = argument(definition, 0, "initial_value" if short == "Variable" else "value")
+        return (
+            keyword(definition, "dtype") is None
+            and isinstance(value, cst.Call)
+            and self.context.analysis.is_numpy_call(value) in ("arange", "int32", "int64")
+        )
+
+    def _float_edits(self, definition: cst.Call) -> Optional[List[Edit]]:
+        context = self.context
+        short = context.analysis.is_tf_call(definition) or ""
+        value = argument(definition, 0, "initial_value" if short == "Variable" else "value")
+        dtype = keyword(definition, "dtype")
+        if dtype is not None and is_integer_dtype(dtype):
+            if value is None or not _literal(value):
+                return None
+            tf, import_edits = context.tf()
+            return [context.replace(dtype, f"{tf}.float32"), *import_edits]
+        if value is None or not _literal(value):
+            return None
+        edits = []
+        for integer in _integers(value):
+            text = context.text(integer)
+            if not _DECIMAL.match(text):
+                return None
+            edits.append(context.replace(integer, text + ".0"))
+        return edits or None
+
+
+def _literal(expr: cst.BaseExpression) -> bool:
+    if isinstance(expr, (cst.List, cst.Tuple)):
+        return all(_literal(e.value) for e in expr.elements)
+    while isinstance(expr, cst.UnaryOperation) and isinstance(expr.operator, (cst.Minus, cst.Plus)):
+        expr = expr.expression
+    return isinstance(expr, (cst.Integer, cst.Float))
+
+
+def _integers(expr: cst.CSTNode) -> List[cst.Integer]:
+    if isinstance(expr, cst.Integer):
+        return [expr]
+    return [i for child in expr.children for i in _integers(child)]

@@ -1,0 +1,188 @@
+"""TF117: the target of ``tape.gradient`` computed after the ``with`` block, where the tape no longer records."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import libcst as cst
+
+from tapefix.analysis.expressions import names_in
+from tapefix.rule import Invalid, Valid
+from tapefix.rules.unwatched_source import TapeBlock, TapeBlockRule, argument, assigned_in
+from tapefix.types import Forward, Safety
+
+_SUM = {"reduce_sum", "math.reduce_sum"}
+
+
+class OutsideTape(TapeBlockRule):
+    """
+    ## What it does
+    Finds a `tape.gradient(target, sources)` call after the tape's `with` block whose target is
+    computed outside the block: a call such as `tf.reduce_sum(y)` written into the gradient call
+    itself, or a target name assigned after the block.
+
+    ## Why is this bad?
+    A tape records only while its `with` block runs. An operation after the block is not on the
+    tape, so the target is not connected to the sources and `tape.gradient` returns `None`
+    (TF 2.21). It looks like a bug in whatever op the block used: TensorFlow issue #115116, filed as
+    "tf.where returns None", is exactly this.
+
+    ## Example
+    ```python
+    with tf.GradientTape() as tape:
+        y = tf.where(x > 0, x, x * x)
+    g = tape.gradient(tf.reduce_sum(y), x)
+    ```
+
+    ## Use instead
+    `tape.gradient` sums a non-scalar target itself, so the reduction can go:
+    ```python
+    with tf.GradientTape() as tape:
+        y = tf.where(x > 0, x, x * x)
+    g = tape.gradient(y, x)
+    ```
+
+    ## Fix safety
+    Safe, and offered only for `tf.reduce_sum(y)` without other arguments where `y` is assigned in
+    the block: the gradient of a non-scalar target is the gradient of its sum, so the result is the
+    gradient the code meant, where it was `None`. Any other target computed outside the block
+    (`tf.reduce_mean(y)` differs by a factor, a loss function, a model call, arithmetic, a name
+    assigned after the block) is reported without a fix: move that computation into the block.
+
+    ## References
+    - research/idioms.md, idiom 5 (C3-target-in-gradient-call, C3-forward-outside, C3-fix-target)
+    """
+
+    CODE = "TF117"
+    NAME = "outside-tape"
+    MESSAGE = "the gradient target is computed after the with block, where the tape does not record: None"
+    SAFETY = Safety.SAFE
+    FORWARD = Forward.EXACT
+
+    VALID = (
+        Valid(
+            """\
+import tensorflow as tf
+
+x = tf.Variable([1.0, -2.0])
+with tf.GradientTape() as tape:
+    y = tf.where(x > 0, x, x * x)
+    loss = tf.reduce_sum(y)
+g = tape.gradient(loss, x)
+h = tf.reduce_sum(g)
+""",
+            note="the target is computed in the block; work on the gradient afterwards is fine",
+        ),
+        Valid(
+            """\
+import tensorflow as tf
+
+x = tf.Variable([1.0, -2.0])
+with tf.GradientTape(persistent=True) as tape:
+    y = x * x
+    g = tape.gradient(tf.reduce_sum(y), x)
+losses = [y]
+h = tape.gradient(losses[0], x)
+""",
+            note="a gradient call inside the block; a Python list element",
+        ),
+    )
+    INVALID = (
+        Invalid(
+            """\
+import tensorflow as tf
+
+x = tf.Variable([1.0, -2.0, 3.0])
+with tf.GradientTape() as tape:
+    y = tf.where(x > 0, x, x * x)
+g = tape.gradient(tf.reduce_sum(y), x)
+""",
+            """\
+import tensorflow as tf
+
+x = tf.Variable([1.0, -2.0, 3.0])
+with tf.GradientTape() as tape:
+    y = tf.where(x > 0, x, x * x)
+g = tape.gradient(y, x)
+""",
+        ),
+        Invalid(
+            """\
+import tensorflow as tf
+
+x = tf.Variable([1.0, -2.0, 3.0])
+with tf.GradientTape() as tape:
+    y = x * x
+g = tape.gradient(tf.reduce_mean(y), x)
+""",
+            None,
+            note="reduce_mean: passing y instead would scale the gradient by the element count",
+        ),
+        Invalid(
+            """\
+import tensorflow as tf
+
+w = tf.Variable([1.0, 2.0])
+with tf.GradientTape() as tape:
+    pred = w * 3.0
+loss = tf.reduce_sum(tf.square(pred - 1.0))
+g = tape.gradient(loss, w)
+""",
+            None,
+            note="the loss computed after the block",
+        ),
+    )
+
+    def visit_Call(self, node: cst.Call) -> None:
+        found = self.tape_call(node)
+        if found is None:
+            return
+        block, _ = found
+        if self.inside(block):
+            return
+        target = argument(node, 0, "target")
+        if target is None:
+            return
+        if isinstance(target, cst.Name):
+            if self.assigned_after(block, target.value) and self.context.on_path(target):
+                self.report(
+                    target,
+                    f"the gradient target `{target.value}` is assigned after the with block, where the tape does "
+                    "not record: its gradient is None",
+                    no_fix_reason="move the computation of the target into the with block",
+                )
+            return
+        if not isinstance(target, (cst.Call, cst.BinaryOperation, cst.UnaryOperation)):
+            return
+        recorded = assigned_in(block.node.body)
+        if not (set(names_in(target)) & set(recorded)) and not self.context.on_path(target):
+            return
+        summed = self._summed_name(target, block)
+        if summed is not None:
+            self.report(
+                target,
+                edits=(self.context.replace(target, summed),),
+                description="pass the recorded tensor: tape.gradient sums a non-scalar target",
+            )
+            return
+        reason = "move this computation into the with block"
+        if isinstance(target, cst.Call) and self.context.analysis.is_tf_call(target) in (
+            "reduce_mean",
+            "math.reduce_mean",
+        ):
+            reason = "passing the tensor itself would sum, not average: move the reduction into the with block"
+        self.report(target, no_fix_reason=reason)
+
+    def _summed_name(self, target: cst.BaseExpression, block: TapeBlock) -> Optional[str]:
+        """``y`` when ``target`` is ``tf.reduce_sum(y)`` (no other arguments) and the block assigns ``y``
+        and nothing reassigns it since."""
+        if not isinstance(target, cst.Call) or self.context.analysis.is_tf_call(target) not in _SUM:
+            return None
+        if len(target.args) != 1 or target.args[0].keyword is not None or target.args[0].star:
+            return None
+        value = target.args[0].value
+        if not isinstance(value, cst.Name) or value.value not in assigned_in(block.node.body):
+            return None
+        if self.assigned_after(block, value.value):
+            return None
+        return value.value

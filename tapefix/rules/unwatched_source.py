@@ -1,0 +1,509 @@
+"""TF110: a gradient source that is a plain tensor the tape never watches.
+
+Also home of ``TapeBlockRule``, the base of the rules that look at a tape block from outside: the
+``tape.gradient(target, sources)`` call usually comes after the ``with`` block.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Iterator, List, Optional, Set, Tuple
+
+import libcst as cst
+
+from tapefix.rule import Invalid, Rule, RuleContext, Valid
+from tapefix.types import Edit, Forward, Safety
+
+GRADIENT_METHODS = ("gradient", "jacobian", "batch_jacobian")
+# TensorFlow calls that build a plain tensor: the tape records ops on it only once it is watched.
+TENSOR_CONSTRUCTORS = {
+    "constant",
+    "convert_to_tensor",
+    "zeros",
+    "ones",
+    "zeros_like",
+    "ones_like",
+    "fill",
+    "eye",
+    "linspace",
+    "random.normal",
+    "random.uniform",
+    "random.truncated_normal",
+    "cast",
+    "identity",
+    "stack",
+    "concat",
+    "reshape",
+}
+_INT_DTYPES = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "bool")
+
+
+@dataclass(frozen=True)
+class TapeBlock:
+    """A ``with`` statement that opens a gradient tape, seen from one of its tape names."""
+
+    node: cst.With
+    name: str
+    #: the ``tf.GradientTape(...)`` call that made the tape, when tapefix can see it
+    constructor: Optional[cst.Call]
+    #: the nodes from the module down to the ``with`` statement (excluded)
+    ancestors: Tuple[cst.CSTNode, ...]
+    #: when the walk met the ``with`` statement (source order)
+    order: int = 0
+
+
+class TapeBlockRule(Rule):
+    """A rule that the engine calls on every node (``EVERYWHERE``) and that knows, at each
+    ``tape.gradient`` / ``tape.jacobian`` call, which tape block recorded for it: the nearest ``with``
+    before the call, in the same function, that binds the tape's name."""
+
+    EVERYWHERE = True
+
+    def __init__(self, context: RuleContext) -> None:
+        super().__init__(context)
+        self._tape_names: Dict[cst.With, Tuple[str, ...]] = dict(context.analysis.tape_blocks)
+        self._latest: Dict[Tuple[int, str], TapeBlock] = {}
+        #: the latest assignment of each plain name, per function: (order, the nodes above it)
+        self._assignments: Dict[Tuple[int, str], Tuple[int, Tuple[cst.CSTNode, ...]]] = {}
+        self._order = 0
+
+    def visit_With(self, node: cst.With) -> None:
+        names = self._tape_names.get(node)
+        if not names:
+            return
+        self._order += 1
+        ancestors = tuple(self.context.ancestors[:-1])
+        for name in names:
+            block = TapeBlock(node, name, _constructor(node, name, self.context), ancestors, self._order)
+            self._latest[(id(self.context.function), name)] = block
+
+    def visit_Assign(self, node: cst.Assign) -> None:
+        self._order += 1
+        ancestors = tuple(self.context.ancestors)
+        for target in node.targets:
+            for name in _target_names(target.target):
+                self._assignments[(id(self.context.function), name)] = (self._order, ancestors)
+
+    def assigned_after(self, block: TapeBlock, name: str) -> bool:
+        """True when the latest assignment of ``name`` so far comes after the block, outside it."""
+        latest = self._assignments.get((id(self.context.function), name))
+        return latest is not None and latest[0] > block.order and block.node.body not in latest[1]
+
+    def tape_call(self, node: cst.Call) -> Optional[Tuple[TapeBlock, str]]:
+        """The tape block and the method (``gradient``, ``jacobian``) when ``node`` asks a tape for
+        gradients, else None."""
+        func = node.func
+        if not (
+            isinstance(func, cst.Attribute)
+            and func.attr.value in GRADIENT_METHODS
+            and isinstance(func.value, cst.Name)
+            and func.value.value in self.context.analysis.tape_names
+        ):
+            return None
+        block = self._latest.get((id(self.context.function), func.value.value))
+        if block is None:
+            return None
+        return block, func.attr.value
+
+    def inside(self, block: TapeBlock) -> bool:
+        """True when the node being visited is in the block's body."""
+        return block.node.body in self.context.ancestors
+
+
+def argument(call: cst.Call, index: int, keyword: str) -> Optional[cst.BaseExpression]:
+    """The call's argument at position ``index`` or named ``keyword``."""
+    positional = [a for a in call.args if a.keyword is None and not a.star]
+    if index < len(positional):
+        return positional[index].value
+    for arg in call.args:
+        if arg.keyword is not None and arg.keyword.value == keyword:
+            return arg.value
+    return None
+
+
+def keyword(call: cst.Call, name: str) -> Optional[cst.BaseExpression]:
+    for arg in call.args:
+        if arg.keyword is not None and arg.keyword.value == name:
+            return arg.value
+    return None
+
+
+def source_names(sources: cst.BaseExpression) -> List[cst.Name]:
+    """The plain names among the sources of a gradient call (``x``, ``[x, y]``, ``(x, y)``)."""
+    if isinstance(sources, cst.Name):
+        return [sources]
+    if isinstance(sources, (cst.List, cst.Tuple)):
+        return [e.value for e in sources.elements if isinstance(e.value, cst.Name)]
+    return []
+
+
+def walk(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
+    """Nodes under ``node`` in source order, not entering nested functions, classes or lambdas; the
+    attribute name of ``a.b`` (not a read of ``b``) left out."""
+    for child in node.children:
+        if isinstance(node, cst.Attribute) and child is node.attr:
+            continue
+        yield child
+        if not isinstance(child, (cst.FunctionDef, cst.ClassDef, cst.Lambda)):
+            yield from walk(child)
+
+
+def assigned_in(body: cst.CSTNode) -> Dict[str, List[cst.BaseExpression]]:
+    """Every expression assigned to each plain name in ``body`` (augmented assignments included)."""
+    out: Dict[str, List[cst.BaseExpression]] = {}
+    for node in walk(body):
+        if isinstance(node, cst.Assign):
+            for target in node.targets:
+                for name in _target_names(target.target):
+                    out.setdefault(name, []).append(node.value)
+        elif isinstance(node, (cst.AugAssign, cst.AnnAssign)) and node.value is not None:
+            for name in _target_names(node.target):
+                out.setdefault(name, []).append(node.value)
+        elif isinstance(node, cst.For):
+            for name in _target_names(node.target):
+                out.setdefault(name, []).append(node.iter)
+    return out
+
+
+def _target_names(target: cst.BaseExpression) -> List[str]:
+    if isinstance(target, cst.Name):
+        return [target.value]
+    if isinstance(target, (cst.Tuple, cst.List)):
+        return [n for e in target.elements for n in _target_names(e.value)]
+    if isinstance(target, cst.StarredElement):
+        return _target_names(target.value)
+    return []
+
+
+def is_integer_dtype(expr: Optional[cst.BaseExpression]) -> bool:
+    if expr is None:
+        return False
+    if isinstance(expr, cst.SimpleString):
+        return str(expr.evaluated_value) in _INT_DTYPES
+    return isinstance(expr, (cst.Attribute, cst.Name)) and _last(expr) in _INT_DTYPES
+
+
+def _last(expr: cst.BaseExpression) -> str:
+    if isinstance(expr, cst.Attribute):
+        return expr.attr.value
+    if isinstance(expr, cst.Name):
+        return expr.value
+    return ""
+
+
+def integer_literal(expr: cst.BaseExpression) -> bool:
+    """A number literal, or a (nested) list or tuple of them, with no float among them: TensorFlow
+    makes it an integer tensor."""
+    if isinstance(expr, (cst.List, cst.Tuple)):
+        return bool(expr.elements) and all(integer_literal(e.value) for e in expr.elements)
+    inner = expr
+    while isinstance(inner, cst.UnaryOperation) and isinstance(inner.operator, (cst.Minus, cst.Plus)):
+        inner = inner.expression
+    return isinstance(inner, cst.Integer)
+
+
+def integer_tensor(call: cst.Call, name: str) -> bool:
+    """``tf.constant(3)``, ``tf.Variable([1, 2])``, ``tf.zeros(3, dtype=tf.int32)``: an integer tensor."""
+    dtype = keyword(call, "dtype")
+    if dtype is not None:
+        return is_integer_dtype(dtype)
+    if name in ("constant", "convert_to_tensor", "Variable"):
+        value = argument(call, 0, "value" if name != "convert_to_tensor" else "value")
+        return value is not None and integer_literal(value)
+    return False
+
+
+def _constructor(node: cst.With, name: str, context: RuleContext) -> Optional[cst.Call]:
+    for item in node.items:
+        expr = item.item
+        bound = item.asname.name.value if item.asname is not None and isinstance(item.asname.name, cst.Name) else None
+        if isinstance(expr, cst.Call) and bound == name:
+            return expr
+        if isinstance(expr, cst.Name) and expr.value == name:
+            definitions = context.analysis.definitions(name, context.function)
+            if len(definitions) == 1 and isinstance(definitions[0], cst.Call):
+                return definitions[0]
+    return None
+
+
+def _line_start(source: str, offset: int) -> int:
+    return max(source.rfind("\n", 0, offset), source.rfind("\r", 0, offset)) + 1
+
+
+class UnwatchedSource(TapeBlockRule):
+    """
+    ## What it does
+    Finds a gradient source, a name in `tape.gradient(target, sources)`, that is bound to a plain
+    tensor (`tf.constant`, `tf.convert_to_tensor`, `tf.zeros`, ...) and that the tape does not watch,
+    or watches only after the block first uses it. Variables are watched automatically, except on a
+    tape opened with `watch_accessed_variables=False` and for `tf.Variable(..., trainable=False)`.
+
+    ## Why is this bad?
+    A tape records operations only on what it watches. For an unwatched tensor,
+    `tape.gradient(y, x)` returns `None`, without a warning (TF 2.21); so it does when `tape.watch(x)`
+    comes after the operations that used `x`.
+
+    ## Example
+    ```python
+    x = tf.constant(3.0)
+    with tf.GradientTape() as tape:
+        y = x ** 2
+    dy_dx = tape.gradient(y, x)
+    ```
+
+    ## Use instead
+    ```python
+    x = tf.constant(3.0)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = x ** 2
+    dy_dx = tape.gradient(y, x)
+    ```
+
+    ## Fix safety
+    Safe: watching a tensor changes no value; the gradient becomes the true one instead of `None`.
+    The `tape.watch` calls go first in the block. No fix is offered when the source is assigned inside
+    the block (a watch at the top would run before it exists), when it is a NumPy array (`tape.watch`
+    raises on one: convert it with `tf.convert_to_tensor` first) or when the block is a one-line
+    `with`. Integer tensors are left to TF111: watching one still gives `None`.
+
+    ## References
+    - research/idioms.md, idioms 4 and 17 (C1-constant-unwatched, C1-watch-after-use, C1-fix-watch,
+      A12, C7-fix-watch-var)
+    """
+
+    CODE = "TF110"
+    NAME = "unwatched-source"
+    MESSAGE = "gradient source is a tensor the tape does not watch: its gradient is None"
+    SAFETY = Safety.SAFE
+    FORWARD = Forward.EXACT
+
+    VALID = (
+        Valid(
+            """\
+import tensorflow as tf
+
+x = tf.constant(3.0)
+w = tf.Variable(2.0)
+with tf.GradientTape() as tape:
+    tape.watch(x)
+    y = x ** 2 * w
+grads = tape.gradient(y, [x, w])
+""",
+            note="a watched tensor and a variable",
+        ),
+        Valid(
+            """\
+import tensorflow as tf
+
+def step(x):
+    with tf.GradientTape() as tape:
+        y = x ** 2
+    return tape.gradient(y, x)
+""",
+            note="a parameter may be a variable: not flagged",
+        ),
+        Valid(
+            """\
+import tensorflow as tf
+
+x = tf.constant(3)
+with tf.GradientTape() as tape:
+    tape.watch(x)
+    y = x * 2
+g = tape.gradient(y, x)
+""",
+            note="an integer tensor: watching does not help (TF111)",
+        ),
+    )
+    INVALID = (
+        Invalid(
+            """\
+import tensorflow as tf
+
+x = tf.constant(3.0)
+with tf.GradientTape() as tape:
+    y = x ** 2
+dy_dx = tape.gradient(y, x)
+""",
+            """\
+import tensorflow as tf
+
+x = tf.constant(3.0)
+with tf.GradientTape() as tape:
+    tape.watch(x)
+    y = x ** 2
+dy_dx = tape.gradient(y, x)
+""",
+        ),
+        Invalid(
+            """\
+import tensorflow as tf
+
+image = tf.zeros((1, 4))
+scale = tf.constant([1.0, 2.0, 3.0, 4.0])
+with tf.GradientTape() as g:
+    # saliency of the input
+    score = tf.reduce_sum(image * scale)
+    g.watch(scale)
+saliency, dscale = g.gradient(score, [image, scale])
+""",
+            """\
+import tensorflow as tf
+
+image = tf.zeros((1, 4))
+scale = tf.constant([1.0, 2.0, 3.0, 4.0])
+with tf.GradientTape() as g:
+    # saliency of the input
+    g.watch(image)
+    g.watch(scale)
+    score = tf.reduce_sum(image * scale)
+    g.watch(scale)
+saliency, dscale = g.gradient(score, [image, scale])
+""",
+            note="two sources, one watched only after its use",
+        ),
+        Invalid(
+            """\
+import tensorflow as tf
+
+bias = tf.Variable(0.5, trainable=False)
+with tf.GradientTape() as tape:
+    y = 3.0 * bias
+g = tape.gradient(y, bias)
+""",
+            """\
+import tensorflow as tf
+
+bias = tf.Variable(0.5, trainable=False)
+with tf.GradientTape() as tape:
+    tape.watch(bias)
+    y = 3.0 * bias
+g = tape.gradient(y, bias)
+""",
+            note="a non-trainable variable is not watched automatically",
+        ),
+        Invalid(
+            """\
+import numpy as np
+import tensorflow as tf
+
+x = np.array([1.0, 2.0])
+with tf.GradientTape() as tape:
+    y = tf.reduce_sum(tf.square(x))
+g = tape.gradient(y, x)
+""",
+            None,
+            note="tape.watch raises on a NumPy array: convert it first",
+        ),
+    )
+
+    def visit_Call(self, node: cst.Call) -> None:
+        found = self.tape_call(node)
+        if found is None:
+            return
+        block, _ = found
+        sources = argument(node, 1, "sources")
+        if sources is None:
+            return
+        context = self.context
+        body = block.node.body
+        assigned = assigned_in(body)
+        needing: List[Tuple[cst.Name, str]] = []
+        for source in source_names(sources):
+            verdict = self._needs_watch(source.value, block, assigned)
+            if verdict is not None:
+                needing.append((source, verdict))
+        if not needing:
+            return
+        fixable = [s.value for s, verdict in needing if verdict == "fix"]
+        edits: Tuple[Edit, ...] = ()
+        if fixable and isinstance(body, cst.IndentedBlock) and body.body:
+            first = body.body[0]
+            start, _ = context.span(first)
+            line_start = _line_start(context.source, start)
+            indent = context.source[line_start:start]
+            if not indent.strip():
+                text = "".join(
+                    f"{indent}{block.name}.watch({name}){context.newline}" for name in dict.fromkeys(fixable)
+                )
+                edits = (Edit(line_start, line_start, text),)
+        for source, verdict in needing:
+            name = source.value
+            message = (
+                f"gradient source `{name}` is a tensor the tape does not watch before using it: its gradient is None"
+            )
+            if verdict == "numpy":
+                self.report(
+                    source,
+                    f"gradient source `{name}` is a NumPy array: the tape cannot watch it, its gradient is None",
+                    no_fix_reason="tape.watch raises on a NumPy array: convert it with tf.convert_to_tensor first",
+                )
+            elif verdict == "inside":
+                self.report(source, message, no_fix_reason="it is assigned inside the block: watch it right after that")
+            elif edits:
+                self.report(source, message, edits=edits, description=f"watch {', '.join(fixable)} first in the block")
+            else:
+                self.report(source, message, no_fix_reason="a one-line with block: add tape.watch by hand")
+
+    def _needs_watch(self, name: str, block: TapeBlock, assigned: Dict[str, List[cst.BaseExpression]]) -> Optional[str]:
+        """None when ``name`` needs no watch (or tapefix cannot tell); else "fix", "inside" or "numpy"."""
+        context = self.context
+        analysis = context.analysis
+        definitions = analysis.definitions(name, context.function)
+        if not definitions:
+            return None
+        watch_variables = True
+        if block.constructor is not None:
+            flag = keyword(block.constructor, "watch_accessed_variables")
+            watch_variables = not (isinstance(flag, cst.Name) and flag.value == "False")
+        numpy = False
+        for definition in definitions:
+            if not isinstance(definition, cst.Call):
+                return None
+            if analysis.is_numpy_call(definition) is not None:
+                numpy = True
+                continue
+            short = analysis.is_tf_call(definition)
+            if short == "Variable":
+                trainable = keyword(definition, "trainable")
+                frozen = isinstance(trainable, cst.Name) and trainable.value == "False"
+                if integer_tensor(definition, short) or (watch_variables and not frozen):
+                    return None
+            elif short not in TENSOR_CONSTRUCTORS or integer_tensor(definition, short):
+                return None
+        if numpy:
+            numpy_only = all(isinstance(d, cst.Call) and analysis.is_numpy_call(d) is not None for d in definitions)
+            return "numpy" if numpy_only else None
+        first_use, first_watch = _first_use_and_watch(block.node.body, block.name, name)
+        if first_use is None:
+            return None  # not read in the block: a watch would not connect it
+        if first_watch is not None and first_watch < first_use:
+            return None
+        if name in assigned:
+            return "inside"
+        return "fix"
+
+
+def _first_use_and_watch(body: cst.CSTNode, tape: str, name: str) -> Tuple[Optional[int], Optional[int]]:
+    """Source-order positions of the first read of ``name`` in ``body`` and of the first
+    ``tape.watch`` that names it."""
+    first_use: Optional[int] = None
+    first_watch: Optional[int] = None
+    watch_args: Set[cst.CSTNode] = set()
+    for index, node in enumerate(walk(body)):
+        if (
+            isinstance(node, cst.Call)
+            and isinstance(node.func, cst.Attribute)
+            and node.func.attr.value == "watch"
+            and isinstance(node.func.value, cst.Name)
+            and node.func.value.value == tape
+            and node.args
+        ):
+            watched = source_names(node.args[0].value)
+            watch_args.update(watched)
+            if any(n.value == name for n in watched) and first_watch is None:
+                first_watch = index
+        elif isinstance(node, cst.Name) and node.value == name and node not in watch_args and first_use is None:
+            first_use = index
+    return first_use, first_watch

@@ -1,0 +1,731 @@
+"""From a source and a finding to the probes that check its fix: pure, libcst only, no TensorFlow.
+
+A probe is the smallest runnable unit around a fix, written out twice (before and after the fix) as
+a small module that defines ``__tapefix_unit(<tensor inputs>)``:
+
+* the statement the fix rewrites (an assignment, an ``if``), with every free name bound: names on
+  the gradient path become synthesised tensor inputs, names bound only to number literals keep their
+  literal, TensorFlow / NumPy / ``math`` imports are copied, and the module's own functions that the
+  statement calls are copied in as well;
+* when the statement returns (a fix inside a function reached through a call), the whole function,
+  called with a synthesised tensor for each parameter.
+
+Anything else (a model, a call into other code, ``self``, a global read by a copied function, an import
+of another module) makes the fix *unverifiable*, and the reason says which name and why. The user's
+module is never imported and its top-level code never runs: only these snippets do.
+"""
+
+from __future__ import annotations
+
+import builtins
+import functools
+import re
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Set, Tuple, Union
+
+import libcst as cst
+from libcst.metadata import MetadataWrapper, PositionProvider
+
+from tapefix.analysis.expressions import numeric_literal
+from tapefix.analysis.names import dotted
+from tapefix.analysis.scope import Function, ModuleAnalysis
+from tapefix.types import Edit, Finding
+
+#: the only modules a probe may import
+ALLOWED_IMPORTS = ("tensorflow", "numpy", "math", "keras")
+#: the entry point every probe module defines
+UNIT = "__tapefix_unit"
+# Builtins a snippet may use; anything else (open, exec, input, ...) has effects a probe must not have.
+_SAFE_BUILTINS = {
+    "abs", "all", "any", "bool", "dict", "divmod", "enumerate", "filter", "float", "int", "isinstance", "len",
+    "list", "map", "max", "min", "pow", "print", "range", "reversed", "round", "set", "slice", "sorted", "str",
+    "sum", "tuple", "zip", "True", "False", "None", "ValueError", "TypeError", "Exception",
+}
+_STATEMENT = (cst.SimpleStatementLine, cst.BaseCompoundStatement)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One runnable check: the same unit before and after the fix, as module sources."""
+
+    kind: str  #: "statement" or "function"
+    before: str
+    after: str
+    #: the names of the synthesised tensor inputs, in the order ``__tapefix_unit`` takes them
+    inputs: Tuple[str, ...]
+    #: the names whose values are compared and whose gradients are taken
+    outputs: Tuple[str, ...]
+    forward: str  #: a tapefix.types.Forward value
+    #: whether XLA (jit_compile) adds a finding: the fixed code selects with tf.where
+    xla: bool
+    #: whether tf.function needs autograph: the unit has Python control flow
+    autograph: bool = True
+
+
+@dataclass(frozen=True)
+class Unverifiable:
+    """Why a fix cannot be probed."""
+
+    reason: str
+
+
+Plan = Union[Probe, Unverifiable]
+
+
+class _CannotProbe(Exception):
+    pass
+
+
+class ModuleFacts:
+    """What every probe of one source needs, computed once: the tree, its analysis, positions,
+    parents and the line span of every statement."""
+
+    def __init__(self, source: str, module: Optional[cst.Module] = None) -> None:
+        self.source = source
+        self.module = module if module is not None else cst.parse_module(source)
+        self.analysis = ModuleAnalysis(self.module)
+        wrapper = MetadataWrapper(self.module, unsafe_skip_copy=True)
+        self.positions = wrapper.resolve(PositionProvider)
+        self.line_starts = [0]
+        for index, char in enumerate(source):
+            if char == "\n" or (char == "\r" and source[index + 1 : index + 2] != "\n"):
+                self.line_starts.append(index + 1)
+        self.parents: Dict[cst.CSTNode, cst.CSTNode] = {}
+        self.statements: List[Tuple[int, int, cst.CSTNode]] = []
+        stack: List[cst.CSTNode] = [self.module]
+        while stack:
+            node = stack.pop()
+            for child in node.children:
+                self.parents[child] = node
+                stack.append(child)
+            if isinstance(node, _STATEMENT):
+                self.statements.append((*self.lines(node), node))
+
+    def lines(self, node: cst.CSTNode) -> Tuple[int, int]:
+        """The offsets of the full lines ``node`` spans (decorators included)."""
+        first: cst.CSTNode = node
+        if isinstance(node, (cst.FunctionDef, cst.ClassDef)) and node.decorators:
+            first = node.decorators[0]
+        start_line = self.positions[first].start.line
+        end_line = self.positions[node].end.line
+        start = self.line_starts[start_line - 1]
+        end = self.line_starts[end_line] if end_line < len(self.line_starts) else len(self.source)
+        return start, end
+
+
+def plan(
+    source: str,
+    finding: Finding,
+    others: Sequence[Finding] = (),
+    module: Optional[cst.Module] = None,
+    facts: Optional[ModuleFacts] = None,
+) -> Plan:
+    """The probe for ``finding``'s fix in ``source``, or why there is none. Never raises.
+
+    ``others`` are the other fixes proposed with it: those that land in the same unit are applied to
+    both sides, so the probe measures what this fix adds (two fixes in one expression each leave the
+    other's problem behind on their own)."""
+    if finding.fix is None:
+        return Unverifiable("the finding has no fix")
+    own = finding.fix.edits
+    extra: List[Edit] = []
+    seen: Set[Edit] = set(own)
+    for other in others:
+        if other is finding or other.fix is None:
+            continue
+        new = [e for e in other.fix.edits if e not in seen]
+        if not any(_overlaps(e, t) for e in new for t in own):
+            extra.extend(new)
+            seen.update(new)
+    try:
+        if facts is None or facts.source != source:
+            facts = ModuleFacts(source, module)
+        return _Planner(facts, finding, extra).probe()
+    except _CannotProbe as reason:
+        return Unverifiable(str(reason))
+    except (cst.ParserSyntaxError, RecursionError) as error:
+        return Unverifiable(f"the code around the fix cannot be isolated: {type(error).__name__}")
+
+
+class _Planner:
+    def __init__(self, facts: "ModuleFacts", finding: Finding, others: Sequence[Edit]) -> None:
+        assert finding.fix is not None
+        self.others = list(others)
+        # Names the proposed fixes import (`import tensorflow as tf` where the module had no alias).
+        self.added_bindings: Set[str] = set()
+        for edit in [*finding.fix.edits, *self.others]:
+            if _is_import_edit(edit):
+                parsed = cst.parse_module(edit.text.strip())
+                for line in parsed.body:
+                    for small in getattr(line, "body", ()):
+                        if isinstance(small, (cst.Import, cst.ImportFrom)):
+                            self.added_bindings.update(_import_names(small))
+        self.facts = facts
+        self.source = facts.source
+        self.module = facts.module
+        self.finding = finding
+        self.fix = finding.fix
+        self.analysis = facts.analysis
+        self.positions = facts.positions
+        self.line_starts = facts.line_starts
+        self.parents = facts.parents
+
+    # ------------------------------------------------------------------ spans
+    def _lines(self, node: cst.CSTNode) -> Tuple[int, int]:
+        return self.facts.lines(node)
+
+    def _text(self, start: int, end: int, used: Set[Edit], fixed: bool) -> str:
+        """The source of [start, end) with the other fixes' edits inside it, and this fix's if ``fixed``."""
+        candidates = (list(self.fix.edits) if fixed else []) + list(self.others)
+        inside: List[Edit] = []
+        for edit in candidates:
+            if start <= edit.start and edit.end <= end and not (edit.start == edit.end == end):
+                # Other fixes that clash with one already applied are left out (as the engine would).
+                if not any(_overlaps(edit, taken) for taken in inside):
+                    inside.append(edit)
+        used.update(inside)
+        out, cursor = [], start
+        for edit in sorted(inside, key=lambda e: (e.start, e.end)):
+            out.append(self.source[cursor : edit.start])
+            out.append(edit.text)
+            cursor = edit.end
+        out.append(self.source[cursor:end])
+        return _terminated("".join(out))
+
+    # ------------------------------------------------------------------ the unit
+    def probe(self) -> Probe:
+        edits = [e for e in self.fix.edits if not _is_import_edit(e)]
+        if not edits:
+            raise _CannotProbe("the fix only adds imports")
+        low = min(e.start for e in edits)
+        high = max(e.end for e in edits)
+        statement = self._innermost_statement(low, high)
+        if statement is None:
+            raise _CannotProbe("the fix is not inside a statement the verifier can isolate")
+        if isinstance(statement, (cst.FunctionDef, cst.ClassDef)):
+            raise _CannotProbe("the fix rewrites a definition's header")
+        if isinstance(statement, cst.With) and any(w.body is statement.body for w, _ in self.analysis.tape_blocks):
+            raise _CannotProbe("the fix changes the tape block itself; probes run code inside a tape, not the tape")
+        if not self._inside_tape_block(statement):
+            raise _CannotProbe("the fix is outside the tape block (in the gradient call or the code around it)")
+        function_node = self._enclosing(statement, cst.FunctionDef)
+        function = self.analysis.function_of(function_node) if function_node is not None else None
+        if _has(statement, (cst.Yield, cst.Await)):
+            raise _CannotProbe("the rewritten statement yields or awaits")
+        if _has(statement, (cst.Return,)):
+            if function_node is None or function is None:
+                raise _CannotProbe("a return outside a function")
+            return self._function_probe(function_node, function)
+        if _has(statement, (cst.Break, cst.Continue)) and not _has(statement, (cst.For, cst.While)):
+            raise _CannotProbe("the rewritten statement breaks out of a loop around it")
+        return self._statement_probe(statement, function)
+
+    def _innermost_statement(self, low: int, high: int) -> Optional[cst.CSTNode]:
+        best: Optional[cst.CSTNode] = None
+        best_size = None
+        for start, end, node in self.facts.statements:
+            if start <= low and high <= end and (best_size is None or end - start <= best_size):
+                # Nested statements come later in the walk and are never larger: the innermost wins.
+                best, best_size = node, end - start
+        return best
+
+    def _inside_tape_block(self, node: cst.CSTNode) -> bool:
+        """Whether ``node`` runs while a tape records: inside a tape block or a function the tape calls."""
+        parent = self.parents.get(node)
+        while parent is not None:
+            if parent in self.analysis.regions:
+                return True
+            parent = self.parents.get(parent)
+        return False
+
+    def _enclosing(self, node: cst.CSTNode, kind: type) -> Optional[cst.FunctionDef]:
+        parent = self.parents.get(node)
+        while parent is not None:
+            if isinstance(parent, kind):
+                return parent  # type: ignore[return-value]
+            parent = self.parents.get(parent)
+        return None
+
+    def _statement_probe(self, statement: cst.CSTNode, function: Optional[Function]) -> Probe:
+        start, end = self._lines(statement)
+        used: Set[Edit] = set()
+        before_unit = self._text(start, end, used, fixed=False)
+        indent = before_unit[: len(before_unit) - len(before_unit.lstrip(" \t"))]
+        if not indent:
+            raise _CannotProbe("the rewritten statement is at module level")
+        after_unit = self._text(start, end, used, fixed=True)
+        free, stored = _free_and_stored([statement])
+        callees = _callees(statement)
+        fixed = _parse_unit(after_unit)
+        if fixed is None:
+            raise _CannotProbe("the fixed statement does not parse on its own")
+        free_after, stored_after = _free_and_stored(fixed)
+        free += [name for name in free_after if name not in free]
+        stored = [name for name in stored if name in stored_after]
+        callees |= _callees(fixed)
+        resolver = _Resolver(self, function, start)
+        inputs: List[str] = []
+        literals: List[str] = []
+        for name in free:
+            kind, detail = resolver.resolve(name, name in callees)
+            if kind == "tensor":
+                inputs.append(name)
+            elif kind == "literal":
+                literals.append(f"{indent}{name} = {detail}\n")
+        if not stored:
+            raise _CannotProbe("the rewritten statement binds no name whose value could be compared")
+        before_helpers, after_helpers = self._helpers(resolver.helpers, used)
+        self._check_all_edits_used(used)
+        signature = ", ".join(inputs)
+        outputs = ", ".join(stored)
+        epilogue = f"{indent}return ({outputs},)\n"
+        before = self._module(False, before_helpers, f"def {UNIT}({signature}):\n", literals, before_unit, epilogue)
+        after = self._module(True, after_helpers, f"def {UNIT}({signature}):\n", literals, after_unit, epilogue)
+        return Probe(
+            "statement", before, after, tuple(inputs), tuple(stored), self.fix.forward.value, _xla(after),
+            _control_flow(before) or _control_flow(after),
+        )
+
+    def _function_probe(self, node: cst.FunctionDef, function: Function) -> Probe:
+        if function.class_name is not None:
+            raise _CannotProbe(f"the fix is in the method `{function.qualname}`: `self` cannot be synthesised")
+        params = node.params
+        if params.star_arg not in (None, cst.MaybeSentinel.DEFAULT) or params.star_kwarg is not None:
+            raise _CannotProbe(f"`{node.name.value}` takes *args or **kwargs")
+        required = [p.name.value for p in (*params.posonly_params, *params.params) if p.default is None]
+        if any(p.default is None for p in params.kwonly_params):
+            raise _CannotProbe(f"`{node.name.value}` has required keyword-only parameters")
+        for name in required:
+            if not self.analysis.value(cst.Name(name), function).on_path:
+                raise _CannotProbe(
+                    f"parameter `{name}` of `{node.name.value}` is not a tensor on the gradient path; "
+                    "the verifier cannot tell what to pass"
+                )
+        resolver = _Resolver(self, function.parent)
+        resolver.add_helper(node, function)
+        used: Set[Edit] = set()
+        before_helpers, after_helpers = self._helpers(resolver.helpers, used)
+        self._check_all_edits_used(used)
+        signature = ", ".join(required)
+        call = f"    return ({node.name.value}({signature}),)\n"
+        header = f"def {UNIT}({signature}):\n"
+        before = self._module(False, before_helpers, header, [], call, "")
+        after = self._module(True, after_helpers, header, [], call, "")
+        output = f"{node.name.value}(...)"
+        return Probe(
+            "function", before, after, tuple(required), (output,), self.fix.forward.value, _xla(after),
+            _control_flow(before) or _control_flow(after),
+        )
+
+    # ------------------------------------------------------------------ assembling a probe module
+    def _helpers(self, helpers: Sequence[cst.FunctionDef], used: Set[Edit]) -> Tuple[str, str]:
+        before, after = [], []
+        for node in helpers:
+            start, end = self._lines(node)
+            text_before = self._text(start, end, used, fixed=False)
+            text_after = self._text(start, end, used, fixed=True)
+            if text_before[:1] in (" ", "\t"):
+                # A nested def keeps its indentation under an always-true guard.
+                text_before, text_after = "if True:\n" + text_before, "if True:\n" + text_after
+            before.append(text_before)
+            after.append(text_after)
+        return "".join(before), "".join(after)
+
+    def _check_all_edits_used(self, used: Set[Edit]) -> None:
+        for edit in self.fix.edits:
+            if edit not in used and not _is_import_edit(edit):
+                raise _CannotProbe("the fix also edits code outside the unit the verifier runs")
+
+    def _module(
+        self, after: bool, helpers: str, header: str, literals: Sequence[str], body: str, epilogue: str
+    ) -> str:
+        imports = list(self._allowed_imports())
+        added = [e for e in self.others if _is_import_edit(e)]
+        if after:
+            added += [e for e in self.fix.edits if _is_import_edit(e) and e not in added]
+        for edit in added:
+            text = _terminated(edit.text.strip("\r\n"))
+            if text not in imports:
+                imports.append(text)
+        return "".join(imports) + helpers + header + "".join(literals) + body + epilogue
+
+    def _allowed_imports(self) -> List[str]:
+        out = []
+        for statement in self.module.body:
+            if isinstance(statement, cst.SimpleStatementLine) and all(
+                isinstance(s, (cst.Import, cst.ImportFrom)) for s in statement.body
+            ):
+                text = self.module.code_for_node(statement).strip()
+                if _imports_only_allowed(text):
+                    out.append(_terminated(text))
+        return out
+
+
+class _Resolver:
+    """What each free name of a unit stands for, and the module's functions the unit needs."""
+
+    def __init__(self, planner: _Planner, function: Optional[Function], unit_start: int = -1) -> None:
+        self.unit_start = unit_start
+        self.planner = planner
+        self.analysis = planner.analysis
+        self.function = function
+        self.helpers: List[cst.FunctionDef] = []
+        self.allowed = _allowed_bindings(planner.module) | planner.added_bindings
+
+    def resolve(self, name: str, called: bool) -> Tuple[str, str]:
+        """("tensor", ""), ("literal", text) or ("bound", "") for imports, builtins and copied functions."""
+        if name in self.allowed:
+            return "bound", ""
+        local = self._function_named(name)
+        if local is not None:
+            self.add_helper(local.node, local)
+            return "bound", ""
+        if called:
+            if name in _SAFE_BUILTINS and not self.analysis.definitions(name, self.function):
+                return "bound", ""
+            raise _CannotProbe(f"a call into `{name}`, which is not code of this module the verifier can run")
+        if self.analysis.value(cst.Name(name), self.function).on_path:
+            return "tensor", ""
+        definitions = self.analysis.definitions(name, self.function)
+        if definitions and all(numeric_literal(d) is not None for d in definitions):
+            texts = {self.planner.module.code_for_node(d).strip() for d in definitions}
+            if len(texts) == 1:
+                return "literal", texts.pop()
+            # Several numbers: the one in force is the last one assigned before the unit, if any is.
+            earlier = [d for d in definitions if self._offset(d) < self.unit_start]
+            if earlier:
+                last = max(earlier, key=self._offset)
+                return "literal", self.planner.module.code_for_node(last).strip()
+            raise _CannotProbe(f"the free name `{name}` is bound to different numbers in different places")
+        if name in _SAFE_BUILTINS and not definitions:
+            return "bound", ""
+        if hasattr(builtins, name):
+            raise _CannotProbe(f"the snippet uses the builtin `{name}`, which a probe must not run")
+        raise _CannotProbe(f"the free name `{name}` is bound to something the verifier cannot synthesise")
+
+    def _offset(self, node: cst.CSTNode) -> int:
+        try:
+            position = self.planner.positions[node].start
+        except KeyError:
+            return -1
+        return self.planner.line_starts[position.line - 1] + position.column
+
+    def _function_named(self, name: str) -> Optional[Function]:
+        found = [f for f in self.analysis.by_name.get(name, []) if f.class_name is None]
+        visible = [f for f in found if f.parent is None or _encloses(f.parent, self.function)]
+        if len(visible) > 1:
+            raise _CannotProbe(f"`{name}` is defined more than once in the module")
+        return visible[0] if visible else None
+
+    def add_helper(self, node: cst.FunctionDef, function: Function) -> None:
+        if node in self.helpers:
+            return
+        if function.class_name is not None:
+            raise _CannotProbe(f"a call into the method `{function.qualname}`")
+        for decorator in node.decorators:
+            if self.analysis.qualify(decorator.decorator) != "tensorflow.function":
+                raise _CannotProbe(f"`{node.name.value}` has a decorator the verifier cannot run")
+        self.helpers.append(node)
+        free = _function_free_names(node)
+        callees = _callees(node.body)
+        inner = _Resolver(self.planner, function)
+        inner.helpers = self.helpers
+        for name in free:
+            if name in self.allowed:
+                continue
+            local = inner._function_named(name)
+            if local is not None:
+                inner.add_helper(local.node, local)
+                continue
+            if name in _SAFE_BUILTINS and name not in self.analysis.module_defs:
+                continue
+            if name in callees:
+                raise _CannotProbe(f"`{node.name.value}` calls `{name}`, which is not code of this module")
+            raise _CannotProbe(f"`{node.name.value}` reads the global `{name}`, which the verifier cannot synthesise")
+
+
+def _encloses(parent: Function, caller: Optional[Function]) -> bool:
+    while caller is not None:
+        if caller is parent:
+            return True
+        caller = caller.parent
+    return False
+
+
+# ---------------------------------------------------------------------- names
+def _allowed_bindings(module: cst.Module) -> Set[str]:
+    """Module-level names bound by imports of TensorFlow, NumPy or math."""
+    names: Set[str] = set()
+    for statement in module.body:
+        if not isinstance(statement, cst.SimpleStatementLine):
+            continue
+        for small in statement.body:
+            if isinstance(small, (cst.Import, cst.ImportFrom)) and _import_allowed(small):
+                names.update(_import_names(small))
+    return names
+
+
+def _import_allowed(node: Union[cst.Import, cst.ImportFrom]) -> bool:
+    if isinstance(node, cst.Import):
+        return all((dotted(a.name) or "").split(".")[0] in ALLOWED_IMPORTS for a in node.names)
+    if node.relative or node.module is None or isinstance(node.names, cst.ImportStar):
+        return False
+    return (dotted(node.module) or "").split(".")[0] in ALLOWED_IMPORTS
+
+
+def _import_names(node: Union[cst.Import, cst.ImportFrom]) -> List[str]:
+    out = []
+    names = node.names if not isinstance(node.names, cst.ImportStar) else ()
+    for alias in names:
+        if alias.asname is not None and isinstance(alias.asname.name, cst.Name):
+            out.append(alias.asname.name.value)
+        elif isinstance(node, cst.Import):
+            out.append((dotted(alias.name) or "").split(".")[0])
+        else:
+            out.append(dotted(alias.name) or "")
+    return out
+
+
+def _imports_only_allowed(text: str) -> bool:
+    try:
+        parsed = cst.parse_module(text)
+    except cst.ParserSyntaxError:
+        return False
+    if not parsed.body or not all(isinstance(line, cst.SimpleStatementLine) for line in parsed.body):
+        return False
+    smalls = [s for line in parsed.body for s in line.body]  # type: ignore[attr-defined]
+    return all(isinstance(s, (cst.Import, cst.ImportFrom)) and _import_allowed(s) for s in smalls)
+
+
+def _overlaps(a: Edit, b: Edit) -> bool:
+    if a.start == a.end or b.start == b.end:
+        return a.start == b.start or b.start < a.start < b.end or a.start < b.start < a.end
+    return a.start < b.end and b.start < a.end
+
+
+@functools.lru_cache(maxsize=1024)
+def _is_import_edit(edit: Edit) -> bool:
+    """An insertion of whole import lines (what ``RuleContext.tf()`` adds)."""
+    return edit.start == edit.end and edit.text.strip().startswith(("import ", "from ")) and _imports_only_allowed(
+        edit.text.strip()
+    )
+
+
+def _parse_unit(text: str) -> Optional[List[cst.CSTNode]]:
+    """The statements of an indented unit text."""
+    try:
+        parsed = cst.parse_module("if True:\n" + text)
+    except cst.ParserSyntaxError:
+        return None
+    guard = parsed.body[0]
+    if not isinstance(guard, cst.If) or not isinstance(guard.body, cst.IndentedBlock):
+        return None
+    return list(guard.body.body)
+
+
+def _terminated(text: str) -> str:
+    return text if text.endswith(("\n", "\r")) else text + "\n"
+
+
+def _has(node: cst.CSTNode, kinds: Tuple[type, ...]) -> bool:
+    """Whether ``node`` holds one of ``kinds`` outside nested defs, lambdas and classes."""
+    stack = list(node.children) + [node]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, kinds):
+            return True
+        if isinstance(current, (cst.FunctionDef, cst.Lambda, cst.ClassDef)) and current is not node:
+            continue
+        if current is not node:
+            stack.extend(current.children)
+    return False
+
+
+def _callees(node: Union[cst.CSTNode, Sequence[cst.CSTNode]]) -> Set[str]:
+    out: Set[str] = set()
+    stack = list(node) if isinstance(node, (list, tuple)) else [node]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, cst.Call) and isinstance(current.func, cst.Name):
+            out.add(current.func.value)
+        stack.extend(current.children)
+    return out
+
+
+def _reads(node: cst.CSTNode) -> List[str]:
+    """Names an expression reads, in order (attribute names, keywords, lambda parameters and
+    comprehension variables left out)."""
+    out: List[str] = []
+    if isinstance(node, cst.Name):
+        return [node.value]
+    if isinstance(node, cst.Attribute):
+        return _reads(node.value)
+    if isinstance(node, cst.Arg):
+        return _reads(node.value)
+    if isinstance(node, cst.Lambda):
+        params = {p.name.value for p in node.params.params}
+        return [n for n in _reads(node.body) if n not in params]
+    if isinstance(node, (cst.ListComp, cst.SetComp, cst.GeneratorExp, cst.DictComp)):
+        bound: Set[str] = set()
+        comp: Optional[cst.CompFor] = node.for_in
+        parts: List[cst.CSTNode] = []
+        while comp is not None:
+            bound.update(_stores(comp.target)[0])
+            parts.append(comp.iter)
+            parts.extend(c.test for c in comp.ifs)
+            comp = comp.inner_for_in
+        if isinstance(node, cst.DictComp):
+            parts.extend([node.key, node.value])
+        else:
+            parts.append(node.elt)
+        return [n for part in parts for n in _reads(part) if n not in bound]
+    for child in node.children:
+        out.extend(_reads(child))
+    return out
+
+
+def _stores(target: cst.CSTNode) -> Tuple[List[str], List[str]]:
+    """(names bound, names read) by an assignment target."""
+    if isinstance(target, cst.Name):
+        return [target.value], []
+    if isinstance(target, (cst.Tuple, cst.List)):
+        stored: List[str] = []
+        read: List[str] = []
+        for element in target.elements:
+            s, r = _stores(element.value)
+            stored += s
+            read += r
+        return stored, read
+    if isinstance(target, cst.StarredElement):
+        return _stores(target.value)
+    return [], _reads(target)
+
+
+def _free_and_stored(statements: Sequence[cst.CSTNode]) -> Tuple[List[str], List[str]]:
+    """Names read before the statements bind them, and names they bind, both in order of appearance."""
+    free: List[str] = []
+    stored: List[str] = []
+
+    def read(names: Sequence[str], bound: Set[str]) -> None:
+        for name in names:
+            if name not in bound and name not in free:
+                free.append(name)
+
+    def store(names: Sequence[str], bound: Set[str]) -> None:
+        for name in names:
+            bound.add(name)
+            if name not in stored:
+                stored.append(name)
+
+    def block(body: Sequence[cst.CSTNode], bound: Set[str]) -> Set[str]:
+        for statement in body:
+            one(statement, bound)
+        return bound
+
+    def suite(node: cst.BaseSuite, bound: Set[str]) -> Set[str]:
+        return block(list(node.body), bound)
+
+    def one(node: cst.CSTNode, bound: Set[str]) -> None:
+        if isinstance(node, cst.SimpleStatementLine):
+            block(list(node.body), bound)
+        elif isinstance(node, cst.Assign):
+            read(_reads(node.value), bound)
+            for target in node.targets:
+                s, r = _stores(target.target)
+                read(r, bound)
+                store(s, bound)
+        elif isinstance(node, cst.AnnAssign):
+            if node.value is not None:
+                read(_reads(node.value), bound)
+                s, r = _stores(node.target)
+                read(r, bound)
+                store(s, bound)
+        elif isinstance(node, cst.AugAssign):
+            read(_reads(node.value), bound)
+            s, r = _stores(node.target)
+            read(s + r, bound)
+            store(s, bound)
+        elif isinstance(node, cst.If):
+            read(_reads(node.test), bound)
+            then = suite(node.body, set(bound))
+            other = set(bound)
+            if node.orelse is not None:
+                if isinstance(node.orelse, cst.If):
+                    one(node.orelse, other)
+                else:
+                    suite(node.orelse.body, other)
+            for name in then | other:
+                store([name], bound)
+        elif isinstance(node, (cst.For,)):
+            read(_reads(node.iter), bound)
+            store(_stores(node.target)[0], bound)
+            suite(node.body, bound)
+        elif isinstance(node, cst.While):
+            read(_reads(node.test), bound)
+            suite(node.body, bound)
+        elif isinstance(node, cst.With):
+            for item in node.items:
+                read(_reads(item.item), bound)
+                if item.asname is not None:
+                    store(_stores(item.asname.name)[0], bound)
+            suite(node.body, bound)
+        elif isinstance(node, (cst.Import, cst.ImportFrom, cst.Global, cst.Nonlocal, cst.Del, cst.Try, cst.ClassDef)):
+            raise _CannotProbe(f"the rewritten code holds a `{type(node).__name__}` statement")
+        elif isinstance(node, cst.FunctionDef):
+            store([node.name.value], bound)
+        else:
+            read(_reads(node), bound)
+
+    block(list(statements), set())
+    return free, stored
+
+
+def _function_free_names(node: cst.FunctionDef) -> List[str]:
+    """Names a function reads that it neither takes nor binds anywhere (its globals)."""
+    params = node.params
+    local: Set[str] = {
+        p.name.value for p in (*params.posonly_params, *params.params, *params.kwonly_params)
+    }
+    if isinstance(params.star_arg, cst.Param):
+        local.add(params.star_arg.name.value)
+    if params.star_kwarg is not None:
+        local.add(params.star_kwarg.name.value)
+    reads: List[str] = []
+    stack: List[cst.CSTNode] = list(node.body.children)
+    while stack:
+        current = stack.pop()
+        if isinstance(current, cst.Assign):
+            for target in current.targets:
+                local.update(_stores(target.target)[0])
+        elif isinstance(current, (cst.AugAssign, cst.AnnAssign)):
+            local.update(_stores(current.target)[0])
+        elif isinstance(current, cst.For):
+            local.update(_stores(current.target)[0])
+        elif isinstance(current, cst.FunctionDef):
+            local.add(current.name.value)
+        elif isinstance(current, (cst.Import, cst.ImportFrom)):
+            if not _import_allowed(current):
+                raise _CannotProbe(f"`{node.name.value}` imports a module other than TensorFlow/NumPy/math")
+            local.update(_import_names(current))
+        elif isinstance(current, (cst.Global, cst.Nonlocal)):
+            raise _CannotProbe(f"`{node.name.value}` declares global or nonlocal names")
+        if isinstance(current, (cst.BaseExpression,)) and not isinstance(current, cst.Name):
+            reads.extend(_reads(current))
+            continue
+        if isinstance(current, cst.Name):
+            reads.append(current.value)
+            continue
+        stack.extend(current.children)
+    return list(dict.fromkeys(n for n in reads if n not in local))
+
+
+def _control_flow(module: str) -> bool:
+    # Autograph costs most of a trace; code without Python control flow traces the same without it.
+    # A word match may see control flow in a string too, which only costs the autograph pass.
+    return re.search(r"\b(if|for|while|and|or|not)\b", module) is not None
+
+
+def _xla(after_module: str) -> bool:
+    # XLA evaluates the unselected branch of tf.where where eager mode does not (research/idioms.md,
+    # idiom 34): the one mode-dependent NaN trap, so XLA runs only when the fix selects with where.
+    return "where(" in after_module

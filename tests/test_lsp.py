@@ -1,0 +1,404 @@
+"""The language server end to end: a real LSP client (pytest-lsp) drives ``tapefix.lsp`` over stdio."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import pytest
+import pytest_lsp
+from lsprotocol import types
+from pytest_lsp import ClientServerConfig, LanguageClient
+
+from tapefix.engine import check_source
+from tapefix.rules import ALL_RULES
+from tapefix.types import Safety
+
+SERVER = [sys.executable, "-m", "tapefix.lsp"]
+URI = "file:///project/train.py"
+
+FLOOR = """\
+import numpy as np
+import tensorflow as tf
+
+x = tf.Variable([1.7, 2.2])
+with tf.GradientTape() as tape:
+    y = np.floor(x)
+"""
+FLOOR_FIXED = """\
+import numpy as np
+import tensorflow as tf
+
+x = tf.Variable([1.7, 2.2])
+with tf.GradientTape() as tape:
+    y = tf.stop_gradient(tf.floor(x)) + (x - tf.stop_gradient(x))
+"""
+
+
+@pytest_lsp.fixture(config=ClientServerConfig(server_command=SERVER))
+async def client(lsp_client: LanguageClient) -> Any:
+    yield
+    await lsp_client.shutdown_session()
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def _to_offset(text: str, position: types.Position, units: str = "utf-16") -> int:
+    """A client's own reading of an LSP position (independent of the server's code)."""
+    lines = re.split(r"(?<=\r\n)|(?<=\r)(?!\n)|(?<=\n)", text)
+    offset = sum(len(line) for line in lines[: position.line])
+    line = lines[position.line] if position.line < len(lines) else ""
+    counted = 0
+    for index, char in enumerate(line):
+        if counted >= position.character:
+            return offset + index
+        counted += 1 if units == "utf-32" else len(char.encode("utf-16-le")) // 2
+    return offset + len(line.rstrip("\r\n")) if counted < position.character else offset + len(line)
+
+
+def apply_edits(text: str, edits: Sequence[types.TextEdit]) -> str:
+    spans = sorted((_to_offset(text, e.range.start), _to_offset(text, e.range.end), e.new_text) for e in edits)
+    for start, end, new in reversed(spans):
+        text = text[:start] + new + text[end:]
+    return text
+
+
+def apply_workspace_edit(text: str, edit: types.WorkspaceEdit, uri: str, version: int) -> str:
+    assert edit.document_changes, "the server sends versioned edits to a client that supports them"
+    edits: List[types.TextEdit] = []
+    for change in edit.document_changes:
+        assert isinstance(change, types.TextDocumentEdit)
+        assert change.text_document.uri == uri
+        assert change.text_document.version == version
+        edits.extend(e for e in change.edits if isinstance(e, types.TextEdit))
+    return apply_edits(text, edits)
+
+
+async def start(client: LanguageClient, options: Optional[Dict[str, Any]] = None, encodings: Any = None) -> Any:
+    capabilities = pytest_lsp.client_capabilities("visual-studio-code")
+    if encodings is not None:
+        capabilities.general = types.GeneralClientCapabilities(position_encodings=encodings)
+    return await client.initialize_session(
+        types.InitializeParams(capabilities=capabilities, initialization_options=options)
+    )
+
+
+async def published(client: LanguageClient, uri: str, version: int) -> List[types.Diagnostic]:
+    """The diagnostics the server publishes for ``version`` of ``uri``."""
+    while True:
+        params = await client.wait_for_notification(types.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS)
+        if params.uri == uri and params.version == version:
+            return list(params.diagnostics)
+
+
+async def open_document(client: LanguageClient, text: str, uri: str = URI) -> List[types.Diagnostic]:
+    client.text_document_did_open(
+        types.DidOpenTextDocumentParams(
+            text_document=types.TextDocumentItem(uri=uri, language_id="python", version=1, text=text)
+        )
+    )
+    return await published(client, uri, 1)
+
+
+async def change_document(client: LanguageClient, text: str, version: int, uri: str = URI) -> List[types.Diagnostic]:
+    client.text_document_did_change(
+        types.DidChangeTextDocumentParams(
+            text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
+            content_changes=[types.TextDocumentContentChangeWholeDocument(text=text)],
+        )
+    )
+    return await published(client, uri, version)
+
+
+async def actions_for(
+    client: LanguageClient,
+    diagnostics: Sequence[types.Diagnostic],
+    only: Optional[List[str]] = None,
+    uri: str = URI,
+) -> List[types.CodeAction]:
+    where = diagnostics[0].range if diagnostics else types.Range(start=types.Position(0, 0), end=types.Position(0, 0))
+    result = await client.text_document_code_action_async(
+        types.CodeActionParams(
+            text_document=types.TextDocumentIdentifier(uri=uri),
+            range=where,
+            context=types.CodeActionContext(diagnostics=list(diagnostics), only=only),
+        )
+    )
+    actions = list(result or [])
+    assert all(isinstance(action, types.CodeAction) for action in actions)
+    return actions  # type: ignore[return-value]
+
+
+# -------------------------------------------------------------------------------------------- tests
+@pytest.mark.asyncio
+async def test_unsafe_quick_fix_round_trip(client: LanguageClient) -> None:
+    await start(client)
+    diagnostics = await open_document(client, FLOOR)
+    assert len(diagnostics) == 1
+    diagnostic = diagnostics[0]
+    assert diagnostic.code == "TF101"
+    assert diagnostic.source == "tapefix"
+    assert diagnostic.severity == types.DiagnosticSeverity.Warning
+    assert diagnostic.range == types.Range(start=types.Position(5, 8), end=types.Position(5, 19))
+    assert diagnostic.code_description is not None
+    assert diagnostic.code_description.href.endswith("/docs/rules/TF101-rounding-on-tensor.md")
+    assert "gradient" in diagnostic.message
+
+    actions = await actions_for(client, diagnostics)
+    fixes = [a for a in actions if a.kind == types.CodeActionKind.QuickFix and "unsafe" in a.title]
+    assert len(fixes) == 1
+    fix = fixes[0]
+    assert not fix.is_preferred, "an unsafe fix is never the preferred action"
+    assert fix.edit is not None
+    fixed = apply_workspace_edit(FLOOR, fix.edit, URI, 1)
+    assert fixed == FLOOR_FIXED
+
+    assert await change_document(client, fixed, 2) == []
+
+
+@pytest.mark.asyncio
+async def test_ignore_comment_silences_the_finding(client: LanguageClient) -> None:
+    await start(client)
+    text = FLOOR.replace("y = np.floor(x)", "y = np.floor(x)  # keep: quantised on purpose")
+    diagnostics = await open_document(client, text)
+    actions = await actions_for(client, diagnostics)
+    ignore = [a for a in actions if a.title == "Ignore TF101 on this line"]
+    assert len(ignore) == 1 and ignore[0].edit is not None
+    ignored = apply_workspace_edit(text, ignore[0].edit, URI, 1)
+    assert "    y = np.floor(x)  # keep: quantised on purpose  # tapefix: ignore[TF101]\n" in ignored
+    assert await change_document(client, ignored, 2) == []
+
+
+@pytest.mark.asyncio
+async def test_ignore_merges_into_an_existing_tapefix_comment(client: LanguageClient) -> None:
+    await start(client)
+    text = FLOOR.replace("y = np.floor(x)", "y = np.floor(x)  # tapefix: ignore[TF102]")
+    diagnostics = await open_document(client, text)
+    assert [d.code for d in diagnostics] == ["TF101"]
+    actions = await actions_for(client, diagnostics)
+    (ignore,) = [a for a in actions if a.title == "Ignore TF101 on this line"]
+    assert ignore.edit is not None
+    merged = apply_workspace_edit(text, ignore.edit, URI, 1)
+    assert "    y = np.floor(x)  # tapefix: ignore[TF102, TF101]\n" in merged
+    assert await change_document(client, merged, 2) == []
+
+
+@pytest.mark.asyncio
+async def test_no_ignore_action_where_a_comment_would_break_the_code(client: LanguageClient) -> None:
+    await start(client)
+    text = FLOOR.replace("y = np.floor(x)", 'y = np.floor(x) + len("""\n""")')
+    diagnostics = await open_document(client, text)
+    assert [d.code for d in diagnostics] == ["TF101"]
+    actions = await actions_for(client, diagnostics)
+    assert not [a for a in actions if a.title.startswith("Ignore")]
+    assert [a for a in actions if "unsafe" in a.title], "the fix itself is still offered"
+
+
+@pytest.mark.asyncio
+async def test_fix_all_respects_unsafe_setting_and_only(client: LanguageClient) -> None:
+    await start(client)
+    diagnostics = await open_document(client, FLOOR)
+    fix_all = ["source.fixAll.tapefix"]
+    assert await actions_for(client, diagnostics, only=fix_all) == [], "TF101's fix is unsafe: off by default"
+
+    client.workspace_did_change_configuration(
+        types.DidChangeConfigurationParams(settings={"tapefix": {"unsafeFixes": True}})
+    )
+    await published(client, URI, 1)
+    (action,) = await actions_for(client, diagnostics, only=["source.fixAll"])
+    assert action.kind == "source.fixAll.tapefix"
+    assert action.edit is not None
+    assert apply_workspace_edit(FLOOR, action.edit, URI, 1) == FLOOR_FIXED
+
+    quick_only = await actions_for(client, diagnostics, only=[types.CodeActionKind.QuickFix])
+    assert quick_only and all(a.kind == types.CodeActionKind.QuickFix for a in quick_only)
+    source_only = await actions_for(client, diagnostics, only=[types.CodeActionKind.Source])
+    assert [a.kind for a in source_only] == ["source.fixAll.tapefix"]
+
+
+@pytest.mark.asyncio
+async def test_settings_select_and_ignore(client: LanguageClient) -> None:
+    await start(client, options={"ignore": ["TF101"]})
+    assert await open_document(client, FLOOR) == []
+    client.workspace_did_change_configuration(
+        types.DidChangeConfigurationParams(settings={"ignore": [], "select": ["TF1"]})
+    )
+    assert [d.code for d in await published(client, URI, 1)] == ["TF101"]
+
+
+@pytest.mark.asyncio
+async def test_project_configuration_applies_under_the_editor_settings(client: LanguageClient, tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text('[tool.tapefix]\nignore = ["TF101"]\nexclude = ["vendored"]\n')
+    (tmp_path / "vendored").mkdir()
+    module = (tmp_path / "train.py").as_uri()
+    vendored = (tmp_path / "vendored" / "train.py").as_uri()
+    await start(client)
+    assert await open_document(client, FLOOR, uri=module) == []
+    assert await open_document(client, FLOOR, uri=vendored) == [], "excluded by the project"
+    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={"ignore": []}))
+    assert [d.code for d in await published(client, module, 1)] == ["TF101"], "the editor's ignore replaces it"
+
+
+@pytest.mark.asyncio
+async def test_broken_project_configuration_is_reported_and_defaults_apply(
+    client: LanguageClient, tmp_path: Path
+) -> None:
+    (tmp_path / "pyproject.toml").write_text('[tool.tapefix]\nselect = "TF1"\n')
+    await start(client)
+    diagnostics = await open_document(client, FLOOR, uri=(tmp_path / "train.py").as_uri())
+    assert [d.code for d in diagnostics] == ["TF101"]
+    assert any("pyproject.toml" in m.message and "select" in m.message for m in client.messages)
+
+
+@pytest.mark.asyncio
+async def test_stale_diagnostic_gets_no_edit(client: LanguageClient) -> None:
+    await start(client)
+    diagnostics = await open_document(client, FLOOR)
+    shifted = "# a comment line moves everything down\n" + FLOOR
+    await change_document(client, shifted, 2)
+    # The client asks with the diagnostic of version 1: its ranges no longer fit the text.
+    actions = await actions_for(client, diagnostics, only=[types.CodeActionKind.QuickFix])
+    assert actions == []
+
+
+@pytest.mark.asyncio
+async def test_debounced_changes_publish_the_newest_version(client: LanguageClient) -> None:
+    await start(client, options={"debounceMs": 200})
+    await open_document(client, FLOOR)
+    for version in range(2, 6):
+        client.text_document_did_change(
+            types.DidChangeTextDocumentParams(
+                text_document=types.VersionedTextDocumentIdentifier(uri=URI, version=version),
+                content_changes=[types.TextDocumentContentChangeWholeDocument(text=FLOOR + "#" * version + "\n")],
+            )
+        )
+    params = await client.wait_for_notification(types.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS)
+    assert params.version == 5, "changes inside the debounce window are analysed once, at the newest version"
+    assert [d.code for d in params.diagnostics] == ["TF101"]
+
+
+@pytest.mark.asyncio
+async def test_save_reanalyses_and_close_clears(client: LanguageClient) -> None:
+    await start(client)
+    await open_document(client, FLOOR)
+    client.text_document_did_save(types.DidSaveTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=URI)))
+    assert [d.code for d in await published(client, URI, 1)] == ["TF101"]
+    client.text_document_did_close(
+        types.DidCloseTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=URI))
+    )
+    params = await client.wait_for_notification(types.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS)
+    assert params.uri == URI and list(params.diagnostics) == []
+
+
+EMOJI = FLOOR.replace("    y = np.floor(x)", '    s = "😀🧪"; y = np.floor(x)')
+
+
+@pytest.mark.asyncio
+async def test_utf16_columns_after_non_bmp_characters(client: LanguageClient) -> None:
+    result = await start(client)
+    assert result.capabilities.position_encoding in (None, types.PositionEncodingKind.Utf16)
+    (diagnostic,) = await open_document(client, EMOJI)
+    line = EMOJI.splitlines()[5]
+    column = line.index("np.floor")
+    assert diagnostic.range.start == types.Position(5, column + 2), "each emoji is two UTF-16 units"
+    actions = await actions_for(client, [diagnostic])
+    (fix,) = [a for a in actions if "unsafe" in a.title]
+    assert fix.edit is not None
+    fixed = apply_workspace_edit(EMOJI, fix.edit, URI, 1)
+    assert '    s = "😀🧪"; y = tf.stop_gradient(tf.floor(x)) + (x - tf.stop_gradient(x))\n' in fixed
+    assert await change_document(client, fixed, 2) == []
+
+
+@pytest.mark.asyncio
+async def test_utf32_when_the_client_prefers_it(client: LanguageClient) -> None:
+    result = await start(client, encodings=[types.PositionEncodingKind.Utf32, types.PositionEncodingKind.Utf16])
+    assert result.capabilities.position_encoding == types.PositionEncodingKind.Utf32
+    (diagnostic,) = await open_document(client, EMOJI)
+    assert diagnostic.range.start == types.Position(5, EMOJI.splitlines()[5].index("np.floor"))
+
+
+FIXABLE = [
+    pytest.param(rule, example, id=f"{rule.CODE}-{number}")
+    for rule in ALL_RULES
+    for number, example in enumerate(rule.INVALID)
+    if example.expected is not None and len(check_source(example.code)) == 1
+]
+
+
+@pytest.mark.parametrize(("rule", "example"), FIXABLE)
+@pytest.mark.asyncio
+async def test_every_rule_example_is_fixed_through_the_editor(client: LanguageClient, rule: Any, example: Any) -> None:
+    """Each rule's fixable example, fixed by its quick fix, with the safety the rule declares."""
+    await start(client)
+    diagnostics = await open_document(client, example.code)
+    assert [d.code for d in diagnostics] == [rule.CODE]
+    actions = await actions_for(client, diagnostics, only=[types.CodeActionKind.QuickFix])
+    fixes = [a for a in actions if not a.title.startswith("Ignore")]
+    assert len(fixes) == 1
+    safe = rule.SAFETY is Safety.SAFE
+    assert bool(fixes[0].is_preferred) is safe
+    assert ("unsafe" in fixes[0].title) is not safe
+    assert fixes[0].edit is not None
+    fixed = apply_workspace_edit(example.code, fixes[0].edit, URI, 1)
+    assert fixed == example.expected
+    assert [d.code for d in await change_document(client, fixed, 2)] == [f.code for f in check_source(fixed)]
+
+
+MODULE_REPORT = """\
+import atexit, json, sys
+
+REPORT = sys.argv[1]
+
+def report():
+    loaded = sorted({name.split(".")[0] for name in sys.modules})
+    with open(REPORT, "w") as out:
+        json.dump(loaded, out)
+
+atexit.register(report)
+from tapefix.lsp import main
+sys.argv = sys.argv[:1]
+main()
+"""
+
+
+@pytest.mark.asyncio
+async def test_never_imports_tensorflow(tmp_path: Path) -> None:
+    """A whole session (analysis, quick fix, fix-all) in a server process that reports its modules on exit."""
+    report = tmp_path / "modules.json"
+    config = ClientServerConfig(server_command=[sys.executable, "-c", MODULE_REPORT, str(report)])
+    lsp = await config.start()
+    assert isinstance(lsp, LanguageClient)
+    try:
+        await start(lsp, options={"unsafeFixes": True})
+        diagnostics = await open_document(lsp, FLOOR)
+        assert await actions_for(lsp, diagnostics)
+        await lsp.shutdown_session()
+    finally:
+        await lsp.stop()
+    loaded = json.loads(report.read_text())
+    assert "tapefix" in loaded and "pygls" in loaded, "the report comes from the server"
+    assert not {"tensorflow", "keras", "tf_keras"} & set(loaded)
+
+
+def test_console_script() -> None:
+    completed = subprocess.run(["tapefix-lsp", "--version"], capture_output=True, text=True, check=True)
+    assert completed.stdout.startswith("tapefix-lsp ")
+
+
+def test_missing_extra_names_it() -> None:
+    script = textwrap.dedent(
+        """
+        import sys
+        sys.modules["pygls"] = None
+        try:
+            import tapefix.lsp
+        except ImportError as error:
+            print(error)
+        """
+    )
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert "tapefix[lsp]" in completed.stdout

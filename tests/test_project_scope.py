@@ -1,0 +1,314 @@
+"""Whole-project tape scope: idioms in functions of other modules that a tape runs, through the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, List
+
+import pytest
+
+from tapefix import api, project
+from tapefix.cli import main
+
+TRAIN_HEADER = """\
+import tensorflow as tf
+
+model = tf.keras.Sequential([tf.keras.layers.Dense(1)])
+"""
+LOSSES = """\
+import numpy as np
+import tensorflow as tf
+
+
+def focal_loss(y_true, y_pred):
+    rounded = np.floor(y_pred)
+    return tf.reduce_mean(rounded - y_true)
+"""
+
+
+def write_tree(root: Path, files: Dict[str, str]) -> Path:
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return root
+
+
+def check(root: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> List[str]:
+    """The TF101 finding lines of ``tapefix --check`` over the tree (other rules' lines left out)."""
+    main(["--check", *extra, str(root)])
+    out = capsys.readouterr().out
+    return [line for line in out.splitlines() if " TF101 " in line]
+
+
+def tape_calling(import_line: str, call: str) -> str:
+    return (
+        TRAIN_HEADER.replace("import tensorflow as tf\n", f"import tensorflow as tf\n{import_line}\n")
+        + f"""
+
+def train_step(x, y):
+    with tf.GradientTape() as tape:
+        pred = model(x)
+        loss = {call}(y, pred)
+    return tape.gradient(loss, model.trainable_variables)
+"""
+    )
+
+
+@pytest.mark.parametrize(
+    "import_line, call",
+    [
+        pytest.param("from .losses import focal_loss", "focal_loss", id="relative-from-import"),
+        pytest.param("from pkg.losses import focal_loss", "focal_loss", id="absolute-from-import"),
+        pytest.param("import pkg.losses as L", "L.focal_loss", id="import-as"),
+        pytest.param("from pkg import losses", "losses.focal_loss", id="from-package-import-module"),
+        pytest.param("from . import losses", "losses.focal_loss", id="relative-module-import"),
+        pytest.param("import pkg.losses", "pkg.losses.focal_loss", id="dotted-import"),
+    ],
+)
+def test_idiom_in_an_imported_loss_is_found_and_marked_through_call(tmp_path, capsys, import_line, call):
+    root = write_tree(
+        tmp_path,
+        {"pkg/__init__.py": "", "pkg/losses.py": LOSSES, "pkg/train.py": tape_calling(import_line, call)},
+    )
+    lines = check(root, capsys)
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"{root / 'pkg' / 'losses.py'}:6:15: TF101")
+    assert "reached through a call" in lines[0]
+
+
+def test_the_fix_in_an_imported_loss_is_unsafe_and_applied_only_with_the_flag(tmp_path, capsys):
+    root = write_tree(
+        tmp_path,
+        {
+            "pkg/__init__.py": "",
+            "pkg/losses.py": LOSSES,
+            "pkg/train.py": tape_calling("from .losses import focal_loss", "focal_loss"),
+        },
+    )
+    main([str(root)])
+    capsys.readouterr()
+    assert (root / "pkg" / "losses.py").read_text() == LOSSES
+    main(["--unsafe-fixes", str(root)])
+    capsys.readouterr()
+    fixed = (root / "pkg" / "losses.py").read_text()
+    assert "np.floor(y_pred)" not in fixed
+    assert "tf.floor(y_pred)" in fixed
+
+
+def test_a_loss_reexported_by_the_package_and_its_helper_module_are_followed(tmp_path, capsys):
+    helpers = """\
+import numpy as np
+
+
+def snap(values):
+    return np.round(values)
+"""
+    losses = """\
+import tensorflow as tf
+from .helpers import snap
+
+
+def focal_loss(y_true, y_pred):
+    return tf.reduce_mean(snap(y_pred) - y_true)
+"""
+    root = write_tree(
+        tmp_path,
+        {
+            "pkg/__init__.py": "from .losses import focal_loss\n",
+            "pkg/losses.py": losses,
+            "pkg/helpers.py": helpers,
+            "scripts/train.py": tape_calling("from pkg import focal_loss", "focal_loss"),
+        },
+    )
+    lines = check(root, capsys)
+    assert [line.split(": TF101")[0] for line in lines] == [f"{root / 'pkg' / 'helpers.py'}:5:12"]
+
+
+def test_a_loss_given_to_keras_compile_runs_under_the_train_step_tape(tmp_path, capsys):
+    fit = """\
+import tensorflow as tf
+from losses import focal_loss, smooth_l1
+
+model = tf.keras.Sequential([tf.keras.layers.Dense(1)])
+model.compile(optimizer="adam", loss={"box": smooth_l1(delta=1.0), "cls": focal_loss})
+"""
+    losses = LOSSES + """
+
+def smooth_l1(delta):
+    def loss(y_true, y_pred):
+        return np.round(y_pred - y_true) * delta
+    return loss
+"""
+    root = write_tree(tmp_path, {"losses.py": losses, "fit.py": fit})
+    lines = check(root, capsys)
+    assert [line.split(": TF101")[0] for line in lines] == [
+        f"{root / 'losses.py'}:6:15",
+        f"{root / 'losses.py'}:12:16",
+    ]
+    assert all("reached through a call" in line for line in lines)
+
+
+def test_a_keras_train_step_override_calling_an_imported_loss_through_an_attribute(tmp_path, capsys):
+    model = """\
+import tensorflow as tf
+from pkg.losses import focal_loss
+
+
+class Detector(tf.keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.dense = tf.keras.layers.Dense(1)
+        self.loss_fn = focal_loss
+
+    def call(self, x):
+        return self.dense(x)
+
+    @tf.function
+    def train_step(self, data):
+        x, y = data
+        with tf.GradientTape() as tape:
+            pred = self(x, training=True)
+            loss = self.loss_fn(y, pred)
+        grads = tape.gradient(loss, self.trainable_variables)
+        self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+        return {"loss": loss}
+"""
+    root = write_tree(tmp_path, {"pkg/__init__.py": "", "pkg/losses.py": LOSSES, "pkg/model.py": model})
+    lines = check(root, capsys)
+    assert [line.split(": TF101")[0] for line in lines] == [f"{root / 'pkg' / 'losses.py'}:6:15"]
+
+
+def test_negatives_uncalled_function_unrelated_same_name_and_untaped_call(tmp_path, capsys):
+    losses = LOSSES + """
+
+def unused_loss(y_true, y_pred):
+    return np.floor(y_pred)
+
+
+def metric(y_true, y_pred):
+    return np.floor(y_pred)
+"""
+    unrelated = """\
+import numpy as np
+
+
+def focal_loss(y_true, y_pred):
+    return np.floor(y_pred)
+"""
+    evaluate = """\
+import tensorflow as tf
+from pkg.losses import metric
+
+
+def evaluate(model, x, y):
+    return metric(y, model(x))
+"""
+    root = write_tree(
+        tmp_path,
+        {
+            "pkg/__init__.py": "",
+            "pkg/losses.py": losses,
+            "pkg/train.py": tape_calling("from .losses import focal_loss", "focal_loss"),
+            "pkg/evaluate.py": evaluate,
+            "tools/losses.py": unrelated,
+            "tools/__init__.py": "",
+        },
+    )
+    lines = check(root, capsys)
+    # Only focal_loss of pkg/losses.py runs under a tape: not unused_loss, not metric (called outside any
+    # tape), not tools/losses.py's focal_loss (same name, never imported by the tape's module).
+    assert [line.split(": TF101")[0] for line in lines] == [f"{root / 'pkg' / 'losses.py'}:6:15"]
+
+
+def test_a_label_argument_is_not_on_the_gradient_path(tmp_path, capsys):
+    losses = """\
+import numpy as np
+import tensorflow as tf
+
+
+def weighted(y_true, y_pred):
+    weights = np.floor(y_true)
+    return tf.reduce_mean(weights * y_pred)
+"""
+    root = write_tree(
+        tmp_path,
+        {"pkg/__init__.py": "", "pkg/losses.py": losses, "pkg/train.py": tape_calling("from .losses import weighted", "weighted")},
+    )
+    assert check(root, capsys) == []
+
+
+def test_a_single_file_is_analysed_alone(tmp_path, capsys):
+    root = write_tree(
+        tmp_path,
+        {
+            "pkg/__init__.py": "",
+            "pkg/losses.py": LOSSES,
+            "pkg/train.py": tape_calling("from .losses import focal_loss", "focal_loss"),
+        },
+    )
+    assert check(root / "pkg" / "losses.py", capsys) == []
+
+
+def test_private_helper_only_called_from_a_tape_block_is_direct(tmp_path, capsys):
+    source = """\
+import numpy as np
+import tensorflow as tf
+
+x = tf.Variable(3.7)
+
+
+def _snap(value):
+    return np.floor(value)
+
+
+def public_snap(value):
+    return np.floor(value)
+
+
+with tf.GradientTape() as tape:
+    y = _snap(x) + public_snap(x)
+"""
+    root = write_tree(tmp_path, {"train.py": source})
+    lines = check(root, capsys)
+    assert len(lines) == 2, lines
+    private, public = lines
+    assert private.startswith(f"{root / 'train.py'}:8:") and "reached through a call" not in private
+    assert public.startswith(f"{root / 'train.py'}:12:") and "reached through a call" in public
+
+
+def test_private_helper_also_called_outside_a_tape_stays_through_call(tmp_path, capsys):
+    source = """\
+import numpy as np
+import tensorflow as tf
+
+x = tf.Variable(3.7)
+
+
+def _snap(value):
+    return np.floor(value)
+
+
+with tf.GradientTape() as tape:
+    y = _snap(x)
+print(_snap(x))
+"""
+    root = write_tree(tmp_path, {"train.py": source})
+    lines = check(root, capsys)
+    assert len(lines) == 1 and "reached through a call" in lines[0]
+
+
+def test_entry_points_of_a_tree(tmp_path):
+    root = write_tree(
+        tmp_path,
+        {
+            "pkg/__init__.py": "",
+            "pkg/losses.py": LOSSES,
+            "pkg/train.py": tape_calling("import pkg.losses as L", "L.focal_loss"),
+        },
+    )
+    files = [str(p) for p in sorted(root.rglob("*.py"))]
+    entries = project.entry_points(files, api._read_text)
+    assert list(entries) == [str(root / "pkg" / "losses.py")]
+    (entry,) = entries[str(root / "pkg" / "losses.py")]
+    assert (entry.function, entry.positional, entry.keywords, entry.result) == ("focal_loss", (False, True), (), False)
