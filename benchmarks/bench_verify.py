@@ -69,6 +69,7 @@ def main() -> None:
     wall = time.perf_counter() - started
     verifier.close()
     seconds = sorted(float(r.get("seconds", 0.0)) for r in verifier.log if "seconds" in r)
+    cpu = sorted(float(r.get("cpu_seconds", 0.0)) for r in verifier.log if "cpu_seconds" in r)
     counts = collections.Counter(v.status for v in verdicts)
     print(f"TensorFlow import in the child: {verifier.runner.import_seconds:.2f} s")
     if seconds:
@@ -77,11 +78,17 @@ def main() -> None:
             f"per probe after the import: median {1000 * statistics.median(seconds):.0f} ms, "
             f"p90 {1000 * p90:.0f} ms, max {1000 * seconds[-1]:.0f} ms over {len(seconds)} probes"
         )
+        print(
+            f"CPU time per probe (the child is single-threaded, so this is what an idle core pays): "
+            f"median {1000 * statistics.median(cpu):.0f} ms, total {sum(cpu):.1f} s"
+        )
     print(f"all {len(findings)} fixes verified in {wall:.1f} s wall, the import included")
     print("verdicts: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     for finding, verdict in zip(findings, verdicts):
         if verdict.status != "verified":
-            print(f"  {finding.start.line}:{finding.start.column + 1} {finding.code} {verdict.status}: {verdict.reason}")
+            print(
+                f"  {finding.start.line}:{finding.start.column + 1} {finding.code} {verdict.status}: {verdict.reason}"
+            )
 
 
 if __name__ == "__main__":

@@ -67,7 +67,8 @@ def main(argv: Sequence[str]) -> int:
     print(f"trees: {' '.join(options.trees)}")
     print(f"files scanned: {len(files)}")
     print(f"files with a tape block: {len(blocks)}; tape blocks: {sum(blocks.values())}")
-    print(f"modules run by a tape in another module: {len(entries)} ({sum(len(e) for e in entries.values())} entry points)")
+    entry_count = sum(len(e) for e in entries.values())
+    print(f"modules run by a tape in another module: {len(entries)} ({entry_count} entry points)")
     print(f"files that did not parse or read: {len(errors)}")
     print(f"findings: {len(findings)} ({through_call} in functions reached through a call)")
     for code, count in sorted(by_rule.items()):
@@ -80,7 +81,8 @@ def main(argv: Sequence[str]) -> int:
         where = "through a call" if finding.through_call else "in a tape block"
         fix = finding.fix.safety.value if finding.fix is not None else "no fix"
         print()
-        print(f"{result.path}:{finding.start.line}:{finding.start.column + 1}: {finding.code} {finding.message} [{where}; {fix}]")
+        place = f"{result.path}:{finding.start.line}:{finding.start.column + 1}"
+        print(f"{place}: {finding.code} {finding.message} [{where}; {fix}]")
         print("\n".join(context_lines(result.source, finding.start.line, options.context)))
     return 0
 

@@ -32,6 +32,8 @@ from tapefix.types import Config, Outcome, SourceResult, Status
 #: Folders never walked into: virtual environments, caches, tool folders.
 SKIP_DIRS = {"__pycache__", "node_modules", "site-packages", "venv", "env", "build", "dist", ".git"}
 MAX_FILE_BYTES = 5 * 1024 * 1024
+#: Notebooks carry their outputs (plots as base64), so they may be far larger than their code.
+MAX_NOTEBOOK_BYTES = 64 * 1024 * 1024
 
 
 class Mode(str, enum.Enum):
@@ -249,9 +251,9 @@ def process_notebook(
     fixed cells are written back into the notebook, everything else kept byte for byte."""
     try:
         size = os.path.getsize(path)
-        if size > MAX_FILE_BYTES:
-            limit = MAX_FILE_BYTES // (1024 * 1024)
-            raise FileError(f"is {size // (1024 * 1024)} MiB, larger than the {limit} MiB limit")
+        if size > MAX_NOTEBOOK_BYTES:
+            limit = MAX_NOTEBOOK_BYTES // (1024 * 1024)
+            raise FileError(f"is {size // (1024 * 1024)} MiB, larger than the {limit} MiB limit for notebooks")
         with open(path, "rb") as handle:
             text = handle.read().decode("utf-8")
         script = notebook.to_script(text)

@@ -211,7 +211,9 @@ def to_script(text: str) -> Script:
         line += count
     joined = "".join(pieces)
     # Places in the file are needed only for findings, and a module that never names GradientTape has none.
-    file_lines, ascii_escaped = _file_lines(text, document, spans, line - 1) if "GradientTape" in joined else ((), False)
+    file_lines, ascii_escaped = (
+        _file_lines(text, document, spans, line - 1) if "GradientTape" in joined else ((), False)
+    )
     return Script(joined, tuple(spans), tuple(magics), tuple(added), file_lines, ascii_escaped)
 
 

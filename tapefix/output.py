@@ -51,6 +51,9 @@ def status_label(outcome: Outcome, mode: Mode, unsafe_fixes: bool) -> str:
         label = label if mode is not Mode.FIX or not unsafe else "fixed (unsafe fix)"
     elif outcome.status is Status.REJECTED:
         reason = verdict.reason if verdict is not None else "the fix did not hold"
+        if verdict is not None and verdict.status == "unverified":
+            # Unverified is not a pass: under --verify only verified fixes are applied.
+            return f"[not applied: unverified: {reason}]"
         return f"[not applied: verification failed: {reason}]"
     elif outcome.status is Status.FIXABLE:
         assert finding.fix is not None
@@ -116,7 +119,7 @@ def summary(results: Iterable[FileResult], mode: Mode, unsafe_fixes: bool) -> st
     if unsafe_more:
         parts.append(f"{unsafe_more} more {'fix' if unsafe_more == 1 else 'fixes'} available with --unsafe-fixes")
     if rejected:
-        parts.append(f"{rejected} not applied (verification failed)")
+        parts.append(f"{rejected} not applied (not verified)")
     if manual:
         parts.append(f"{manual} {'needs' if manual == 1 else 'need'} a human")
     if errors:

@@ -58,9 +58,9 @@ def summarise(path: str, source: str) -> ModuleSummary:
     imports: Dict[str, Binding] = {}
     defines: Set[str] = set()
     folder = os.path.dirname(path)
-    for node in tree.body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            defines.add(node.name)
+    for statement in tree.body:
+        if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            defines.add(statement.name)
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
@@ -230,7 +230,8 @@ def _merge(known: Set[EntryPoint], entry: EntryPoint) -> EntryPoint:
         if (other.function, other.result) == (entry.function, entry.result):
             length = max(len(other.positional), len(entry.positional))
             positional = tuple(
-                (i < len(other.positional) and other.positional[i]) or (i < len(entry.positional) and entry.positional[i])
+                (i < len(other.positional) and other.positional[i])
+                or (i < len(entry.positional) and entry.positional[i])
                 for i in range(length)
             )
             keywords = tuple(sorted(set(other.keywords) | set(entry.keywords)))

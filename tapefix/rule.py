@@ -11,12 +11,13 @@ from __future__ import annotations
 import bisect
 import re
 from dataclasses import dataclass
-from typing import ClassVar, Dict, List, Optional, Sequence, Tuple
+from typing import ClassVar, List, Optional, Sequence, Tuple
 
 import libcst as cst
-from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
+from libcst.metadata import CodeRange
 
 from tapefix.analysis.scope import Function, ModuleAnalysis, Scope, Value
+from tapefix.analysis.walk import Positions
 from tapefix.types import Edit, Finding, Fix, Forward, Position, Safety
 
 
@@ -36,7 +37,8 @@ class Invalid:
     code: str
     expected: Optional[str] = None
     note: str = ""
-    #: what the verifier must conclude for this example's fix: "verified", "failed" or "unverified"
+    #: what the verifier must conclude for this example's fix: "verified", "failed" or "unverified"; with
+    #: several fixes, the worst of their verdicts ("failed" before "unverified" before "verified")
     verdict: str = "verified"
 
 
@@ -54,7 +56,7 @@ class RuleContext:
         self.findings: List[Finding] = []
         #: the nodes from the module down to the node being visited
         self.ancestors: List[cst.CSTNode] = []
-        self._positions: Optional[Dict[cst.CSTNode, CodeRange]] = None
+        self._positions: Optional[Positions] = None
         self._line_starts: Optional[List[int]] = None
 
     # --------------------------------------------------------------- values and names
@@ -72,10 +74,10 @@ class RuleContext:
     # --------------------------------------------------------------- positions and text
     def _range(self, node: cst.CSTNode) -> CodeRange:
         if self._positions is None:
-            # Only modules with a finding pay for positions; node identity is kept (no copy).
-            wrapper = MetadataWrapper(self.module, unsafe_skip_copy=True)
-            self._positions = dict(wrapper.resolve(PositionProvider))
-        return self._positions[node]
+            # Only modules with a finding pay for positions, and mostly only for the top-level
+            # statement being visited (tapefix.analysis.walk.Positions).
+            self._positions = Positions(self.module)
+        return self._positions.get(node, self.ancestors[1] if len(self.ancestors) > 1 else None)
 
     def offset(self, line: int, column: int) -> int:
         if self._line_starts is None:

@@ -78,7 +78,7 @@ class Status(str, enum.Enum):
     FIXED = "fixed"
     FIXABLE = "fixable"  #: a fix exists but was not applied (unsafe without --unsafe-fixes, or a dry run)
     MANUAL = "manual"  #: no fix: needs a human
-    REJECTED = "rejected"  #: a fix exists but verification failed, so it was not applied
+    REJECTED = "rejected"  #: a fix exists but verification failed or could not run, so it was not applied
 
 
 @dataclass(frozen=True)

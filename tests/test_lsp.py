@@ -321,31 +321,55 @@ async def test_utf32_when_the_client_prefers_it(client: LanguageClient) -> None:
     assert diagnostic.range.start == types.Position(5, EMOJI.splitlines()[5].index("np.floor"))
 
 
+def _single_fix(example: Any) -> Optional[Safety]:
+    findings = check_source(example.code)
+    if example.expected is None or len(findings) != 1 or findings[0].fix is None:
+        return None
+    return findings[0].fix.safety
+
+
 FIXABLE = [
-    pytest.param(rule, example, id=f"{rule.CODE}-{number}")
+    pytest.param(rule, example, _single_fix(example), id=f"{rule.CODE}-{number}")
     for rule in ALL_RULES
     for number, example in enumerate(rule.INVALID)
-    if example.expected is not None and len(check_source(example.code)) == 1
+    if _single_fix(example) is not None
 ]
 
 
-@pytest.mark.parametrize(("rule", "example"), FIXABLE)
-@pytest.mark.asyncio
-async def test_every_rule_example_is_fixed_through_the_editor(client: LanguageClient, rule: Any, example: Any) -> None:
-    """Each rule's fixable example, fixed by its quick fix, with the safety the rule declares."""
-    await start(client)
-    diagnostics = await open_document(client, example.code)
+@pytest_lsp.fixture(config=ClientServerConfig(server_command=SERVER), scope="module")
+async def shared_client(lsp_client: LanguageClient) -> Any:
+    """One server for the table below: each example is its own document."""
+    await start(lsp_client)
+    yield
+    await lsp_client.shutdown_session()
+
+
+@pytest.mark.parametrize(("rule", "example", "safety"), FIXABLE)
+@pytest.mark.asyncio(loop_scope="module")
+async def test_every_rule_example_is_fixed_through_the_editor(
+    shared_client: LanguageClient, rule: Any, example: Any, safety: Safety, request: pytest.FixtureRequest
+) -> None:
+    """Each rule's fixable example, fixed by its quick fix: preferred when safe, labelled when unsafe."""
+    uri = f"file:///examples/{request.node.callspec.id}.py"
+    diagnostics = await open_document(shared_client, example.code, uri=uri)
     assert [d.code for d in diagnostics] == [rule.CODE]
-    actions = await actions_for(client, diagnostics, only=[types.CodeActionKind.QuickFix])
+    actions = await actions_for(shared_client, diagnostics, only=[types.CodeActionKind.QuickFix], uri=uri)
     fixes = [a for a in actions if not a.title.startswith("Ignore")]
     assert len(fixes) == 1
-    safe = rule.SAFETY is Safety.SAFE
+    safe = safety is Safety.SAFE
     assert bool(fixes[0].is_preferred) is safe
     assert ("unsafe" in fixes[0].title) is not safe
     assert fixes[0].edit is not None
-    fixed = apply_workspace_edit(example.code, fixes[0].edit, URI, 1)
+    fixed = apply_workspace_edit(example.code, fixes[0].edit, uri, 1)
     assert fixed == example.expected
-    assert [d.code for d in await change_document(client, fixed, 2)] == [f.code for f in check_source(fixed)]
+    after = await change_document(shared_client, fixed, 2, uri=uri)
+    assert [d.code for d in after] == [f.code for f in check_source(fixed)]
+
+
+def test_the_table_holds_safe_and_unsafe_fixes() -> None:
+    """The editor table above exercises both kinds of quick fix (it follows the rules as they grow)."""
+    kinds = {param.values[2] for param in FIXABLE}
+    assert kinds == {Safety.SAFE, Safety.UNSAFE}
 
 
 MODULE_REPORT = """\

@@ -112,8 +112,9 @@ def test_magics_round_trip_unchanged(source):
 )
 def test_places_in_the_joined_module_map_to_the_notebook_file(dump):
     document = make_notebook(
-        code(lines("%time import tensorflow as tf\nx = 'é'; y = tf.floor(x)")),  # source as a list of lines
-        code("z = 1\nb = 'ü'; w = tf.round(z)"),  # source as one string: every line sits on one JSON line
+        code(lines("%time import tensorflow as tf\nwith tf.GradientTape() as tape:\n    x = 'é'; y = tf.floor(x)")),
+        # Source as a list of lines above; as one string here, where every line sits on one JSON line.
+        code("z = 1\nb = 'ü'; w = tf.round(z)"),
     )
     text = dump(document)
     script = notebook.to_script(text)

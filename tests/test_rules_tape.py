@@ -171,6 +171,12 @@ LEFT_ALONE = [
         id="TF110-rebound-to-a-variable",
     ),
     pytest.param(
+        "TF110",
+        "x = tf.constant(1.0)\nz = tf.constant(2.0)\ninputs = [x, z]\nwith tf.GradientTape() as tape:\n"
+        "    tape.watch(inputs)\n    y = x * z\ng = tape.gradient(y, x)\n",
+        id="TF110-watched-through-a-list",
+    ),
+    pytest.param(
         "TF112",
         "x = tf.Variable(1.0)\nwith tf.GradientTape() as tape:\n    y = x * x\nif x > 0:\n    g = tape.gradient(y, x)\n"
         "elif x < 0:\n    g = tape.gradient(-y, x)\nelse:\n    g = tape.jacobian(y, x)\n",

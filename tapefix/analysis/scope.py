@@ -47,7 +47,7 @@ class Value:
     shape: Shape = Shape.UNKNOWN
     numpy: bool = False  #: a NumPy value (an ndarray or NumPy scalar), not a tensor
     #: for a tuple or list of known length (``return loss, weights``): what each element is
-    elements: Tuple["Value", ...] = ()
+    elements: Tuple[Value, ...] = ()
 
     def join(self, other: "Value") -> "Value":
         elements: Tuple[Value, ...] = ()
@@ -124,6 +124,8 @@ class Function:
     parent: Optional["Function"]
     env: Dict[str, Value]
     returns: Value = NOTHING
+    #: whether a ``return <value>`` has been bound into ``returns`` yet (NOTHING is a value too)
+    returned: bool = False
     #: every expression assigned to each plain name in the function body
     defs: Dict[str, List[cst.BaseExpression]] = field(default_factory=dict)
 
@@ -260,8 +262,8 @@ class ModuleAnalysis:
         for with_node, names in self.tape_blocks:
             self.regions[with_node.body] = Scope.DIRECT
             self.tape_names.update(names)
-        for function in self.entry_functions:
-            self.regions.setdefault(function.node.body, Scope.THROUGH_CALL)
+        for entered in self.entry_functions:
+            self.regions.setdefault(entered.node.body, Scope.THROUGH_CALL)
         # Functions called from recorded code, transitively.
         work: List[Tuple[cst.CSTNode, Scope]] = list(self.regions.items())
         seen: Set[cst.CSTNode] = set()
@@ -379,13 +381,13 @@ class ModuleAnalysis:
             if methods:
                 return methods
             # ``self.loss_fn = focal_loss`` (or ``= FocalLoss()``) then ``self.loss_fn(y, p)``
-            found: List[Function] = []
+            assigned: List[Function] = []
             for expr in self.self_attributes.get(owner, {}).get(func.attr.value, []):
                 result = isinstance(expr, cst.Call)
                 name = expr.func if isinstance(expr, cst.Call) else expr
                 if isinstance(name, cst.Name):
-                    found.extend(self._targets(name.value, result))
-            return found
+                    assigned.extend(self._targets(name.value, result))
+            return assigned
         return []
 
     def function_of(self, node: cst.FunctionDef) -> Optional[Function]:
@@ -559,6 +561,8 @@ class _Collector(cst.CSTVisitor):
                 self.a.excluded.add(node.body)
         if is_tape:
             self.a.tape_blocks.append((node, tuple(names)))
+            # ``with tape:`` later resumes recording on the same tape (a loss scaled after the first block).
+            self.tape_vars.update(names)
             current = self._current()
             if current is not None:
                 self.a.owner_of_block[node.body] = current
@@ -710,7 +714,11 @@ class _Binder(cst.CSTVisitor):
         function = self._function()
         if function is not None and node.value is not None:
             value = self._value(node.value)
-            new = function.returns.join(value) if function.returns != NOTHING else value
+            # The first return sets the value and later ones join it. (Testing ``returns != NOTHING``
+            # instead flip-flopped when a function returns both NOTHING and something else, so every
+            # such module ran the full six passes.)
+            new = function.returns.join(value) if function.returned else value
+            function.returned = True
             if new != function.returns:
                 function.returns = new
                 self.changed = True

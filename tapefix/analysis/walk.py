@@ -14,9 +14,11 @@ node's children; ``on_leave`` (or ``leave_<Node>``) is called after them.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Dict, List, Optional, Tuple, Type
+from typing import Callable, Dict, List, Optional, Set, Tuple, Type
 
 import libcst as cst
+from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
+from libcst.metadata.position_provider import NEWLINE_RE, PositionProvidingCodegenState
 
 #: Nodes that are only whitespace, comments and punctuation; their subtrees hold nothing else.
 TRIVIA: Tuple[Type[cst.CSTNode], ...] = (
@@ -205,3 +207,67 @@ class _Recorder(cst.CSTVisitor):
         handler = getattr(self.target, f"leave_{type(original_node).__name__}", None)
         if handler is not None:
             self.calls.append((handler, original_node, -1))
+
+
+class Positions:
+    """The ranges libcst's ``PositionProvider`` gives, computed one top-level statement at a time.
+
+    The provider generates the code of the whole module to place every node, which costs about twice
+    the parse. A rule wants the place of a few nodes, almost always inside the top-level statement
+    being visited; this generates only that statement's code, starting from its line (found from the
+    plain code of the statements before it, which is much cheaper), and falls back to the whole module
+    for a node it did not find there. The ranges are the provider's own (the same codegen state).
+    """
+
+    def __init__(self, module: cst.Module) -> None:
+        self.module = module
+        self.ranges: Dict[cst.CSTNode, CodeRange] = {}
+        self._index = {id(statement): index for index, statement in enumerate(module.body)}
+        #: the first line of each top-level statement, as far as computed
+        self._lines: List[int] = []
+        self._done: Set[int] = set()
+        self._whole = False
+
+    def get(self, node: cst.CSTNode, statement: Optional[cst.CSTNode] = None) -> CodeRange:
+        """The node's range; ``statement`` is the top-level statement that (probably) holds it."""
+        found = self.ranges.get(node)
+        if found is None and statement is not None and id(statement) in self._index:
+            self._place(self._index[id(statement)])
+            found = self.ranges.get(node)
+        if found is None and not self._whole:
+            self._whole = True
+            self.ranges.update(MetadataWrapper(self.module, unsafe_skip_copy=True).resolve(PositionProvider))
+            found = self.ranges.get(node)
+        if found is None:
+            raise KeyError(node)
+        return found
+
+    def _line_of(self, index: int) -> int:
+        module = self.module
+        if not self._lines:
+            header = "".join(module.code_for_node(line) for line in module.header)
+            self._lines.append(1 + _count_newlines(header))
+        while len(self._lines) <= index:
+            previous = module.body[len(self._lines) - 1]
+            self._lines.append(self._lines[-1] + _count_newlines(module.code_for_node(previous)))
+        return self._lines[index]
+
+    def _place(self, index: int) -> None:
+        if index in self._done:
+            return
+        self._done.add(index)
+        provider = PositionProvider()
+        state = PositionProvidingCodegenState(
+            default_indent=self.module.default_indent,
+            default_newline=self.module.default_newline,
+            provider=provider,
+            line=self._line_of(index),
+            column=0,
+        )
+        self.module.body[index]._codegen(state)
+        for node, code_range in provider._computed.items():
+            self.ranges.setdefault(node, code_range)
+
+
+def _count_newlines(text: str) -> int:
+    return len(NEWLINE_RE.findall(text))

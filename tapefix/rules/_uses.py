@@ -162,20 +162,27 @@ class UseFinder:
         ancestors = list(self.context.ancestors)
         if ancestors and ancestors[-1] is node:
             ancestors.pop()
-        return frozenset(self._classify(node, ancestors, set(), 0))
+        return frozenset(self._classify(node, ancestors, set(), 0, self.python_number))
 
     # ------------------------------------------------------------------ the walk up
-    def _classify(self, node: cst.CSTNode, parents: Sequence[cst.CSTNode], seen: Set[str], depth: int) -> Set[Use]:
+    def _classify(
+        self, node: cst.CSTNode, parents: Sequence[cst.CSTNode], seen: Set[str], depth: int, python_value: bool
+    ) -> Set[Use]:
+        """Uses of ``node`` found by walking up ``parents``; ``python_value``: it is a Python number."""
         child: cst.CSTNode = node
         for index in range(len(parents) - 1, -1, -1):
             parent = parents[index]
             if isinstance(parent, cst.UnaryOperation) and isinstance(parent.operator, cst.Not):
                 return {Use.NONE}
             if isinstance(parent, cst.BinaryOperation):
-                python_op = self.python_number and self._foreign_operand(parent, child)
-                if python_op or (not self.python_number and not isinstance(parent.operator, _EXACT_OPERATORS)):
-                    self.rounding_changes = True
-                elif not self.python_number and self._foreign_operand(parent, child):
+                if python_value:
+                    if self._foreign_operand(parent, child, python_value):
+                        self.rounding_changes = True  # Python float64 arithmetic
+                    else:
+                        python_value = False  # a tensor operand: TensorFlow arithmetic from here on
+                elif not isinstance(parent.operator, _EXACT_OPERATORS) or self._foreign_operand(
+                    parent, child, python_value
+                ):
                     self.rounding_changes = True
                 child = parent
                 continue
@@ -215,7 +222,9 @@ class UseFinder:
                     return {Use.NONE}
                 call = parents[index - 1] if index > 0 else None
                 if isinstance(call, cst.Call) and call.func is parent:
-                    return self._method_on_value(parent.attr.value, call, parents[: index - 1], seen, depth)
+                    return self._method_on_value(
+                        parent.attr.value, call, parents[: index - 1], seen, depth, python_value
+                    )
                 return {Use.FOREIGN}
             if isinstance(parent, cst.Call):
                 if parent.func is child:
@@ -228,10 +237,10 @@ class UseFinder:
                     continue
                 if kind == "collect":
                     assert isinstance(parent.func, cst.Attribute) and isinstance(parent.func.value, cst.Name)
-                    return self._name(parent.func.value.value, seen, depth)
+                    return self._name(parent.func.value.value, seen, depth, python_value)
                 return {kind}
             if isinstance(parent, (cst.Assign, cst.AnnAssign, cst.AugAssign, cst.NamedExpr)):
-                return self._assigned(parent, seen, depth)
+                return self._assigned(parent, seen, depth, python_value)
             if isinstance(parent, (cst.Return, cst.Yield, cst.Await)):
                 return {Use.COMPUTE}
             if isinstance(parent, (cst.BaseSmallStatement, cst.BaseStatement, cst.BaseSuite, cst.Module)):
@@ -239,26 +248,32 @@ class UseFinder:
             child = parent
         return {Use.NONE}
 
-    def _foreign_operand(self, operation: cst.BinaryOperation, child: cst.CSTNode) -> bool:
+    def _foreign_operand(self, operation: cst.BinaryOperation, child: cst.CSTNode, python_value: bool) -> bool:
         """The other operand is a NumPy value off the path (NumPy may promote where TensorFlow does not),
         or, for a Python number, anything but a tensor (the operation runs in Python's float64)."""
         other = operation.right if operation.left is child else operation.left
         value = self.context.value(other)
-        if self.python_number:
+        if python_value:
             return not value.on_path or value.numpy
         return value.numpy and not value.on_path
 
     def _method_on_value(
-        self, method: str, call: cst.Call, parents: Sequence[cst.CSTNode], seen: Set[str], depth: int
+        self,
+        method: str,
+        call: cst.Call,
+        parents: Sequence[cst.CSTNode],
+        seen: Set[str],
+        depth: int,
+        python_value: bool,
     ) -> Set[Use]:
         """``value.method(...)``: NumPy-only methods are foreign to a tensor."""
         if method in ("numpy", "item", "tolist") or method in _COLLECT_METHODS:
             return {Use.NONE}  # ``items.append(x)`` reads ``items`` only to add to it
         if method in ("__float__", "__int__"):
-            return self._classify(call, parents, seen, depth)
+            return self._classify(call, parents, seen, depth, python_value)
         return {Use.FOREIGN}
 
-    def _assigned(self, statement: cst.CSTNode, seen: Set[str], depth: int) -> Set[Use]:
+    def _assigned(self, statement: cst.CSTNode, seen: Set[str], depth: int, python_value: bool) -> Set[Use]:
         targets: List[cst.BaseExpression] = []
         if isinstance(statement, cst.Assign):
             targets = [t.target for t in statement.targets]
@@ -267,16 +282,16 @@ class UseFinder:
         uses: Set[Use] = set()
         for target in targets:
             if isinstance(target, cst.Name):
-                uses |= self._name(target.value, seen, depth)
+                uses |= self._name(target.value, seen, depth, python_value)
             elif isinstance(target, (cst.Tuple, cst.List)):
                 for element in target.elements:
                     if isinstance(element.value, cst.Name):
-                        uses |= self._name(element.value.value, seen, depth)
+                        uses |= self._name(element.value.value, seen, depth, python_value)
             # ``self.history = value`` and ``buffer[i] = value`` store the value for later, outside the
             # computation this module shows: left alone.
         return uses or {Use.NONE}
 
-    def _name(self, name: str, seen: Set[str], depth: int) -> Set[Use]:
+    def _name(self, name: str, seen: Set[str], depth: int, python_value: bool) -> Set[Use]:
         if name in seen or depth >= _MAX_NAME_DEPTH:
             return set()
         seen = seen | {name}
@@ -286,7 +301,7 @@ class UseFinder:
         for read, stack in _scan(self.analysis, root).reads.get(name, ()):
             if not self._recorded(stack) and not _is_gradient_target(read, stack):
                 continue  # read after the tape (or under stop_recording): no gradient flows there
-            uses |= self._classify(read, stack, seen, depth + 1)
+            uses |= self._classify(read, stack, seen, depth + 1, python_value)
         return uses
 
     def _recorded(self, stack: Sequence[cst.CSTNode]) -> bool:

@@ -160,6 +160,25 @@ with tf.GradientTape() as tape:
             None,
             note="a numerator of unknown dtype: divide_no_nan would raise on int32 vs float32",
         ),
+        Invalid(
+            """\
+import tensorflow as tf
+
+x = tf.Variable([0.0, 4.0])
+with tf.GradientTape() as tape:
+    y = tf.math.log(x) / x
+""",
+            """\
+import tensorflow as tf
+
+x = tf.Variable([0.0, 4.0])
+with tf.GradientTape() as tape:
+    y = tf.math.divide_no_nan(tf.math.log(x), x)
+""",
+            note="divide_no_nan guards the quotient, not its numerator: log's infinite gradient at 0 times "
+            "divide_no_nan's zero is NaN, and the verifier rejects the fix",
+            verdict="failed",
+        ),
     )
 
     def visit_BinaryOperation(self, node: cst.BinaryOperation) -> None:

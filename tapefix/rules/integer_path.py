@@ -7,7 +7,7 @@ from typing import Dict, List, Optional, Set, Tuple
 import libcst as cst
 
 from tapefix.rule import Invalid, RuleContext, Valid
-from tapefix.rules.unwatched_source import TapeBlockRule, argument, assigned_in, is_integer_dtype
+from tapefix.rules.unwatched_source import TapeBlockRule, argument, is_integer_dtype
 from tapefix.types import Safety
 
 _ARGMAX = {"argmax", "argmin", "math.argmax", "math.argmin"}
@@ -165,7 +165,7 @@ g = tape.gradient(loss, logits)
         target = argument(node, 0, "target")
         if target is None:
             return
-        walk = _Connection(self.context, assigned_in(block.node.body))
+        walk = _Connection(self.context, self.recorded(block))
         if walk.connected(target) or not walk.cuts:
             return
         for cut, message in walk.cuts:

@@ -7,6 +7,7 @@ from typing import List, Optional, Set
 
 import libcst as cst
 
+from tapefix.analysis.walk import children
 from tapefix.rule import Invalid, RuleContext, Valid
 from tapefix.rules.unwatched_source import (
     TapeBlockRule,
@@ -56,6 +57,9 @@ class IntegerSource(TapeBlockRule):
     (integer literals are written as floats; an integer `dtype=` becomes `float32`). A tensor built
     from a non-literal value is reported without a fix. A `tf.constant` also needs `tape.watch`
     (TF110) once it is a float.
+
+    The verifier's probes run code inside a tape, so `--verify` leaves this fix unverified (and
+    unapplied); the examples below are checked under TensorFlow by the test suite instead.
 
     ## References
     - research/idioms.md, idiom 13 (C2-*, C2-fix-float)
@@ -111,6 +115,7 @@ with tf.GradientTape() as tape:
     y = x * x
 dy_dx = tape.gradient(y, x)
 """,
+            verdict="unverified",
         ),
         Invalid(
             """\
@@ -132,6 +137,7 @@ with tf.GradientTape() as tape:
 grads = tape.gradient(y, [w, b])
 """,
             note="an integer dtype, and a list of integer literals",
+            verdict="unverified",
         ),
         Invalid(
             """\
@@ -223,4 +229,4 @@ def _literal(expr: cst.BaseExpression) -> bool:
 def _integers(expr: cst.CSTNode) -> List[cst.Integer]:
     if isinstance(expr, cst.Integer):
         return [expr]
-    return [i for child in expr.children for i in _integers(child)]
+    return [i for child in children(expr) for i in _integers(child)]

@@ -167,6 +167,7 @@ with GradientTape() as g:
 grads = g.gradient(loss, v)
 """,
             note="names imported from math; the loss itself was a Python float (the gradient call raises)",
+            verdict="unverified",
         ),
         Invalid(
             """\

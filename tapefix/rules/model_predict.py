@@ -49,7 +49,9 @@ class ModelPredictInTape(Rule):
     change the values; any other argument (`steps=`, `callbacks=`, a generator) leaves the call
     reported without a fix. The fix is **safe** when the receiver is bound to a Keras constructor or
     `load_model` in this module, and **unsafe** when tapefix only infers from its name that it is a
-    Keras model (a scikit-learn estimator also has `predict`). The results become tensors instead of
+    Keras model (a scikit-learn estimator also has `predict`), or when NumPy arithmetic that rounds
+    differently from TensorFlow's (`**`, a NumPy function) ran on the prediction before it re-entered
+    TensorFlow (forward values then agree within ulp). The results become tensors instead of
     arrays, and the whole input runs as one batch: memory use grows with the input.
 
     ## References

@@ -53,10 +53,14 @@ class NumpyConversion(Rule):
     ```
 
     ## Fix safety
-    The fix deletes the conversion and keeps the tensor: forward values are identical (the array held
-    the tensor's values), and the gradient flows. It is **safe** when every use of the value is
-    TensorFlow computation, and **unsafe** when the value is also printed or logged, since the printed
-    form changes from an array to a tensor. A `tf.Variable` keeps a snapshot of its value
+    The fix deletes the conversion and keeps the tensor: the array held the tensor's values, and the
+    gradient flows. It is **safe** when the value goes straight into TensorFlow (or through `+`, `-`,
+    `*`, `/`, which round alike in NumPy and TensorFlow), with bit-identical forward values. It is
+    **unsafe** when the value is also printed or logged (the printed form changes from an array to a
+    tensor), and unsafe with forward values within a few ulp when NumPy arithmetic that rounds
+    differently ran on the array first (`**`, `@`, a NumPy function): after the fix TensorFlow's
+    `pow` or `matmul` computes it (`x.numpy() ** 2` differs from `x ** 2` in the last bit for some
+    values). A `tf.Variable` keeps a snapshot of its value
     (`tf.identity(v)`), as `v.numpy()` did. `np.array([a, b])` (a list of tensors), a `dtype=`
     argument, and `np.float32(t)` are reported without a fix.
 

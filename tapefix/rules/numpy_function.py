@@ -6,6 +6,7 @@ from typing import Optional
 
 import libcst as cst
 
+from tapefix.analysis.walk import children
 from tapefix.rule import Invalid, Rule, Valid
 from tapefix.rules.unwatched_source import argument
 from tapefix.types import Safety
@@ -146,4 +147,4 @@ with tf.GradientTape() as tape:
                 return True
             if isinstance(node.func, cst.Attribute) and node.func.attr.value in _NUMPY_METHODS and not node.args:
                 return True
-        return any(self._numpy_in(child) for child in node.children)
+        return any(self._numpy_in(child) for child in children(node))

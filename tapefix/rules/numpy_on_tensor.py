@@ -150,6 +150,10 @@ class NumpyOnTensor(Rule):
       mean of mixed-sign data): these fixes are **unsafe**. A result that was meant to be reproducible
       bit for bit is not.
 
+    A fix whose result then passes through NumPy or Python arithmetic that rounds differently from
+    TensorFlow's (`**`, `@`, another NumPy function that is not rewritten exactly) is ULP and unsafe
+    even for an exact op.
+
     In every case the value's type changes from an `ndarray` to a tensor, which is the point: code
     that then mutates it in place, or calls an `ndarray`-only method on it, fails loudly, and tapefix
     offers no fix when it sees such a use.

@@ -238,6 +238,51 @@ with tf.GradientTape() as tape:
             None,
             note="a branch with a side effect has no elementwise form",
         ),
+        Invalid(
+            """\
+import tensorflow as tf
+
+x = tf.Variable([2.5, 0.0, -1.0])
+with tf.GradientTape() as tape:
+    if x > 0.5:
+        y = tf.math.lgamma(x)
+    else:
+        y = x * 0.0
+""",
+            """\
+import tensorflow as tf
+
+x = tf.Variable([2.5, 0.0, -1.0])
+with tf.GradientTape() as tape:
+    y = tf.where(x > 0.5, tf.math.lgamma(x), x * 0.0)
+""",
+            note="lgamma is singular at 0 but not on the guarded list: the single tf.where gives a NaN gradient "
+            "in the lanes it does not select, and the verifier rejects the fix",
+            verdict="failed",
+        ),
+        Invalid(
+            """\
+import tensorflow as tf
+
+act = tf.keras.activations.get("relu")
+x = tf.Variable([2.0, 0.5])
+with tf.GradientTape() as tape:
+    if x > 1.0:
+        y = act(x)
+    else:
+        y = 0.5 * x
+""",
+            """\
+import tensorflow as tf
+
+act = tf.keras.activations.get("relu")
+x = tf.Variable([2.0, 0.5])
+with tf.GradientTape() as tape:
+    y = tf.where(x > 1.0, act(x), 0.5 * x)
+""",
+            note="a branch calls a callable the verifier cannot rebuild, so the fix is unverified",
+            verdict="unverified",
+        ),
     )
 
     def visit_If(self, node: cst.If) -> None:

@@ -46,8 +46,9 @@ class PythonScalarConversion(Rule):
     `float(t)` becomes `tf.cast(t, tf.float32)`, offered only when `t` is provably a scalar (`float`
     accepts any one-element tensor, and `tf.cast` would keep a `(1,)` shape). The fix is **unsafe**.
     For a float32 tensor the values are identical wherever the Python float meets float32 tensors
-    again (it is converted back to float32 there, research idiom 11), but plain Python arithmetic on
-    it ran in float64 and now runs in float32, and a float64 tensor is rounded to float32. The
+    again (it is converted back to float32 there, research idiom 11): the fix's forward contract is
+    `exact` then. Plain Python arithmetic on the float (`float(t) * 0.1`) ran in float64 and now runs
+    in float32: such a fix is marked `ulp`. A float64 tensor is rounded to float32. The
     gradient is TensorFlow's exact one.
 
     `int(t)` is reported without a fix: the truncation has no gradient, so there is no exact

@@ -200,6 +200,28 @@ with tf.GradientTape() as tape:
             None,
             note="rounding to decimals has no bit-exact TensorFlow op",
         ),
+        Invalid(
+            """\
+import numpy as np
+import tensorflow as tf
+from settings import STEP
+
+x = tf.Variable([1.7, 2.2])
+with tf.GradientTape() as tape:
+    y = np.floor(x / STEP)
+""",
+            """\
+import numpy as np
+import tensorflow as tf
+from settings import STEP
+
+x = tf.Variable([1.7, 2.2])
+with tf.GradientTape() as tape:
+    y = tf.stop_gradient(tf.floor(x / STEP)) + (x / STEP - tf.stop_gradient(x / STEP))
+""",
+            note="a name imported from another module: the verifier never imports it, so the fix is unverified",
+            verdict="unverified",
+        ),
     )
 
     def visit_Call(self, node: cst.Call) -> None:

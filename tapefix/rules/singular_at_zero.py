@@ -8,6 +8,7 @@ import libcst as cst
 
 from tapefix.analysis.expressions import is_pure, names_in, numeric_literal
 from tapefix.analysis.names import dotted
+from tapefix.analysis.walk import children
 from tapefix.rule import Invalid, Rule, RuleContext, Valid
 from tapefix.types import Edit, Forward, Safety
 
@@ -170,7 +171,7 @@ with tf.GradientTape() as tape:
 import tensorflow as tf
 
 a = tf.Variable([1.0, 2.0])
-b = tf.constant([1.0, 2.0])
+b = tf.Variable([1.0, 2.0])
 with tf.GradientTape() as tape:
     distance = tf.norm(a - b)
 """,
@@ -178,7 +179,7 @@ with tf.GradientTape() as tape:
 import tensorflow as tf
 
 a = tf.Variable([1.0, 2.0])
-b = tf.constant([1.0, 2.0])
+b = tf.Variable([1.0, 2.0])
 with tf.GradientTape() as tape:
     distance = tf.where(tf.reduce_sum(tf.square(a - b)) > 0, tf.sqrt(tf.where(tf.reduce_sum(tf.square(a - b)) > 0, \
 tf.reduce_sum(tf.square(a - b)), 1.0)), 0.0)
@@ -471,7 +472,7 @@ def _singular_args(expr: cst.CSTNode, context: RuleContext) -> List[Tuple[cst.Ba
         elif isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.Power):
             if _singular_exponent(node.right):
                 found.append((node.left, "1.0", "pow"))
-        for child in node.children:
+        for child in children(node):
             walk(child)
 
     walk(expr)

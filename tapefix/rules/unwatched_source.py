@@ -7,10 +7,11 @@ Also home of ``TapeBlockRule``, the base of the rules that look at a tape block 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Set, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 import libcst as cst
 
+from tapefix.analysis.walk import children
 from tapefix.rule import Invalid, Rule, RuleContext, Valid
 from tapefix.types import Edit, Forward, Safety
 
@@ -66,6 +67,7 @@ class TapeBlockRule(Rule):
         #: the latest assignment of each plain name, per function: (order, the nodes above it)
         self._assignments: Dict[Tuple[int, str], Tuple[int, Tuple[cst.CSTNode, ...]]] = {}
         self._order = 0
+        self._recorded: Dict[cst.With, Dict[str, List[cst.BaseExpression]]] = {}
 
     def visit_With(self, node: cst.With) -> None:
         names = self._tape_names.get(node)
@@ -105,6 +107,13 @@ class TapeBlockRule(Rule):
             return None
         return block, func.attr.value
 
+    def recorded(self, block: TapeBlock) -> Dict[str, List[cst.BaseExpression]]:
+        """What the block assigns to each name (``assigned_in`` of its body, computed once per block)."""
+        found = self._recorded.get(block.node)
+        if found is None:
+            found = self._recorded[block.node] = assigned_in(block.node.body)
+        return found
+
     def inside(self, block: TapeBlock) -> bool:
         """True when the node being visited is in the block's body."""
         return block.node.body in self.context.ancestors
@@ -140,7 +149,7 @@ def source_names(sources: cst.BaseExpression) -> List[cst.Name]:
 def walk(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
     """Nodes under ``node`` in source order, not entering nested functions, classes or lambdas; the
     attribute name of ``a.b`` (not a read of ``b``) left out."""
-    for child in node.children:
+    for child in children(node):
         if isinstance(node, cst.Attribute) and child is node.attr:
             continue
         yield child
@@ -267,6 +276,9 @@ class UnwatchedSource(TapeBlockRule):
     raises on one: convert it with `tf.convert_to_tensor` first) or when the block is a one-line
     `with`. Integer tensors are left to TF111: watching one still gives `None`.
 
+    The verifier's probes run code inside a tape, so `--verify` leaves this fix unverified (and
+    unapplied); the examples below are checked under TensorFlow by the test suite instead.
+
     ## References
     - research/idioms.md, idioms 4 and 17 (C1-constant-unwatched, C1-watch-after-use, C1-fix-watch,
       A12, C7-fix-watch-var)
@@ -335,6 +347,7 @@ with tf.GradientTape() as tape:
     y = x ** 2
 dy_dx = tape.gradient(y, x)
 """,
+            verdict="unverified",
         ),
         Invalid(
             """\
@@ -362,6 +375,7 @@ with tf.GradientTape() as g:
 saliency, dscale = g.gradient(score, [image, scale])
 """,
             note="two sources, one watched only after its use",
+            verdict="unverified",
         ),
         Invalid(
             """\
@@ -382,6 +396,7 @@ with tf.GradientTape() as tape:
 g = tape.gradient(y, bias)
 """,
             note="a non-trainable variable is not watched automatically",
+            verdict="unverified",
         ),
         Invalid(
             """\
@@ -408,7 +423,7 @@ g = tape.gradient(y, x)
             return
         context = self.context
         body = block.node.body
-        assigned = assigned_in(body)
+        assigned = self.recorded(block)
         needing: List[Tuple[cst.Name, str]] = []
         for source in source_names(sources):
             verdict = self._needs_watch(source.value, block, assigned)
@@ -475,7 +490,7 @@ g = tape.gradient(y, x)
         if numpy:
             numpy_only = all(isinstance(d, cst.Call) and analysis.is_numpy_call(d) is not None for d in definitions)
             return "numpy" if numpy_only else None
-        first_use, first_watch = _first_use_and_watch(block.node.body, block.name, name)
+        first_use, first_watch = _first_use_and_watch(block.node.body, block.name, name, self._may_hold)
         if first_use is None:
             return None  # not read in the block: a watch would not connect it
         if first_watch is not None and first_watch < first_use:
@@ -484,10 +499,23 @@ g = tape.gradient(y, x)
             return "inside"
         return "fix"
 
+    def _may_hold(self, other: cst.Name) -> bool:
+        """Could ``tape.watch(other)`` watch another tensor too: is ``other`` anything but a tensor
+        tapefix knows (a list of tensors, a parameter, a value from elsewhere)?"""
+        analysis = self.context.analysis
+        definitions = analysis.definitions(other.value, self.context.function)
+        return not definitions or not all(
+            isinstance(d, cst.Call) and analysis.is_tf_call(d) in TENSOR_CONSTRUCTORS | {"Variable"}
+            for d in definitions
+        )
 
-def _first_use_and_watch(body: cst.CSTNode, tape: str, name: str) -> Tuple[Optional[int], Optional[int]]:
+
+def _first_use_and_watch(
+    body: cst.CSTNode, tape: str, name: str, may_hold: Callable[[cst.Name], bool]
+) -> Tuple[Optional[int], Optional[int]]:
     """Source-order positions of the first read of ``name`` in ``body`` and of the first
-    ``tape.watch`` that names it."""
+    ``tape.watch`` that may watch it: one that names it, or whose argument tapefix cannot see through
+    (``tape.watch(inputs)`` with ``inputs = [x, y]``, ``tape.watch(self.x)``)."""
     first_use: Optional[int] = None
     first_watch: Optional[int] = None
     watch_args: Set[cst.CSTNode] = set()
@@ -500,9 +528,14 @@ def _first_use_and_watch(body: cst.CSTNode, tape: str, name: str) -> Tuple[Optio
             and node.func.value.value == tape
             and node.args
         ):
-            watched = source_names(node.args[0].value)
+            argument_ = node.args[0].value
+            watched = source_names(argument_)
             watch_args.update(watched)
-            if any(n.value == name for n in watched) and first_watch is None:
+            opaque = not isinstance(argument_, cst.Name) and not (
+                isinstance(argument_, (cst.List, cst.Tuple)) and len(watched) == len(argument_.elements)
+            )
+            maybe = opaque or any(n.value == name or may_hold(n) for n in watched)
+            if maybe and first_watch is None:
                 first_watch = index
         elif isinstance(node, cst.Name) and node.value == name and node not in watch_args and first_use is None:
             first_use = index

@@ -36,11 +36,10 @@ ALLOWED_IMPORTS = ("tensorflow", "numpy", "math", "keras")
 #: the entry point every probe module defines
 UNIT = "__tapefix_unit"
 # Builtins a snippet may use; anything else (open, exec, input, ...) has effects a probe must not have.
-_SAFE_BUILTINS = {
-    "abs", "all", "any", "bool", "dict", "divmod", "enumerate", "filter", "float", "int", "isinstance", "len",
-    "list", "map", "max", "min", "pow", "print", "range", "reversed", "round", "set", "slice", "sorted", "str",
-    "sum", "tuple", "zip", "True", "False", "None", "ValueError", "TypeError", "Exception",
-}
+_SAFE_BUILTINS = frozenset(
+    "abs all any bool dict divmod enumerate filter float int isinstance len list map max min pow print range "
+    "reversed round set slice sorted str sum tuple zip True False None ValueError TypeError Exception".split()
+)
 _STATEMENT = (cst.SimpleStatementLine, cst.BaseCompoundStatement)
 
 
@@ -148,7 +147,7 @@ def plan(
 
 
 class _Planner:
-    def __init__(self, facts: "ModuleFacts", finding: Finding, others: Sequence[Edit]) -> None:
+    def __init__(self, facts: ModuleFacts, finding: Finding, others: Sequence[Edit]) -> None:
         assert finding.fix is not None
         self.others = list(others)
         # Names the proposed fixes import (`import tensorflow as tf` where the module had no alias).
@@ -282,7 +281,13 @@ class _Planner:
         before = self._module(False, before_helpers, f"def {UNIT}({signature}):\n", literals, before_unit, epilogue)
         after = self._module(True, after_helpers, f"def {UNIT}({signature}):\n", literals, after_unit, epilogue)
         return Probe(
-            "statement", before, after, tuple(inputs), tuple(stored), self.fix.forward.value, _xla(after),
+            "statement",
+            before,
+            after,
+            tuple(inputs),
+            tuple(stored),
+            self.fix.forward.value,
+            _xla(after),
             _control_flow(before) or _control_flow(after),
         )
 
@@ -313,7 +318,13 @@ class _Planner:
         after = self._module(True, after_helpers, header, [], call, "")
         output = f"{node.name.value}(...)"
         return Probe(
-            "function", before, after, tuple(required), (output,), self.fix.forward.value, _xla(after),
+            "function",
+            before,
+            after,
+            tuple(required),
+            (output,),
+            self.fix.forward.value,
+            _xla(after),
             _control_flow(before) or _control_flow(after),
         )
 
@@ -336,9 +347,7 @@ class _Planner:
             if edit not in used and not _is_import_edit(edit):
                 raise _CannotProbe("the fix also edits code outside the unit the verifier runs")
 
-    def _module(
-        self, after: bool, helpers: str, header: str, literals: Sequence[str], body: str, epilogue: str
-    ) -> str:
+    def _module(self, after: bool, helpers: str, header: str, literals: Sequence[str], body: str, epilogue: str) -> str:
         imports = list(self._allowed_imports())
         added = [e for e in self.others if _is_import_edit(e)]
         if after:
@@ -376,6 +385,11 @@ class _Resolver:
         """("tensor", ""), ("literal", text) or ("bound", "") for imports, builtins and copied functions."""
         if name in self.allowed:
             return "bound", ""
+        imported = self.analysis.imports.bindings.get(name)
+        if imported is not None:
+            raise _CannotProbe(
+                f"`{name}` is imported from `{imported.rsplit('.', 1)[0]}`, which the verifier does not import"
+            )
         local = self._function_named(name)
         if local is not None:
             self.add_helper(local.node, local)
@@ -493,7 +507,7 @@ def _imports_only_allowed(text: str) -> bool:
         return False
     if not parsed.body or not all(isinstance(line, cst.SimpleStatementLine) for line in parsed.body):
         return False
-    smalls = [s for line in parsed.body for s in line.body]  # type: ignore[attr-defined]
+    smalls = [s for line in parsed.body if isinstance(line, cst.SimpleStatementLine) for s in line.body]
     return all(isinstance(s, (cst.Import, cst.ImportFrom)) and _import_allowed(s) for s in smalls)
 
 
@@ -506,8 +520,10 @@ def _overlaps(a: Edit, b: Edit) -> bool:
 @functools.lru_cache(maxsize=1024)
 def _is_import_edit(edit: Edit) -> bool:
     """An insertion of whole import lines (what ``RuleContext.tf()`` adds)."""
-    return edit.start == edit.end and edit.text.strip().startswith(("import ", "from ")) and _imports_only_allowed(
-        edit.text.strip()
+    return (
+        edit.start == edit.end
+        and edit.text.strip().startswith(("import ", "from "))
+        and _imports_only_allowed(edit.text.strip())
     )
 
 
@@ -543,7 +559,7 @@ def _has(node: cst.CSTNode, kinds: Tuple[type, ...]) -> bool:
 
 def _callees(node: Union[cst.CSTNode, Sequence[cst.CSTNode]]) -> Set[str]:
     out: Set[str] = set()
-    stack = list(node) if isinstance(node, (list, tuple)) else [node]
+    stack: List[cst.CSTNode] = list(node) if isinstance(node, (list, tuple)) else [node]  # type: ignore[list-item]
     while stack:
         current = stack.pop()
         if isinstance(current, cst.Call) and isinstance(current.func, cst.Name):
@@ -683,9 +699,7 @@ def _free_and_stored(statements: Sequence[cst.CSTNode]) -> Tuple[List[str], List
 def _function_free_names(node: cst.FunctionDef) -> List[str]:
     """Names a function reads that it neither takes nor binds anywhere (its globals)."""
     params = node.params
-    local: Set[str] = {
-        p.name.value for p in (*params.posonly_params, *params.params, *params.kwonly_params)
-    }
+    local: Set[str] = {p.name.value for p in (*params.posonly_params, *params.params, *params.kwonly_params)}
     if isinstance(params.star_arg, cst.Param):
         local.add(params.star_arg.name.value)
     if params.star_kwarg is not None:

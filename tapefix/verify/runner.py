@@ -23,6 +23,10 @@ PROBE_TIMEOUT = 30.0
 STARTUP_TIMEOUT = 180.0
 
 
+#: what ``_read`` returns once the child has closed its stdout (it exited or was killed)
+_EOF: Dict[str, Any] = {}
+
+
 class ChildError(Exception):
     """The TensorFlow child could not be started or stopped answering."""
 
@@ -30,11 +34,18 @@ class ChildError(Exception):
 class Runner:
     """A long-lived TensorFlow child; ``run`` sends it probes and returns one result dict per probe."""
 
-    def __init__(self, probe_timeout: float = PROBE_TIMEOUT, startup_timeout: float = STARTUP_TIMEOUT) -> None:
+    def __init__(
+        self,
+        probe_timeout: float = PROBE_TIMEOUT,
+        startup_timeout: float = STARTUP_TIMEOUT,
+        command: Optional[Sequence[str]] = None,
+    ) -> None:
+        #: the child's command line; tests substitute a stand-in that needs no TensorFlow
+        self.command = list(command) if command is not None else [sys.executable, CHILD]
         self.probe_timeout = probe_timeout
         self.startup_timeout = startup_timeout
         self.process: Optional[subprocess.Popen[str]] = None
-        self.lines: "queue.Queue[Optional[str]]" = queue.Queue()
+        self.lines: queue.Queue[Optional[str]] = queue.Queue()
         self.stderr: Optional[IO[bytes]] = None
         self.workdir: Optional[tempfile.TemporaryDirectory[str]] = None
         #: seconds the child took to import TensorFlow, once started
@@ -54,7 +65,7 @@ class Runner:
         self.stderr = tempfile.TemporaryFile()
         self.lines = queue.Queue()
         self.process = subprocess.Popen(
-            [sys.executable, CHILD],
+            self.command,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.stderr,
@@ -67,7 +78,7 @@ class Runner:
         self.starts += 1
         threading.Thread(target=_pump, args=(self.process.stdout, self.lines), daemon=True).start()
         ready = self._read(self.startup_timeout)
-        if ready is None or not ready.get("ready"):
+        if ready is None or ready is _EOF or not ready.get("ready"):
             detail = self._stderr_tail()
             self.close()
             raise ChildError(f"the TensorFlow verifier process did not start{': ' + detail if detail else ''}")
@@ -87,7 +98,7 @@ class Runner:
             self.stderr.close()
             self.stderr = None
 
-    def __enter__(self) -> "Runner":
+    def __enter__(self) -> Runner:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -114,11 +125,16 @@ class Runner:
         except OSError:
             return self._lost("the verifier process stopped before the probe was sent")
         answer = self._read(self.probe_timeout)
-        if answer is None:
-            if self.process is not None and self.process.poll() is None:
-                self._kill()
-                return {"status": "unverified", "reason": f"the probe timed out after {self.probe_timeout:g} s"}
+        if answer is _EOF:
+            try:
+                if self.process is not None:
+                    self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
             return self._lost("the verifier process died running this probe")
+        if answer is None:
+            self._kill()
+            return {"status": "unverified", "reason": f"the probe timed out after {self.probe_timeout:g} s"}
         return answer
 
     def _lost(self, message: str) -> Dict[str, Any]:
@@ -142,12 +158,13 @@ class Runner:
             self.stderr = None
 
     def _read(self, timeout: float) -> Optional[Dict[str, Any]]:
+        """The next message; None when none came in time; ``_EOF`` when the child closed its output."""
         try:
             line = self.lines.get(timeout=timeout)
         except queue.Empty:
             return None
         if line is None:
-            return None
+            return _EOF
         try:
             value = json.loads(line)
         except ValueError:
@@ -169,7 +186,7 @@ class Runner:
         return lines[-1][:200] if lines else ""
 
 
-def _pump(stream: Optional[IO[str]], lines: "queue.Queue[Optional[str]]") -> None:
+def _pump(stream: Optional[IO[str]], lines: queue.Queue[Optional[str]]) -> None:
     if stream is None:
         lines.put(None)
         return

@@ -1,0 +1,300 @@
+"""The verifier: probes built from fixes (no TensorFlow), the child process protocol, and the verdicts
+on every rule's INVALID examples and on the corpus, in one shared TensorFlow process."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import textwrap
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from tapefix import Config, check_source, fix_source
+from tapefix.api import Mode, process_source
+from tapefix.cli import main
+from tapefix.rules import ALL_RULES
+from tapefix.types import Status, Verdict
+from tapefix.verify import INSTALL_HINT, ProbeVerifier, make_verifier
+from tapefix.verify.probes import Probe, Unverifiable, plan
+from tapefix.verify.runner import Runner
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT / "corpus"
+GOLDEN = Path(__file__).resolve().parent / "golden" / "corpus"
+RANK = {"failed": 0, "unverified": 1, "verified": 2}
+
+
+def _fixes(source, code=None):
+    config = Config(select=(code,) if code else None, unsafe_fixes=True)
+    return [f for f in check_source(source, config) if f.fix is not None]
+
+
+# ------------------------------------------------------------------------------ probes (no TensorFlow)
+FLOOR = """\
+import numpy as np
+import tensorflow as tf
+
+GRID = 0.25
+x = tf.Variable([1.7, 2.2])
+with tf.GradientTape() as tape:
+    y = np.floor(x / GRID)
+"""
+
+
+def test_statement_probe_binds_tensors_and_literals():
+    (finding,) = _fixes(FLOOR, "TF101")
+    probe = plan(FLOOR, finding)
+    assert isinstance(probe, Probe)
+    assert probe.kind == "statement"
+    assert probe.inputs == ("x",)
+    assert probe.outputs == ("y",)
+    assert probe.forward == "straight-through"
+    assert "GRID = 0.25\n" in probe.before and "GRID = 0.25\n" in probe.after
+    assert "np.floor(x / GRID)" in probe.before and "np.floor" not in probe.after.split("def ")[-1]
+    assert "def __tapefix_unit(x):" in probe.before
+    assert "tf.Variable" not in probe.before, "the module's own top-level code never runs"
+
+
+def test_function_probe_calls_the_function_with_a_tensor():
+    rule = next(r for r in ALL_RULES if r.CODE == "TF102")
+    example = next(e for e in rule.INVALID if "def piecewise" in e.code)
+    (finding,) = _fixes(example.code, "TF102")
+    probe = plan(example.code, finding)
+    assert isinstance(probe, Probe)
+    assert probe.kind == "function"
+    assert probe.inputs == ("x",)
+    assert "return (piecewise(x),)" in probe.before
+    assert "tf.where" in probe.after and probe.xla
+
+
+def test_other_fixes_in_the_same_statement_are_on_both_sides():
+    source = textwrap.dedent(
+        """\
+        import numpy as np
+        import tensorflow as tf
+
+        x = tf.Variable([1.7, 2.2])
+        with tf.GradientTape() as tape:
+            y = np.floor(x) + np.ceil(x)
+        """
+    )
+    first, second = _fixes(source, "TF101")
+    probe = plan(source, second, [first, second])
+    assert isinstance(probe, Probe)
+    body = probe.before.split("def __tapefix_unit")[1]
+    assert "np.floor" not in body and "np.ceil(x)" in body, "the other fix is applied before and after"
+    assert "np.ceil" not in probe.after.split("def __tapefix_unit")[1]
+
+
+@pytest.mark.parametrize(
+    "source, reason",
+    [
+        pytest.param(
+            """\
+import numpy as np
+import tensorflow as tf
+from settings import STEP
+
+x = tf.Variable([1.7, 2.2])
+with tf.GradientTape() as tape:
+    y = np.floor(x / STEP)
+""",
+            "`STEP` is imported from `settings`",
+            id="imported-name",
+        ),
+        pytest.param(
+            """\
+import tensorflow as tf
+
+act = tf.keras.activations.get("relu")
+x = tf.Variable([2.0, 0.5])
+with tf.GradientTape() as tape:
+    if x > 1.0:
+        y = act(x)
+    else:
+        y = 0.5 * x
+""",
+            "a call into `act`",
+            id="callable",
+        ),
+        pytest.param(
+            """\
+import numpy as np
+import tensorflow as tf
+
+class Quantiser:
+    def __init__(self):
+        self.w = tf.Variable([1.7, 2.2])
+
+    def step(self):
+        with tf.GradientTape() as tape:
+            y = np.floor(self.w * 2.0)
+        return tape.gradient(y, self.w)
+""",
+            "`self`",
+            id="self",
+        ),
+    ],
+)
+def test_what_cannot_be_synthesised_is_unverifiable_with_a_reason(source, reason):
+    findings = _fixes(source)
+    assert findings
+    planned = plan(source, findings[0], findings)
+    assert isinstance(planned, Unverifiable)
+    assert reason in planned.reason
+
+
+def test_probes_never_import_tensorflow():
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from tapefix import Config, check_source
+        from tapefix.verify.probes import plan
+        source = {FLOOR!r}
+        findings = check_source(source, Config(unsafe_fixes=True))
+        plan(source, findings[0], findings)
+        import tapefix.verify
+        assert "tensorflow" not in sys.modules, "planning a probe imported TensorFlow"
+        """
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=ROOT)
+
+
+def test_missing_tensorflow_is_one_line_with_the_install_command(monkeypatch, tmp_path, capsys):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorflow" else real(name, *a))
+    with pytest.raises(ImportError, match=r"pip install 'tapefix\[verify\]'"):
+        make_verifier()
+    path = tmp_path / "m.py"
+    path.write_text(FLOOR)
+    assert main(["--verify", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"tapefix: error: {INSTALL_HINT}"]
+    assert path.read_text() == FLOOR
+
+
+# ------------------------------------------------------------------------------ the runner (a stand-in child)
+STAND_IN = textwrap.dedent(
+    """
+    import json, os, sys, time
+    print(json.dumps({"ready": True, "import_seconds": 0.0}), flush=True)
+    for line in sys.stdin:
+        probe = json.loads(line)
+        if probe["id"] == "hang":
+            time.sleep(60)
+        if probe["id"] == "die":
+            os._exit(3)
+        print(json.dumps({"id": probe["id"], "status": "verified", "reason": "pid %d" % os.getpid()}), flush=True)
+    """
+)
+
+
+def test_runner_survives_a_probe_that_hangs_and_one_that_kills_the_child(tmp_path):
+    child = tmp_path / "child.py"
+    child.write_text(STAND_IN)
+    with Runner(probe_timeout=2.0, command=[sys.executable, str(child)]) as runner:
+        results = runner.run([{"id": "a"}, {"id": "hang"}, {"id": "b"}, {"id": "die"}, {"id": "c"}])
+        assert [r["status"] for r in results] == ["verified", "unverified", "verified", "unverified", "verified"]
+        assert "timed out after 2 s" in results[1]["reason"]
+        assert "died" in results[3]["reason"]
+        # The child is restarted after each loss, and only then.
+        assert runner.starts == 3
+        assert results[0]["reason"] == results[0]["reason"] != results[2]["reason"]
+
+
+def test_a_child_that_does_not_start_makes_every_fix_unverified(tmp_path):
+    child = tmp_path / "child.py"
+    child.write_text("import sys\nsys.stderr.write('no TensorFlow here\\n')\nsys.exit(1)\n")
+    verifier = ProbeVerifier(Runner(command=[sys.executable, str(child)], startup_timeout=20))
+    findings = _fixes(FLOOR)
+    (verdict,) = verifier(FLOOR, findings)
+    assert verdict.status == "unverified"
+    assert "did not start" in verdict.reason and "no TensorFlow here" in verdict.reason
+
+
+# ------------------------------------------------------------------------------ verdicts under TensorFlow
+EXAMPLES = [
+    pytest.param(rule, example, id=f"{rule.CODE}-invalid-{index}")
+    for rule in ALL_RULES
+    for index, example in enumerate(rule.INVALID)
+    if example.expected is not None
+]
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("rule, example", EXAMPLES)
+def test_every_rule_example_fix_gets_its_documented_verdict(verifier, rule, example):
+    findings = _fixes(example.code, rule.CODE)
+    verdicts = verifier(example.code, findings)
+    assert len(verdicts) == len(findings) > 0
+    worst = min(verdicts, key=lambda v: RANK[v.status])
+    assert worst.status == example.verdict, [(v.status, v.reason) for v in verdicts]
+    for verdict in verdicts:
+        assert verdict.reason
+        if verdict.status == "verified":
+            assert "eager" in verdict.modes and "function" in verdict.modes
+            assert verdict.inputs > 0 and verdict.before and verdict.after == "finite"
+            assert " -> finite; forward " in verdict.reason
+
+
+@pytest.mark.tf
+def test_verdict_names_the_input_where_the_forward_value_differs(verifier):
+    source = textwrap.dedent(
+        """\
+        import numpy as np
+        import tensorflow as tf
+
+        x = tf.Variable([1.7, 2.2])
+        with tf.GradientTape() as tape:
+            y = np.floor(x)
+        """
+    )
+    (finding,) = _fixes(source, "TF101")
+    # A hand-made wrong fix: the folklore STE without parentheses changes the forward values.
+    edit = finding.fix.edits[0]
+    wrong = replace(edit, text="x + tf.floor(x) - x")
+    bad = replace(finding, fix=replace(finding.fix, edits=(wrong,)))
+    (verdict,) = verifier(source, [bad])
+    assert verdict.status == "failed"
+    assert verdict.reason.startswith("forward differs at x=")
+    assert verdict.before.startswith("gradient raised AttributeError")
+
+
+@pytest.mark.tf
+def test_a_failed_or_unverified_fix_is_not_applied(verifier):
+    for code, status in (("TF103", "failed"), ("TF101", "unverified")):
+        rule = next(r for r in ALL_RULES if r.CODE == code)
+        example = next(e for e in rule.INVALID if e.verdict == status)
+        result = fix_source(example.code, Config(select=(code,), unsafe_fixes=True), verifier)
+        assert result.fixed_source == example.code
+        (outcome,) = result.outcomes
+        assert outcome.status is Status.REJECTED
+        assert isinstance(outcome.verdict, Verdict) and outcome.verdict.status == status
+        checked = process_source(example.code, Mode.CHECK, Config(select=(code,), unsafe_fixes=True), verifier)
+        assert [o.status for o in checked.outcomes] == [Status.REJECTED]
+
+
+@pytest.mark.tf
+@pytest.mark.slow
+def test_corpus_through_the_command_line_every_fix_verified(verifier, monkeypatch, capsys):
+    import tapefix.verify
+
+    monkeypatch.setattr(tapefix.verify, "make_verifier", lambda: verifier)
+    code = main(["--diff", "--unsafe-fixes", "--verify", str(CORPUS)])
+    out, err = capsys.readouterr()
+    assert code == 1
+    lines = [line for line in out.splitlines() if re.match(r"\S+\.py:\d+:\d+: TF\d+ ", line)]
+    assert lines, out
+    for line in lines:
+        assert ", verified: " in line and " -> finite; forward " in line, line
+    assert "not applied" not in out + err
+    # Every fix verified, so the diff holds every fix: the fixed programs are the golden ones.
+    for program in sorted(CORPUS.glob("*.py")):
+        golden = (GOLDEN / program.name).read_text()
+        fixed = fix_source(program.read_text(), Config(unsafe_fixes=True), verifier).fixed_source
+        assert fixed == golden, program.name
