@@ -5,7 +5,7 @@ one-character edits and times each from sending ``didChange`` to receiving the
 ``publishDiagnostics`` for that version (the default debounce included). For comparison it also
 times ``check_source`` on the same text in this process.
 
-    python benchmarks/bench_lsp.py [--lines 2000] [--edits 10] [--shape dense|sparse|both]
+    python benchmarks/bench_lsp.py [--lines 2000] [--edits 10] [--shape dense|sparse|both] [--profile]
 
 ``dense``: every function holds a tape block (the worst case: everything is analysed).
 ``sparse``: one training step with a tape, the rest ordinary code (the common case).
@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
+import pstats
 import statistics
 import sys
 import textwrap
@@ -136,6 +138,7 @@ def main() -> None:
     parser.add_argument("--lines", type=int, default=2000)
     parser.add_argument("--edits", type=int, default=10)
     parser.add_argument("--shape", choices=("dense", "sparse", "both"), default="both")
+    parser.add_argument("--profile", action="store_true", help="also print where check_source spends its time")
     options = parser.parse_args()
     shapes = ("sparse", "dense") if options.shape == "both" else (options.shape,)
     for shape in shapes:
@@ -152,6 +155,10 @@ def main() -> None:
             f"min {timings[0]:.0f} ms, max {timings[-1]:.0f} ms"
         )
         assert len(findings) == result["diagnostics"]
+        if options.profile:
+            profile = cProfile.Profile()
+            profile.runcall(check_source, text)
+            pstats.Stats(profile).sort_stats("cumulative").print_stats(25)
 
 
 if __name__ == "__main__":

@@ -82,6 +82,11 @@ def main() -> None:
             f"CPU time per probe (the child is single-threaded, so this is what an idle core pays): "
             f"median {1000 * statistics.median(cpu):.0f} ms, total {sum(cpu):.1f} s"
         )
+    xla = sorted(float(r["cpu_seconds"]) for r in verifier.log if "xla" in r.get("modes", ()) and "cpu_seconds" in r)
+    if xla:
+        print(
+            f"  of which {len(xla)} also under XLA (tf.where fixes): median CPU {1000 * statistics.median(xla):.0f} ms"
+        )
     print(f"all {len(findings)} fixes verified in {wall:.1f} s wall, the import included")
     print("verdicts: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     for finding, verdict in zip(findings, verdicts):

@@ -86,6 +86,8 @@ def iter_python_files(paths: Iterable[str]) -> Iterator[Tuple[str, Optional[str]
             yield from ((str(p), None) for p in _walk(path))
         elif path.is_symlink():
             yield str(path), "is a broken symbolic link"
+        elif path.exists():
+            yield str(path), None  # a FIFO, socket or device: reading it says why it is skipped
         else:
             yield str(path), "no such file or directory"
 
@@ -138,9 +140,18 @@ def encode(text: str, like: Decoded) -> bytes:
     return codecs.BOM_UTF8 + data if like.bom else data
 
 
+def _regular_file_size(path: str) -> int:
+    """The size of a regular file; a FIFO, socket or device is refused before anything opens it (opening
+    a FIFO would wait for a writer forever)."""
+    info = os.stat(path)
+    if not stat.S_ISREG(info.st_mode):
+        raise FileError("is not a regular file (a FIFO, socket or device)")
+    return info.st_size
+
+
 def read_source(path: str) -> Decoded:
     try:
-        size = os.path.getsize(path)
+        size = _regular_file_size(path)
         if size > MAX_FILE_BYTES:
             raise FileError(f"is {size // (1024 * 1024)} MiB, larger than the {MAX_FILE_BYTES // (1024 * 1024)} MiB limit")
         with open(path, "rb") as handle:
@@ -240,7 +251,12 @@ def process_file(
             written = True
         except (OSError, UnicodeEncodeError) as error:
             message = getattr(error, "strerror", None) or str(error)
-            return FileResult(path, result.outcomes, decoded.text, decoded.text, error=f"cannot write: {message}")
+            # Nothing was written: what the run fixed is still only fixable.
+            unwritten = tuple(
+                Outcome(o.finding, Status.FIXABLE, o.verdict) if o.status is Status.FIXED else o
+                for o in result.outcomes
+            )
+            return FileResult(path, unwritten, decoded.text, decoded.text, error=f"cannot write: {message}")
     return FileResult(path, result.outcomes, decoded.text, result.fixed_source, written=written)
 
 
@@ -391,11 +407,11 @@ class _Sources:
     def data(self, path: str) -> Optional[bytes]:
         if path not in self._data:
             try:
-                if os.path.getsize(path) > MAX_FILE_BYTES:
+                if _regular_file_size(path) > MAX_FILE_BYTES:
                     raise OSError("too big")
                 with open(path, "rb") as handle:
                     self._data[path] = handle.read()
-            except OSError:
+            except (OSError, FileError):
                 self._data[path] = None
         return self._data[path]
 
@@ -491,9 +507,11 @@ def _from_cache(entry: Optional[Dict[str, Any]], path: str, mode: Mode, sources:
     if text is None or (fixed is not None and (mode is Mode.FIX or not isinstance(fixed, str))):
         return None
     try:
-        outcomes = tuple(_cache.load(entry.get("outcomes", [])))
-        error, error_at = entry.get("error", ""), entry.get("error_at", "")
-        if not all(isinstance(o, Outcome) for o in outcomes) or not isinstance(error, str):
+        stored, error, error_at = entry.get("outcomes"), entry.get("error"), entry.get("error_at")
+        if not isinstance(stored, list) or not isinstance(error, str) or not isinstance(error_at, str):
+            return None
+        outcomes = tuple(_cache.load(stored))
+        if not all(isinstance(o, Outcome) for o in outcomes):
             return None
         return FileResult(
             path, outcomes, text, fixed if fixed is not None else text, error=error, error_at=str(error_at)
@@ -539,10 +557,12 @@ def _entry_points(
     cached = store.get(key)
     if cached is not None:
         try:
-            return {
+            found = {
                 path: tuple(EntryPoint(**{k: _tuples(v) for k, v in e.items()}) for e in points)
                 for path, points in cached["entries"].items()
             }
+            if all(isinstance(e.function, str) for points in found.values() for e in points):
+                return found
         except (KeyError, TypeError, AttributeError):
             pass
     found = project.entry_points(files, sources.text)

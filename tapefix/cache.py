@@ -25,8 +25,9 @@ import json
 import os
 import tempfile
 import time
+import typing
 from pathlib import Path
-from typing import Any, Dict, Iterable, Optional, Sequence
+from typing import Any, Dict, Iterable, Optional, Sequence, Union
 
 from tapefix import types
 
@@ -219,11 +220,49 @@ def load(value: Any) -> Any:
         arguments = {k: load(v) for k, v in value.items() if k != "$d"}
         if set(arguments) - names:
             raise Uncacheable(f"{cls.__name__} has no field {sorted(set(arguments) - names)}")
+        hints = _hints(cls)
+        for name, argument in arguments.items():
+            if not _conforms(argument, hints.get(name, Any)):
+                raise Uncacheable(f"{cls.__name__}.{name} does not hold a {hints.get(name)}")
         try:
             return cls(**arguments)
         except TypeError as error:
             raise Uncacheable(str(error)) from None
     raise Uncacheable(type(value).__name__)
+
+
+_HINTS: Dict[type, Dict[str, Any]] = {}
+
+
+def _hints(cls: type) -> Dict[str, Any]:
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
+
+
+def _conforms(value: Any, hint: Any) -> bool:
+    """Does a loaded value have the type a field is declared with (so a stray cache entry is a miss)?"""
+    if hint is Any:
+        return True
+    origin = typing.get_origin(hint)
+    if origin is Union:
+        return any(_conforms(value, option) for option in typing.get_args(hint))
+    if origin is tuple:
+        arguments = typing.get_args(hint)
+        if not isinstance(value, tuple):
+            return False
+        if len(arguments) == 2 and arguments[1] is Ellipsis:
+            return all(_conforms(item, arguments[0]) for item in value)
+        return len(arguments) == len(value) and all(_conforms(v, a) for v, a in zip(value, arguments))
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(hint, type):
+        return isinstance(value, hint)
+    return True
 
 
 def dump_outcomes(outcomes: Iterable[types.Outcome]) -> Any:

@@ -69,12 +69,15 @@ def check_source(source: str, config: Config = Config(), entry_points: Sequence[
     return _analyze(source, module, rules_for(config), entry_points)
 
 
-def external_calls(source: str, entry_points: Sequence[EntryPoint] = ()) -> List[EntryPoint]:
+def external_calls(
+    source: str, entry_points: Sequence[EntryPoint] = (), wanted: Optional[Callable[[str], bool]] = None
+) -> List[EntryPoint]:
     """The calls this module's recorded code makes to functions it does not define (as written, with the
-    tensor-ness of their arguments), for the project index to follow into other modules."""
+    tensor-ness of their arguments), for the project index to follow into other modules; ``wanted`` keeps
+    only the callees it can follow (tensor-ness is inferred only when one is kept)."""
     if not might_run_under_tape(source, entry_points):
         return []
-    return ModuleAnalysis(parse(source), entry_points).external_calls()
+    return ModuleAnalysis(parse(source), entry_points, infer=False).external_calls(wanted)
 
 
 def _analyze(
@@ -245,10 +248,12 @@ def fix_source(
     status: Dict[int, Status] = {}
     verdicts: Dict[int, Verdict] = {}
     extra: List[Outcome] = []
-    rejected: Set[Tuple[str, Optional[int], object]] = set()
+    # Fixes not to try again: (code, where the finding starts now). Keyed on the place, not on the
+    # fix, whose edit offsets move when earlier edits land.
+    rejected: Set[Tuple[str, int]] = set()
     for _ in range(MAX_PASSES):
         candidates = [
-            f for f in findings if applicable(f, config) and (f.code, f.start_offset, f.fix) not in rejected
+            f for f in findings if applicable(f, config) and (f.code, f.start_offset) not in rejected
         ]
         if not candidates:
             break
@@ -262,7 +267,7 @@ def fix_source(
                 if verdict.passed:
                     passed.append(finding)
                 else:
-                    rejected.add((finding.code, finding.start_offset, finding.fix))
+                    rejected.add((finding.code, finding.start_offset))
                     _record(original, where, finding, Status.REJECTED, verdict, status, verdicts, extra)
             chosen, _ = _choose(passed)
         if not chosen:
@@ -274,16 +279,16 @@ def fix_source(
         except SourceError:
             # A fix that yields code that does not parse is a tapefix bug; never write it.
             for finding in chosen:
-                rejected.add((finding.code, finding.start_offset, finding.fix))
+                rejected.add((finding.code, finding.start_offset))
             continue
         for finding in chosen:
             _record(original, where, finding, Status.FIXED, pass_verdicts.get(id(finding)), status, verdicts, extra)
         edits_sorted = sorted(edits, key=lambda e: (e.start, e.end))
         where = [None if w is None else _shift(w, edits_sorted) for w in where]
         rejected = {
-            (code, _shift(offset, edits_sorted), fix)
-            for (code, offset, fix) in rejected
-            if offset is not None and _shift(offset, edits_sorted) is not None
+            (code, shifted)
+            for (code, offset) in rejected
+            if (shifted := _shift(offset, edits_sorted)) is not None
         }
         current = candidate_source
         findings = _analyze(current, new_module, rules, entry_points)

@@ -78,12 +78,15 @@ class Settings:
         if not isinstance(value, dict):
             return settings
         changes: Dict[str, Any] = {}
-        if isinstance(value.get("unsafeFixes"), bool):
+        # An explicit null hands the key back to the project's configuration.
+        if isinstance(value.get("unsafeFixes"), bool) or ("unsafeFixes" in value and value["unsafeFixes"] is None):
             changes["unsafe_fixes"] = value["unsafeFixes"]
         for key in ("select", "ignore"):
             codes = value.get(key)
             if isinstance(codes, list) and all(isinstance(c, str) for c in codes):
                 changes[key] = tuple(codes)
+            elif key in value and codes is None:
+                changes[key] = None
         if isinstance(value.get("docsBaseUrl"), str):
             url = value["docsBaseUrl"]
             changes["docs_base_url"] = url if url.endswith("/") else url + "/"
@@ -327,9 +330,16 @@ class TapefixServer(LanguageServer):
             result = Analysis(version, source, Config(select=()))
         else:
             loop = asyncio.get_running_loop()
-            result = await loop.run_in_executor(
-                self.analyser, analyse, source, version, config, self.settings, self.encoding
-            )
+            try:
+                result = await loop.run_in_executor(
+                    self.analyser, analyse, source, version, config, self.settings, self.encoding
+                )
+            except Exception as error:  # a rule's bug must not take the editor's other documents down
+                logger.exception("tapefix: analysing %s failed", uri)
+                self.window_log_message(
+                    types.LogMessageParams(type=types.MessageType.Error, message=f"tapefix: {uri}: {error!r}")
+                )
+                return
         current = self.workspace.text_documents.get(uri)
         if current is None or current.version != version:
             return  # closed or edited meanwhile; the newer version has its own analysis coming
@@ -348,7 +358,7 @@ class TapefixServer(LanguageServer):
         self.text_document_publish_diagnostics(types.PublishDiagnosticsParams(uri=uri, diagnostics=[]))
 
     # ------------------------------------------------------------------ code actions
-    def code_actions(self, params: types.CodeActionParams) -> List[types.CodeAction]:
+    async def code_actions(self, params: types.CodeActionParams) -> List[types.CodeAction]:
         uri = params.text_document.uri
         document = self.workspace.text_documents.get(uri)
         if document is None:
@@ -372,7 +382,7 @@ class TapefixServer(LanguageServer):
                 if action is not None:
                     actions.append(action)
         if _wants(only, FIX_ALL_KIND):
-            action = self._fix_all_action(uri, version, document.source, explicit=bool(only))
+            action = await self._fix_all_action(uri, version, document.source, explicit=bool(only))
             if action is not None:
                 actions.append(action)
         return actions
@@ -439,11 +449,11 @@ class TapefixServer(LanguageServer):
             edit=self._edit(uri, version, [text_edit]),
         )
 
-    def _fix_all_action(
+    async def _fix_all_action(
         self, uri: str, version: Optional[int], source: str, explicit: bool
     ) -> Optional[types.CodeAction]:
         analysis = self.analyses.get(uri)
-        config = analysis.config if analysis is not None and analysis.version == version else self.config_for(uri)
+        config = self.config_for(uri)
         if config is None:
             return None
         if analysis is not None and analysis.version == version:
@@ -454,7 +464,7 @@ class TapefixServer(LanguageServer):
             return None  # an unfiltered request on a stale analysis: not worth a full fix run
         try:
             # Never with a verifier: verification starts TensorFlow, far too slow for a request.
-            result = fix_source(source, config)
+            result = await asyncio.get_running_loop().run_in_executor(self.analyser, fix_source, source, config)
         except SourceError:
             return None
         if not result.changed:
@@ -506,8 +516,8 @@ def create_server() -> TapefixServer:
         types.TEXT_DOCUMENT_CODE_ACTION,
         types.CodeActionOptions(code_action_kinds=[types.CodeActionKind.QuickFix, FIX_ALL_KIND]),
     )
-    def code_action(ls: TapefixServer, params: types.CodeActionParams) -> List[types.CodeAction]:
-        return ls.code_actions(params)
+    async def code_action(ls: TapefixServer, params: types.CodeActionParams) -> List[types.CodeAction]:
+        return await ls.code_actions(params)
 
     return server
 

@@ -47,10 +47,16 @@ class ModuleSummary:
     imports: Mapping[str, Binding] = field(default_factory=dict)
     #: top-level functions and classes the module defines
     defines: FrozenSet[str] = frozenset()
+    #: the names called (``f(...)``: f; ``a.b.f(...)``: a and f) in each def, and the names assigned to each
+    #: name or attribute (``self.loss_fn = focal_loss``), keyed by the def's or the target's name
+    calls: Mapping[str, FrozenSet[str]] = field(default_factory=dict)
+    #: the names called inside ``with`` blocks that may record and in ``loss=`` values given to ``compile``
+    roots: FrozenSet[str] = frozenset()
 
 
 def summarise(path: str, source: str) -> ModuleSummary:
-    """The imports (relative ones anchored at their package folder) and top-level definitions of a module."""
+    """The imports (relative ones anchored at their package folder), top-level definitions and call graph
+    by name of a module, from Python's own parser."""
     try:
         tree = ast.parse(source)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
@@ -61,7 +67,9 @@ def summarise(path: str, source: str) -> ModuleSummary:
     for statement in tree.body:
         if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             defines.add(statement.name)
-    for node in ast.walk(tree):
+    scan = _Scan()
+    scan.visit(tree)
+    for node in scan.imports:
         if isinstance(node, ast.Import):
             for alias in node.names:
                 if alias.asname:
@@ -80,7 +88,93 @@ def summarise(path: str, source: str) -> ModuleSummary:
                     continue
                 base = f"{node.module}.{alias.name}" if node.module else alias.name
                 imports[alias.asname or alias.name] = Binding(base, anchor)
-    return ModuleSummary(path, imports, frozenset(defines))
+    frozen_calls = {name: frozenset(names) for name, names in scan.calls.items()}
+    return ModuleSummary(path, imports, frozenset(defines), frozen_calls, frozenset(scan.roots))
+
+
+class _Scan(ast.NodeVisitor):
+    """One walk: the names each def calls (nested defs' calls count for the enclosing def too), the names
+    assigned to each name or attribute, and the names called where a tape may record."""
+
+    def __init__(self) -> None:
+        self.calls: Dict[str, Set[str]] = {}
+        self.roots: Set[str] = set()
+        self.imports: List[ast.AST] = []
+        #: the sets that a call found here adds its names to (enclosing defs, recording blocks)
+        self.open: List[Set[str]] = []
+
+    def visit_Import(self, node: ast.Import) -> None:
+        self.imports.append(node)
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+        self.imports.append(node)
+
+    def _within(self, names: Set[str], node: ast.AST) -> None:
+        self.open.append(names)
+        self.generic_visit(node)
+        self.open.pop()
+
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
+        self._within(self.calls.setdefault(node.name, set()), node)
+
+    def visit_AsyncFunctionDef(self, node: ast.AsyncFunctionDef) -> None:
+        self._within(self.calls.setdefault(node.name, set()), node)
+
+    def visit_With(self, node: ast.With) -> None:
+        if any(_may_record(item) for item in node.items):
+            self._within(self.roots, node)
+        else:
+            self.generic_visit(node)
+
+    def visit_AsyncWith(self, node: ast.AsyncWith) -> None:
+        if any(_may_record(item) for item in node.items):
+            self._within(self.roots, node)
+        else:
+            self.generic_visit(node)
+
+    def visit_Assign(self, node: ast.Assign) -> None:
+        self._assigned(node.targets, node.value)
+        self.generic_visit(node)
+
+    def visit_AnnAssign(self, node: ast.AnnAssign) -> None:
+        if node.value is not None:
+            self._assigned([node.target], node.value)
+        self.generic_visit(node)
+
+    def _assigned(self, targets: Sequence[ast.expr], value: ast.expr) -> None:
+        for target in targets:
+            key = target.id if isinstance(target, ast.Name) else getattr(target, "attr", None)
+            if key is not None:
+                self.calls.setdefault(key, set()).update(_read_names(value))
+
+    def visit_Call(self, node: ast.Call) -> None:
+        names: Set[str] = set()
+        func = node.func
+        if isinstance(func, ast.Attribute):
+            names.add(func.attr)
+            while isinstance(func, ast.Attribute):
+                func = func.value
+        if isinstance(func, ast.Name):
+            names.add(func.id)
+        for enclosing in self.open:
+            enclosing.update(names)
+        if isinstance(node.func, ast.Attribute) and node.func.attr == "compile":
+            for keyword in node.keywords:
+                if keyword.arg == "loss":
+                    self.roots.update(_read_names(keyword.value))
+        self.generic_visit(node)
+
+
+def _may_record(item: ast.withitem) -> bool:
+    """``with tf.GradientTape() as t`` or ``with tape:`` (resuming a tape)."""
+    expr = item.context_expr
+    return isinstance(expr, ast.Name) or "GradientTape" in ast.dump(expr)
+
+
+def _read_names(node: ast.AST) -> Set[str]:
+    return {inner.id for inner in ast.walk(node) if isinstance(inner, ast.Name)} | {
+        inner.attr for inner in ast.walk(node) if isinstance(inner, ast.Attribute)
+    }
 
 
 class ProjectIndex:
@@ -169,13 +263,36 @@ class ProjectIndex:
             return None
         return None
 
-    def imports_from_tree(self, path: str) -> bool:
-        """Does the module import anything that is a module of the tree (cheap: no inference)?"""
-        for binding in self.summary(path).imports.values():
+    def tree_imports(self, path: str) -> Set[str]:
+        """The names the module imports from modules of the tree (cheap: no inference)."""
+        found: Set[str] = set()
+        for local, binding in self.summary(path).imports.items():
             parts = binding.dotted.split(".")
             for split in range(len(parts), 0 if binding.anchor is None else -1, -1):
                 if self.module_file(parts[:split], path, binding.anchor) is not None:
-                    return True
+                    found.add(local)
+                    break
+        return found
+
+    def may_call_into_tree(self, path: str, entered: Sequence[str]) -> bool:
+        """Can code that runs under a tape in this module (its tape blocks, ``compile`` losses and the
+        ``entered`` functions, followed through the names they call) call a name imported from the tree?
+        A syntactic over-approximation of ``ModuleAnalysis.external_calls``, so a False spares its cost."""
+        imported = self.tree_imports(path)
+        if not imported:
+            return False
+        summary = self.summary(path)
+        seen: Set[str] = set()
+        # A class entered as a loss runs its call(); a def it holds is keyed by its own name.
+        work = [*summary.roots, *entered, "call", "__call__"] if entered else list(summary.roots)
+        while work:
+            name = work.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            if name in imported:
+                return True
+            work.extend(summary.calls.get(name, ()))
         return False
 
 
@@ -200,13 +317,13 @@ def entry_points(files: Sequence[str], read: Reader) -> Dict[str, Tuple[EntryPoi
         if source is None or not engine.might_run_under_tape(source, tuple(current)):
             continue
         analysed[path] = current
-        if not index.imports_from_tree(path):
+        if not index.may_call_into_tree(path, [e.function for e in current]):
             continue
         analyses[path] = analyses.get(path, 0) + 1
         if analyses[path] > MAX_ANALYSES_PER_MODULE:
             continue
         try:
-            calls = engine.external_calls(source, _sorted(current))
+            calls = engine.external_calls(source, _sorted(current), lambda name: index.resolve(path, name) is not None)
         except (engine.SourceError, RecursionError):
             continue  # the file's own run reports why it does not parse
         for call in calls:

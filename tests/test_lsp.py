@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 import subprocess
@@ -372,15 +373,31 @@ def test_the_table_holds_safe_and_unsafe_fixes() -> None:
     assert kinds == {Safety.SAFE, Safety.UNSAFE}
 
 
+def test_analyses_are_not_kept_alive() -> None:
+    """The server analyses on every pause in typing: an analysis must not outlive its document version."""
+    import libcst as cst
+
+    from tapefix.lsp import Settings, analyse
+    from tapefix.types import Config
+
+    def modules() -> int:
+        gc.collect()
+        return sum(1 for thing in gc.get_objects() if isinstance(thing, cst.Module))
+
+    before = modules()
+    for version in range(3):
+        analyse(FLOOR + "#" * version + "\n", version, Config(), Settings())
+    assert modules() == before
+
+
 MODULE_REPORT = """\
 import atexit, json, sys
 
 REPORT = sys.argv[1]
 
 def report():
-    loaded = sorted({name.split(".")[0] for name in sys.modules})
     with open(REPORT, "w") as out:
-        json.dump(loaded, out)
+        json.dump(sorted(sys.modules), out)
 
 atexit.register(report)
 from tapefix.lsp import main
@@ -391,7 +408,8 @@ main()
 
 @pytest.mark.asyncio
 async def test_never_imports_tensorflow(tmp_path: Path) -> None:
-    """A whole session (analysis, quick fix, fix-all) in a server process that reports its modules on exit."""
+    """A whole session (analysis, quick fixes, fix-all) in a server process that reports its modules on
+    exit: no TensorFlow, and not even the verifier (so ``--verify`` cannot run inside a request)."""
     report = tmp_path / "modules.json"
     config = ClientServerConfig(server_command=[sys.executable, "-c", MODULE_REPORT, str(report)])
     lsp = await config.start()
@@ -399,13 +417,15 @@ async def test_never_imports_tensorflow(tmp_path: Path) -> None:
     try:
         await start(lsp, options={"unsafeFixes": True})
         diagnostics = await open_document(lsp, FLOOR)
-        assert await actions_for(lsp, diagnostics)
+        kinds = {action.kind for action in await actions_for(lsp, diagnostics)}
+        assert kinds == {types.CodeActionKind.QuickFix, "source.fixAll.tapefix"}
         await lsp.shutdown_session()
     finally:
         await lsp.stop()
     loaded = json.loads(report.read_text())
-    assert "tapefix" in loaded and "pygls" in loaded, "the report comes from the server"
-    assert not {"tensorflow", "keras", "tf_keras"} & set(loaded)
+    assert "tapefix.lsp" in loaded and "pygls" in loaded, "the report comes from the server"
+    assert not {"tensorflow", "keras", "tf_keras"} & {name.split(".")[0] for name in loaded}
+    assert not [name for name in loaded if name.startswith("tapefix.verify")]
 
 
 def test_console_script() -> None:

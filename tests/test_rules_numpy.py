@@ -41,6 +41,12 @@ def _fixes(source: str):
         ),
         pytest.param("loss = tf.reduce_sum(x.numpy())\n", [("TF105", "safe", "exact")], id="conversion"),
         pytest.param(
+            "loss = tf.reduce_sum(np.square(x) + x)\n", [("TF104", "unsafe", "exact")], id="partial-gradient-before"
+        ),
+        pytest.param(
+            "loss = tf.reduce_sum(x.numpy() * x)\n", [("TF105", "unsafe", "exact")], id="conversion-meets-gradient"
+        ),
+        pytest.param(
             "y = x.numpy()\nprint(y)\nloss = tf.reduce_sum(y)\n", [("TF105", "unsafe", "exact")], id="also-printed"
         ),
         pytest.param("loss = tf.reduce_sum(x.numpy() ** 2)\n", [("TF105", "unsafe", "ulp")], id="numpy-power"),
@@ -90,6 +96,9 @@ def test_a_list_that_collects_tensors_is_on_the_path():
     [
         pytest.param("loss = tf.reduce_sum(np.array(x * 2) ** 2)\n", "tf.reduce_sum((x * 2) ** 2)", id="parenthesised"),
         pytest.param("loss = tf.reduce_sum(np.asarray(x))\n", "tf.reduce_sum(tf.identity(x))", id="variable-snapshot"),
+        pytest.param(
+            "y, z = (x * 2.0).numpy(), 1.0\nloss = tf.reduce_sum(y * z)\n", "y, z = (x * 2.0), 1.0", id="unpacked"
+        ),
         pytest.param(
             "loss = tf.reduce_sum(np.concatenate((x, x)))\n", "tf.concat((x, x), axis=0)", id="concat-default-axis"
         ),

@@ -21,7 +21,8 @@ from tapefix.rules.numpy_conversion import NumpyConversion
 from tapefix.rules.numpy_on_tensor import NumpyOnTensor
 from tapefix.rules.python_scalar_conversion import PythonScalarConversion
 
-pytestmark = pytest.mark.tf
+# The broken examples hand tensors to NumPy on purpose; NumPy 2 warns about their __array__.
+pytestmark = [pytest.mark.tf, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
 RULES = [NumpyOnTensor, NumpyConversion, PythonScalarConversion, MathOnTensor, BuiltinOnTensor, ModelPredictInTape]
 FIXED = [

@@ -219,6 +219,13 @@ LEFT_ALONE = [
         "        loss = tf.reduce_sum(y)\n    g = tape.gradient(loss, x)\n    loss = 0.0\n",
         id="TF117-target-reassigned-after-use",
     ),
+    pytest.param(
+        "TF117",
+        "x = tf.Variable(1.0)\nloss = 0.0\nwith tf.GradientTape() as tape:\n    loss = x * x\n"
+        "g = tape.gradient(loss, x)\n\ndef f(y, x):\n    with tf.GradientTape() as tape:\n        z = x * 2.0\n"
+        "    return tape.gradient(y, x)\n",
+        id="TF117-initialised-before-and-computed-in-the-block-or-a-parameter",
+    ),
 ]
 
 

@@ -18,7 +18,7 @@ from tapefix.cli import main
 from tapefix.rules import ALL_RULES
 from tapefix.types import Status, Verdict
 from tapefix.verify import INSTALL_HINT, ProbeVerifier, make_verifier
-from tapefix.verify.probes import Probe, Unverifiable, plan
+from tapefix.verify.probes import Probe, Unverifiable, plan, plan_block
 from tapefix.verify.runner import Runner
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -293,8 +293,51 @@ def test_corpus_through_the_command_line_every_fix_verified(verifier, monkeypatc
     for line in lines:
         assert ", verified: " in line and " -> finite; forward " in line, line
     assert "not applied" not in out + err
+    assert any("; whole tape block: forward " in line for line in lines), "a self-contained block is probed whole"
     # Every fix verified, so the diff holds every fix: the fixed programs are the golden ones.
     for program in sorted(CORPUS.glob("*.py")):
         golden = (GOLDEN / program.name).read_text()
         fixed = fix_source(program.read_text(), Config(unsafe_fixes=True), verifier).fixed_source
         assert fixed == golden, program.name
+
+
+def test_whole_block_probe_uses_the_shapes_the_module_declares():
+    source = (CORPUS / "floor_quantize.py").read_text()
+    (finding,) = _fixes(source)
+    block = plan_block(source, finding, [finding])
+    assert isinstance(block, Probe) and block.kind == "block"
+    assert block.inputs == ("w", "targets")
+    assert block.shapes == ((4,), (4,))
+    assert "loss" in block.outputs and "quantised" in block.outputs
+
+
+def test_whole_block_probe_is_skipped_for_a_block_that_cannot_stand_alone():
+    source = textwrap.dedent(
+        """\
+        import numpy as np
+        import tensorflow as tf
+
+        model = tf.keras.Sequential([tf.keras.layers.Dense(1)])
+        with tf.GradientTape() as tape:
+            pred = model(tf.ones((2, 3)))
+            y = np.floor(pred)
+        """
+    )
+    (finding,) = _fixes(source, "TF101")
+    assert isinstance(plan(source, finding), Probe), "the statement alone binds `pred` to a tensor"
+    block = plan_block(source, finding, [finding])
+    assert isinstance(block, Unverifiable) and "`model`" in block.reason
+
+
+@pytest.mark.tf
+def test_check_mode_prints_why_a_fix_was_rejected(verifier, monkeypatch, tmp_path, capsys):
+    import tapefix.verify
+
+    monkeypatch.setattr(tapefix.verify, "make_verifier", lambda: verifier)
+    rule = next(r for r in ALL_RULES if r.CODE == "TF103")
+    example = next(e for e in rule.INVALID if e.verdict == "failed")
+    path = tmp_path / "model.py"
+    path.write_text(example.code)
+    assert main(["--check", "--unsafe-fixes", "--verify", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "TF103" in out and "[not applied: verification failed: after the fix, gradient was NaN at x=0.0]" in out

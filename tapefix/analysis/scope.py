@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple, Union
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 import libcst as cst
 
@@ -133,7 +133,9 @@ class Function:
 class ModuleAnalysis:
     """Tape scope and tensor-ness for one module; every rule asks this one object."""
 
-    def __init__(self, module: cst.Module, entry_points: Sequence[EntryPoint] = ()) -> None:
+    def __init__(self, module: cst.Module, entry_points: Sequence[EntryPoint] = (), infer: bool = True) -> None:
+        """``infer=False`` leaves tensor-ness to be inferred on demand (``external_calls`` needs it only
+        when a callee is wanted); tape scope does not depend on it."""
         self.module = module
         #: functions of this module that tapes in other modules run (the project index finds them)
         self.entry_points = tuple(entry_points)
@@ -161,7 +163,9 @@ class ModuleAnalysis:
         self.name_reads: Dict[str, int] = {}
         _Collector(self).collect(module)
         self._seed_entry_points()
-        self._infer()
+        self._inferred = infer
+        if infer:
+            self._infer()
         self._find_regions()
 
     # ----------------------------------------------------------------- questions rules ask
@@ -311,17 +315,18 @@ class ModuleAnalysis:
                     self.regions[body] = Scope.DIRECT
                     changed = True
 
-    def external_calls(self) -> List[EntryPoint]:
+    def external_calls(self, wanted: Optional[Callable[[str], bool]] = None) -> List[EntryPoint]:
         """Calls from recorded code (and ``compile(loss=...)`` values) whose callee this module does not
         define, named as written, with the tensor-ness of their arguments: the project index resolves them
-        to functions of other modules."""
+        to functions of other modules. ``wanted`` keeps only callees the caller can follow."""
         found: List[EntryPoint] = []
         for expr in self.compiled_losses:
             if self._local_loss(expr) is None:
                 result = isinstance(expr, cst.Call)
                 name = dotted(expr.func if isinstance(expr, cst.Call) else expr)
-                if name is not None:
+                if name is not None and (wanted is None or wanted(name)):
                     found.append(EntryPoint(name, KERAS_LOSS_ARGUMENTS, result=result))
+        calls: List[Tuple[cst.Call, Optional[Function], str, bool]] = []
         for root in self.regions:
             for call, function in _recorded_calls(self, root):
                 if self.resolve_callee(call, function):
@@ -329,17 +334,23 @@ class ModuleAnalysis:
                 for name, result in self._external_callee(call, function):
                     if is_under(self.imports.bindings.get(name.split(".")[0]), (TF, NP) + KERAS):
                         continue
-                    positional: List[bool] = []
-                    for arg in call.args:
-                        if arg.star or arg.keyword is not None:
-                            break
-                        positional.append(self.value(arg.value, function).on_path)
-                    keywords = tuple(
-                        arg.keyword.value
-                        for arg in call.args
-                        if arg.keyword is not None and self.value(arg.value, function).on_path
-                    )
-                    found.append(EntryPoint(name, tuple(positional), keywords, result))
+                    if wanted is None or wanted(name):
+                        calls.append((call, function, name, result))
+        if calls and not self._inferred:
+            self._inferred = True
+            self._infer()
+        for call, function, name, result in calls:
+            positional: List[bool] = []
+            for arg in call.args:
+                if arg.star or arg.keyword is not None:
+                    break
+                positional.append(self.value(arg.value, function).on_path)
+            keywords = tuple(
+                arg.keyword.value
+                for arg in call.args
+                if arg.keyword is not None and self.value(arg.value, function).on_path
+            )
+            found.append(EntryPoint(name, tuple(positional), keywords, result))
         return list(dict.fromkeys(found))
 
     def _external_callee(self, call: cst.Call, function: Optional[Function]) -> List[Tuple[str, bool]]:
@@ -430,21 +441,30 @@ def _encloses(parent: Function, caller: Optional[Function]) -> bool:
 
 def _recorded_calls(analysis: ModuleAnalysis, root: cst.CSTNode) -> List[Tuple[cst.Call, Optional[Function]]]:
     """Calls that run while a tape records inside ``root`` (not in excluded subtrees or uncalled defs)."""
-    calls: List[Tuple[cst.Call, Optional[Function]]] = []
-    owner = _owner_function(analysis, root)
+    collector = _RecordedCalls(analysis, root)
+    walk(root, collector)
+    return collector.calls
 
-    class Walk(cst.CSTVisitor):
-        def on_visit(self, node: cst.CSTNode) -> bool:
-            if node in analysis.excluded:
-                return False
-            if isinstance(node, (cst.FunctionDef, cst.ClassDef)) and node is not root:
-                return False
-            if isinstance(node, cst.Call):
-                calls.append((node, owner))
-            return True
 
-    walk(root, Walk())
-    return calls
+class _RecordedCalls(cst.CSTVisitor):
+    """The calls below one region root. A module-level class: walk.py caches method tables per
+    visitor class, so a class made per call would keep every analysis alive."""
+
+    def __init__(self, analysis: ModuleAnalysis, root: cst.CSTNode) -> None:
+        super().__init__()
+        self.analysis = analysis
+        self.root = root
+        self.owner = _owner_function(analysis, root)
+        self.calls: List[Tuple[cst.Call, Optional[Function]]] = []
+
+    def on_visit(self, node: cst.CSTNode) -> bool:
+        if node in self.analysis.excluded:
+            return False
+        if isinstance(node, (cst.FunctionDef, cst.ClassDef)) and node is not self.root:
+            return False
+        if isinstance(node, cst.Call):
+            self.calls.append((node, self.owner))
+        return True
 
 
 def _owner_function(analysis: ModuleAnalysis, root: cst.CSTNode) -> Optional[Function]:

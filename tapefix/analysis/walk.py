@@ -114,11 +114,13 @@ def _table(visitor: cst.CSTVisitor, prefix: str) -> Dict[type, _Handler]:
     return table
 
 
-def _handler(table: Dict[type, _Handler], visitor: cst.CSTVisitor, prefix: str, kind: type) -> _Handler:
+def _handler(table: Dict[type, _Handler], visitor: object, prefix: str, kind: type) -> _Handler:
+    """The unbound ``visit_<Node>`` (or ``leave_``) method of a visitor (or visitor class), looked up once."""
     try:
         return table[kind]
     except KeyError:
-        handler = table[kind] = getattr(type(visitor), f"{prefix}{kind.__name__}", None)
+        owner = visitor if isinstance(visitor, type) else type(visitor)
+        handler = table[kind] = getattr(owner, f"{prefix}{kind.__name__}", None)
         return handler
 
 
@@ -187,10 +189,12 @@ class _Recorder(cst.CSTVisitor):
         super().__init__()
         self.calls = calls
         self.target = target
+        self.visits = _TABLES.setdefault((target, "visit_"), {})
+        self.leaves = _TABLES.setdefault((target, "leave_"), {})
         self.open: List[int] = []
 
     def on_visit(self, node: cst.CSTNode) -> bool:
-        handler = getattr(self.target, f"visit_{type(node).__name__}", None)
+        handler = _handler(self.visits, self.target, "visit_", type(node))
         if handler is None:
             self.open.append(-1)
         else:
@@ -204,7 +208,7 @@ class _Recorder(cst.CSTVisitor):
             # Skipping the children lands on this node's leave call (or whatever follows the subtree).
             handler, node, _ = self.calls[index]
             self.calls[index] = (handler, node, len(self.calls))
-        handler = getattr(self.target, f"leave_{type(original_node).__name__}", None)
+        handler = _handler(self.leaves, self.target, "leave_", type(original_node))
         if handler is not None:
             self.calls.append((handler, original_node, -1))
 

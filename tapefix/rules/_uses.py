@@ -102,7 +102,7 @@ class _Scan(cst.CSTVisitor):
         self.reads: Dict[str, List[Tuple[cst.Name, Tuple[cst.CSTNode, ...]]]] = {}
 
     def on_visit(self, node: cst.CSTNode) -> bool:
-        if isinstance(node, cst.Name) and self.stack and _is_read(node, self.stack[-1]):
+        if isinstance(node, cst.Name) and self.stack and _is_read(node, self.stack):
             self.reads.setdefault(node.value, []).append((node, tuple(self.stack)))
         # libcst calls on_leave even for a node whose children it skips.
         self.stack.append(node)
@@ -112,7 +112,9 @@ class _Scan(cst.CSTVisitor):
         self.stack.pop()
 
 
-def _is_read(name: cst.Name, parent: cst.CSTNode) -> bool:
+def _is_read(name: cst.Name, stack: Sequence[cst.CSTNode]) -> bool:
+    """Whether ``name`` (whose ancestors are ``stack``) is read rather than bound or an attribute name."""
+    parent = stack[-1]
     if isinstance(parent, cst.Attribute) and parent.attr is name:
         return False
     if isinstance(parent, (cst.AssignTarget, cst.Param, cst.FunctionDef, cst.ClassDef, cst.ImportAlias)):
@@ -125,8 +127,17 @@ def _is_read(name: cst.Name, parent: cst.CSTNode) -> bool:
         return False
     if isinstance(parent, cst.AsName):
         return False
-    if isinstance(parent, (cst.Tuple, cst.List, cst.Element)):
-        return True  # unpacking targets are rare enough here to count as reads
+    # ``a, (b, *c) = ...`` and ``for a, b in ...``: unpacking targets bind.
+    child: cst.CSTNode = name
+    for node in reversed(stack):
+        if isinstance(node, (cst.Element, cst.Tuple, cst.List, cst.StarredElement)):
+            child = node
+            continue
+        if isinstance(node, cst.AssignTarget):
+            return False
+        if isinstance(node, (cst.For, cst.CompFor)) and node.target is child:
+            return False
+        break
     return True
 
 
@@ -156,6 +167,10 @@ class UseFinder:
         #: TensorFlow arithmetic with other rounding (``**``, ``@``, ``//``, ``%``, NumPy functions,
         #: builtins, a NumPy operand of another dtype): forward values then agree only within ulp
         self.rounding_changes = False
+        #: the value meets a tensor that keeps its own gradient (``x.numpy() * x``): the original
+        #: gradient was partial rather than missing, and the detour may have been a deliberate
+        #: stop_gradient, so a fix changes gradient values the code already produced
+        self.meets_gradient = False
 
     def of_node(self, node: cst.CSTNode) -> FrozenSet[Use]:
         """Uses of the value of ``node``, which must be the node being visited."""
@@ -175,6 +190,8 @@ class UseFinder:
             if isinstance(parent, cst.UnaryOperation) and isinstance(parent.operator, cst.Not):
                 return {Use.NONE}
             if isinstance(parent, cst.BinaryOperation):
+                other = parent.right if parent.left is child else parent.left
+                self._note_meeting((other,))
                 if python_value:
                     if self._foreign_operand(parent, child, python_value):
                         self.rounding_changes = True  # Python float64 arithmetic
@@ -238,6 +255,8 @@ class UseFinder:
                 if kind == "collect":
                     assert isinstance(parent.func, cst.Attribute) and isinstance(parent.func.value, cst.Name)
                     return self._name(parent.func.value.value, seen, depth, python_value)
+                if kind is Use.COMPUTE:
+                    self._note_meeting(tuple(a.value for a in parent.args if a is not child))
                 return {kind}
             if isinstance(parent, (cst.Assign, cst.AnnAssign, cst.AugAssign, cst.NamedExpr)):
                 return self._assigned(parent, seen, depth, python_value)
@@ -247,6 +266,12 @@ class UseFinder:
                 return {Use.NONE}
             child = parent
         return {Use.NONE}
+
+    def _note_meeting(self, others: Sequence[cst.BaseExpression]) -> None:
+        for other in others:
+            value = self.context.value(other)
+            if value.on_path and not value.numpy:
+                self.meets_gradient = True
 
     def _foreign_operand(self, operation: cst.BinaryOperation, child: cst.CSTNode, python_value: bool) -> bool:
         """The other operand is a NumPy value off the path (NumPy may promote where TensorFlow does not),

@@ -49,7 +49,8 @@ class ModelPredictInTape(Rule):
     change the values; any other argument (`steps=`, `callbacks=`, a generator) leaves the call
     reported without a fix. The fix is **safe** when the receiver is bound to a Keras constructor or
     `load_model` in this module, and **unsafe** when tapefix only infers from its name that it is a
-    Keras model (a scikit-learn estimator also has `predict`), or when NumPy arithmetic that rounds
+    Keras model (a scikit-learn estimator also has `predict`), when the prediction meets a tensor that
+    keeps its own gradient (the original gradient was partial, not missing), or when NumPy arithmetic that rounds
     differently from TensorFlow's (`**`, a NumPy function) ran on the prediction before it re-entered
     TensorFlow (forward values then agree within ulp). The results become tensors instead of
     arrays, and the whole input runs as one batch: memory use grows with the input.
@@ -201,7 +202,7 @@ grads = tape.gradient(loss, model.trainable_variables)
             node,
             (context.replace(node, text),),
             "model.predict(x) -> model(x, training=False)",
-            Safety.SAFE if known and not finder.rounding_changes else Safety.UNSAFE,
+            Safety.SAFE if known and not finder.rounding_changes and not finder.meets_gradient else Safety.UNSAFE,
             forward_after(finder, Forward.EXACT),
         )
 

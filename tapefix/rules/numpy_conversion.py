@@ -56,7 +56,9 @@ class NumpyConversion(Rule):
     The fix deletes the conversion and keeps the tensor: the array held the tensor's values, and the
     gradient flows. It is **safe** when the value goes straight into TensorFlow (or through `+`, `-`,
     `*`, `/`, which round alike in NumPy and TensorFlow), with bit-identical forward values. It is
-    **unsafe** when the value is also printed or logged (the printed form changes from an array to a
+    **unsafe** when the NumPy value meets a tensor that keeps its own gradient (`x.numpy() * x`: the
+    original gradient was partial, not missing, and the detour may have been a deliberate
+    `stop_gradient`), when the value is also printed or logged (the printed form changes from an array to a
     tensor), and unsafe with forward values within a few ulp when NumPy arithmetic that rounds
     differently ran on the array first (`**`, `@`, a NumPy function): after the fix TensorFlow's
     `pow` or `matmul` computes it (`x.numpy() ** 2` differs from `x ** 2` in the last bit for some
@@ -252,7 +254,7 @@ grads = tape.gradient(loss, x)
             node,
             (context.replace(node, text), *edits),
             "drop the NumPy conversion and keep the tensor",
-            Safety.UNSAFE if printed or forward is not Forward.EXACT else Safety.SAFE,
+            Safety.UNSAFE if printed or forward is not Forward.EXACT or finder.meets_gradient else Safety.SAFE,
             forward,
         )
 

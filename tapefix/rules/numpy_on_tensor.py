@@ -150,6 +150,11 @@ class NumpyOnTensor(Rule):
       mean of mixed-sign data): these fixes are **unsafe**. A result that was meant to be reproducible
       bit for bit is not.
 
+    A fix is also unsafe when the NumPy value meets a tensor that keeps its own gradient
+    (`loss = mse + np.mean(np.square(w))`): the original gradient was partial rather than missing,
+    the program trained, and the detour may have been meant as a `stop_gradient`; the fix changes
+    the gradient values it produced.
+
     A fix whose result then passes through NumPy or Python arithmetic that rounds differently from
     TensorFlow's (`**`, `@`, another NumPy function that is not rewritten exactly) is ULP and unsafe
     even for an exact op.
@@ -348,7 +353,6 @@ with tf.GradientTape() as tape:
 grads = tape.gradient(loss, [a, b])
 """,
             note="np.concatenate gets NumPy's default axis; np.dot keeps NumPy's rules for 1-D and N-D operands",
-            verdict="unverified",
         ),
         Invalid(
             """\
@@ -481,7 +485,9 @@ grads = tape.gradient(loss, x)
         extra_edits, exact_safe = plan
         tf, import_edits = context.tf()
         edits = (context.replace(node.func, f"{tf}.{tf_name}"), *extra_edits, *import_edits)
-        safe = forward is Forward.EXACT and exact_safe and self._plain_operands(node, kind)
+        safe = (
+            forward is Forward.EXACT and exact_safe and not finder.meets_gradient and self._plain_operands(node, kind)
+        )
         report_fix(
             self,
             node,

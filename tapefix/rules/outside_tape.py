@@ -19,7 +19,7 @@ class OutsideTape(TapeBlockRule):
     ## What it does
     Finds a `tape.gradient(target, sources)` call after the tape's `with` block whose target is
     computed outside the block: a call such as `tf.reduce_sum(y)` written into the gradient call
-    itself, or a target name assigned after the block.
+    itself, or a target name assigned before or after the block (and not in it).
 
     ## Why is this bad?
     A tape records only while its `with` block runs. An operation after the block is not on the
@@ -47,7 +47,7 @@ class OutsideTape(TapeBlockRule):
     the block: the gradient of a non-scalar target is the gradient of its sum, so the result is the
     gradient the code meant, where it was `None`. Any other target computed outside the block
     (`tf.reduce_mean(y)` differs by a factor, a loss function, a model call, arithmetic, a name
-    assigned after the block) is reported without a fix: move that computation into the block.
+    assigned before or after the block) is reported without a fix: move that computation into the block.
 
     The verifier's probes run code inside a tape, so `--verify` leaves this fix unverified (and
     unapplied); the examples below are checked under TensorFlow by the test suite instead.
@@ -135,6 +135,19 @@ g = tape.gradient(loss, w)
             None,
             note="the loss computed after the block",
         ),
+        Invalid(
+            """\
+import tensorflow as tf
+
+x = tf.Variable(3.0)
+y = x * x
+with tf.GradientTape() as tape:
+    z = x * 2.0
+g = tape.gradient(y, x)
+""",
+            None,
+            note="the target computed before the block",
+        ),
     )
 
     def visit_Call(self, node: cst.Call) -> None:
@@ -148,13 +161,20 @@ g = tape.gradient(loss, w)
         if target is None:
             return
         if isinstance(target, cst.Name):
-            if self.assigned_after(block, target.value) and self.context.on_path(target):
-                self.report(
-                    target,
-                    f"the gradient target `{target.value}` is assigned after the with block, where the tape does "
-                    "not record: its gradient is None",
-                    no_fix_reason="move the computation of the target into the with block",
-                )
+            if not self.context.on_path(target):
+                return
+            if self.assigned_after(block, target.value):
+                where = "after"
+            elif self.assigned_before(block, target.value):
+                where = "before"
+            else:
+                return
+            self.report(
+                target,
+                f"the gradient target `{target.value}` is computed {where} the with block, where the tape does "
+                "not record: its gradient is None",
+                no_fix_reason="move the computation of the target into the with block",
+            )
             return
         if not isinstance(target, (cst.Call, cst.BinaryOperation, cst.UnaryOperation)):
             return

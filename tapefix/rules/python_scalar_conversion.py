@@ -23,7 +23,8 @@ class PythonScalarConversion(Rule):
     `losses.append(float(l))` and reduced later gives `None` (tensorflow#30190). `int(t)` used as a
     factor is worse: `x * int(tf.reduce_sum(x))` silently drops one path of the product and returns a
     wrong gradient, not `None` (TF 2.21). Under `tf.function`, autograph turns `float(t)` into a
-    cast, so the same code works there and breaks in eager mode.
+    cast, so the same code works there and breaks in eager mode; `float(t)` inside a function decorated
+    with `@tf.function` is left alone.
 
     Conversions for printing, logging, formatting, comparisons, loop bounds and indices are harmless
     and left alone, as are conversions after the tape or under `stop_recording()`.
@@ -100,6 +101,21 @@ grads = tape.gradient(loss, x)
 print(sum(history) / len(history))
 """,
             note="a loss history for logging, and under stop_recording",
+        ),
+        Valid(
+            """\
+import tensorflow as tf
+
+x = tf.Variable([1.7, 2.2])
+
+
+@tf.function
+def step():
+    with tf.GradientTape() as tape:
+        loss = float(tf.reduce_sum(x)) * x
+    return tape.gradient(loss, x)
+""",
+            note="inside tf.function autograph turns float(t) into a cast, and the gradient flows",
         ),
     )
     INVALID = (
@@ -208,6 +224,8 @@ grads = tape.gradient(loss, model.trainable_variables)
                 no_fix_reason="truncation has no gradient; a surrogate (straight-through) is a modelling choice",
             )
             return
+        if self._in_tf_function():
+            return  # autograph converts float(t) to a cast there: the gradient flows (research finding 8)
         if not fixable:
             self.report(node, no_fix_reason="the Python number also feeds non-TensorFlow code")
             return
@@ -223,3 +241,16 @@ grads = tape.gradient(loss, model.trainable_variables)
             Safety.UNSAFE,
             forward_after(finder, Forward.EXACT),
         )
+
+    def _in_tf_function(self) -> bool:
+        """Inside a def decorated with ``@tf.function`` (with or without arguments)."""
+        analysis = self.context.analysis
+        for node in self.context.ancestors:
+            if isinstance(node, cst.FunctionDef):
+                for decorator in node.decorators:
+                    expr = decorator.decorator
+                    if isinstance(expr, cst.Call):
+                        expr = expr.func
+                    if analysis.qualify(expr) == "tensorflow.function":
+                        return True
+        return False

@@ -91,6 +91,11 @@ class TapeBlockRule(Rule):
         latest = self._assignments.get((id(self.context.function), name))
         return latest is not None and latest[0] > block.order and block.node.body not in latest[1]
 
+    def assigned_before(self, block: TapeBlock, name: str) -> bool:
+        """True when the latest assignment of ``name`` so far comes before the block."""
+        latest = self._assignments.get((id(self.context.function), name))
+        return latest is not None and latest[0] < block.order
+
     def tape_call(self, node: cst.Call) -> Optional[Tuple[TapeBlock, str]]:
         """The tape block and the method (``gradient``, ``jacobian``) when ``node`` asks a tape for
         gradients, else None."""

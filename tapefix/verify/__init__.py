@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import atexit
 import importlib.util
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from dataclasses import replace
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import libcst as cst
 
 from tapefix.types import Finding, Verdict
-from tapefix.verify.probes import ModuleFacts, Probe, Unverifiable, plan
+from tapefix.verify.probes import ModuleFacts, Probe, Unverifiable, plan, plan_block
 from tapefix.verify.runner import ChildError, Runner
 
 INSTALL_HINT = "--verify needs TensorFlow, which is not installed: pip install 'tapefix[verify]'"
@@ -42,37 +43,71 @@ class ProbeVerifier:
                 facts = ModuleFacts(source)
             except (cst.ParserSyntaxError, RecursionError):
                 facts = None
-        plans: List[Union[Probe, Unverifiable]] = []
-        for finding in findings:
+        verdicts: List[Optional[Verdict]] = [None] * len(findings)
+        blocks: Dict[int, Probe] = {}
+        pending: List[Tuple[int, str, Probe]] = []
+        for index, finding in enumerate(findings):
             if facts is None:
-                plans.append(Unverifiable("the source does not parse"))
-            else:
-                plans.append(plan(source, finding, findings, facts=facts))
-        verdicts: List[Optional[Verdict]] = [None] * len(plans)
-        pending: List[Tuple[int, Probe]] = []
-        for index, planned in enumerate(plans):
+                verdicts[index] = Verdict("unverified", "the source does not parse")
+                continue
+            planned = plan(source, finding, findings, facts=facts)
             if isinstance(planned, Unverifiable):
                 verdicts[index] = Verdict("unverified", planned.reason)
-            elif _key(planned) in self._cache:
-                verdicts[index] = self._cache[_key(planned)]
+                continue
+            pending.append((index, "unit", planned))
+            if planned.kind == "statement":
+                block = plan_block(source, finding, findings, facts=facts)
+                if isinstance(block, Probe):
+                    blocks[index] = block
+                    pending.append((index, "block", block))
+        results = self._run([probe for _, _, probe in pending])
+        block_results: Dict[int, Verdict] = {}
+        for (index, role, _), result in zip(pending, results):
+            if role == "unit":
+                verdicts[index] = result
             else:
-                pending.append((index, planned))
-        if pending:
-            requests = [_request(probe, f"{index}") for index, probe in pending]
+                block_results[index] = result
+        for index, block_verdict in block_results.items():
+            unit = verdicts[index]
+            if unit is not None:
+                verdicts[index] = _with_block(unit, block_verdict)
+        return [v if v is not None else Verdict("unverified", "no probe ran") for v in verdicts]
+
+    def _run(self, probes: Sequence[Probe]) -> List[Verdict]:
+        """A verdict per probe: cached ones as they were, the others from the TensorFlow child."""
+        out: List[Optional[Verdict]] = [self._cache.get(_key(p)) for p in probes]
+        todo = [(i, p) for i, p in enumerate(probes) if out[i] is None]
+        if todo:
+            requests = [_request(probe, str(i)) for i, probe in todo]
             try:
                 results = self.runner.run(requests)
             except ChildError as error:
                 results = [{"status": "unverified", "reason": str(error)} for _ in requests]
-            for (index, probe), result in zip(pending, results):
+            for (i, probe), result in zip(todo, results):
                 self.log.append(result)
                 verdict = _verdict(result)
-                if "timed out" not in verdict.reason and "process" not in verdict.reason:
+                if "seconds" in result:
+                    # Only what the child judged is worth keeping; a timeout or a crash may not recur.
                     self._cache[_key(probe)] = verdict
-                verdicts[index] = verdict
-        return [v if v is not None else Verdict("unverified", "no probe ran") for v in verdicts]
+                out[i] = verdict
+        return [v if v is not None else Verdict("unverified", "no probe ran") for v in out]
 
     def close(self) -> None:
         self.runner.close()
+
+
+def _with_block(unit: Verdict, block: Verdict) -> Verdict:
+    """The unit's verdict, with what the whole tape block showed. The block can fail a fix only by a
+    forward difference (the fix changes values the rest of the block sees); its gradients also carry
+    the findings that other fixes did not touch, so a gradient problem there is not this fix's."""
+    if not unit.passed:
+        return unit
+    if block.status == "failed" and block.reason.startswith("forward differs"):
+        return replace(unit, status="failed", reason=f"in the whole tape block: {block.reason}")
+    if block.passed:
+        forward = block.reason.split("; ", 1)[-1]
+        return replace(unit, reason=f"{unit.reason}; whole tape block: {forward}")
+    return unit
 
 
 def make_verifier() -> ProbeVerifier:
@@ -100,6 +135,7 @@ def _request(probe: Probe, tag: str) -> Dict[str, Any]:
         "forward": probe.forward,
         "xla": probe.xla,
         "autograph": probe.autograph,
+        "shapes": [list(shape) if shape is not None else None for shape in probe.shapes],
     }
 
 

@@ -45,9 +45,10 @@ def _limit_memory() -> None:
 
 
 # ---------------------------------------------------------------------------- inputs
-def cases(count: int) -> List[Tuple[str, List[Any]]]:
+def cases(count: int, shapes: Sequence[Any] = ()) -> List[Tuple[str, List[Any]]]:
     """(label, one float32 array per input): scalars at the interesting points, one vector holding
-    them all, and one seeded matrix. Each input sees a different arrangement of the same points."""
+    them all, one seeded matrix with a zero row and column, an all-zero vector and, when the module
+    declares every input's shape, inputs of those shapes. Each input sees a different arrangement."""
     rng = np.random.default_rng(SEED)
     out: List[Tuple[str, List[Any]]] = []
     for index in range(len(SCALARS)):
@@ -65,6 +66,14 @@ def cases(count: int) -> List[Tuple[str, List[Any]]]:
     out.append(("matrix", matrices))
     # Norms and reductions are singular where a whole row, column or vector is zero.
     out.append(("zeros", [np.zeros(len(VECTOR), dtype=np.float32) for _ in range(count)]))
+    if shapes and len(shapes) == count and all(s is not None for s in shapes):
+        declared = []
+        for index, shape in enumerate(shapes):
+            size = int(np.prod(shape)) if shape else 1
+            values = np.resize(np.roll(np.array(VECTOR, dtype=np.float32), index), size)
+            declared.append(values.reshape(shape) if shape else np.float32(values[0]))
+        out.append(("declared", declared))
+        out.append(("declared-zeros", [np.zeros_like(np.asarray(v)) for v in declared]))
     return out
 
 
@@ -316,7 +325,7 @@ def judge(probe: Dict[str, Any]) -> Dict[str, Any]:
     # that draw random numbers, which must draw the same ones before and after the fix.
     seeded = "random" in probe["before"] or "random" in probe["after"]
     modes = ["eager", "function"] + (["xla"] if probe.get("xla") else [])
-    inputs = cases(len(names))
+    inputs = cases(len(names), probe.get("shapes") or ())
     state = _Judgement(names, forward)
     eager_before: Dict[str, Run] = {}
     for mode in modes:

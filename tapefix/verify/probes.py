@@ -8,7 +8,8 @@ a small module that defines ``__tapefix_unit(<tensor inputs>)``:
   literal, TensorFlow / NumPy / ``math`` imports are copied, and the module's own functions that the
   statement calls are copied in as well;
 * when the statement returns (a fix inside a function reached through a call), the whole function,
-  called with a synthesised tensor for each parameter.
+  called with a synthesised tensor for each parameter;
+* ``plan_block``: the whole tape block around the statement, when it can stand alone.
 
 Anything else (a model, a call into other code, ``self``, a global read by a copied function, an import
 of another module) makes the fix *unverifiable*, and the reason says which name and why. The user's
@@ -35,6 +36,8 @@ from tapefix.types import Edit, Finding
 ALLOWED_IMPORTS = ("tensorflow", "numpy", "math", "keras")
 #: the entry point every probe module defines
 UNIT = "__tapefix_unit"
+#: the longest tape block (in statements) that is also probed as a whole
+MAX_BLOCK_STATEMENTS = 20
 # Builtins a snippet may use; anything else (open, exec, input, ...) has effects a probe must not have.
 _SAFE_BUILTINS = frozenset(
     "abs all any bool dict divmod enumerate filter float int isinstance len list map max min pow print range "
@@ -59,6 +62,8 @@ class Probe:
     xla: bool
     #: whether tf.function needs autograph: the unit has Python control flow
     autograph: bool = True
+    #: each input's shape where the module declares it (``tf.Variable([[0.0, 1.0]])``), else None
+    shapes: Tuple[Optional[Tuple[int, ...]], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,39 @@ Plan = Union[Probe, Unverifiable]
 
 class _CannotProbe(Exception):
     pass
+
+
+def plan_block(
+    source: str, finding: Finding, others: Sequence[Finding] = (), facts: Optional[ModuleFacts] = None
+) -> Plan:
+    """The probe of the whole tape block around ``finding``'s fix (with the same-module functions it
+    calls), or why the block cannot stand alone (a model call, the tape itself, ...). Never raises."""
+    if finding.fix is None:
+        return Unverifiable("the finding has no fix")
+    try:
+        if facts is None or facts.source != source:
+            facts = ModuleFacts(source)
+        return _Planner(facts, finding, _other_edits(finding, others)).block()
+    except _CannotProbe as reason:
+        return Unverifiable(str(reason))
+    except (cst.ParserSyntaxError, RecursionError) as error:
+        return Unverifiable(f"the tape block cannot be isolated: {type(error).__name__}")
+
+
+def _other_edits(finding: Finding, others: Sequence[Finding]) -> List[Edit]:
+    """The edits of the other proposed fixes that do not clash with ``finding``'s."""
+    assert finding.fix is not None
+    own = finding.fix.edits
+    extra: List[Edit] = []
+    seen: Set[Edit] = set(own)
+    for other in others:
+        if other is finding or other.fix is None:
+            continue
+        new = [e for e in other.fix.edits if e not in seen]
+        if not any(_overlaps(e, t) for e in new for t in own):
+            extra.extend(new)
+            seen.update(new)
+    return extra
 
 
 class ModuleFacts:
@@ -126,16 +164,7 @@ def plan(
     other's problem behind on their own)."""
     if finding.fix is None:
         return Unverifiable("the finding has no fix")
-    own = finding.fix.edits
-    extra: List[Edit] = []
-    seen: Set[Edit] = set(own)
-    for other in others:
-        if other is finding or other.fix is None:
-            continue
-        new = [e for e in other.fix.edits if e not in seen]
-        if not any(_overlaps(e, t) for e in new for t in own):
-            extra.extend(new)
-            seen.update(new)
+    extra = _other_edits(finding, others)
     try:
         if facts is None or facts.source != source:
             facts = ModuleFacts(source, module)
@@ -193,6 +222,36 @@ class _Planner:
 
     # ------------------------------------------------------------------ the unit
     def probe(self) -> Probe:
+        statement, function_node, function = self._locate()
+        if _has(statement, (cst.Return,)):
+            if function_node is None or function is None:
+                raise _CannotProbe("a return outside a function")
+            return self._function_probe(function_node, function)
+        return self._statement_probe([statement], function)
+
+    def block(self) -> Probe:
+        """The whole tape block around the fix, when it can stand alone."""
+        statement, _, function = self._locate()
+        parent = self.parents.get(statement)
+        while parent is not None and not (isinstance(parent, cst.With) and parent.body in self.analysis.regions):
+            if isinstance(parent, (cst.FunctionDef, cst.ClassDef)):
+                raise _CannotProbe("the fix is in a function the tape calls, not in the tape block")
+            parent = self.parents.get(parent)
+        if parent is None or not isinstance(parent.body, cst.IndentedBlock):
+            raise _CannotProbe("no tape block around the fix")
+        body = list(parent.body.body)
+        if len(body) > MAX_BLOCK_STATEMENTS:
+            # Each fix runs the whole block: long blocks would cost a probe per statement per fix.
+            raise _CannotProbe(
+                f"the tape block has {len(body)} statements (whole-block probes stop at {MAX_BLOCK_STATEMENTS})"
+            )
+        if body == [statement]:
+            raise _CannotProbe("the tape block is the rewritten statement")
+        if any(_has(s, (cst.Return, cst.Yield, cst.Await)) for s in body):
+            raise _CannotProbe("the tape block returns")
+        return self._statement_probe(body, function, kind="block")
+
+    def _locate(self) -> Tuple[cst.CSTNode, Optional[cst.FunctionDef], Optional[Function]]:
         edits = [e for e in self.fix.edits if not _is_import_edit(e)]
         if not edits:
             raise _CannotProbe("the fix only adds imports")
@@ -211,13 +270,9 @@ class _Planner:
         function = self.analysis.function_of(function_node) if function_node is not None else None
         if _has(statement, (cst.Yield, cst.Await)):
             raise _CannotProbe("the rewritten statement yields or awaits")
-        if _has(statement, (cst.Return,)):
-            if function_node is None or function is None:
-                raise _CannotProbe("a return outside a function")
-            return self._function_probe(function_node, function)
         if _has(statement, (cst.Break, cst.Continue)) and not _has(statement, (cst.For, cst.While)):
             raise _CannotProbe("the rewritten statement breaks out of a loop around it")
-        return self._statement_probe(statement, function)
+        return statement, function_node, function
 
     def _innermost_statement(self, low: int, high: int) -> Optional[cst.CSTNode]:
         best: Optional[cst.CSTNode] = None
@@ -245,16 +300,18 @@ class _Planner:
             parent = self.parents.get(parent)
         return None
 
-    def _statement_probe(self, statement: cst.CSTNode, function: Optional[Function]) -> Probe:
-        start, end = self._lines(statement)
+    def _statement_probe(
+        self, statements: Sequence[cst.CSTNode], function: Optional[Function], kind: str = "statement"
+    ) -> Probe:
+        start, end = self._lines(statements[0])[0], self._lines(statements[-1])[1]
         used: Set[Edit] = set()
         before_unit = self._text(start, end, used, fixed=False)
         indent = before_unit[: len(before_unit) - len(before_unit.lstrip(" \t"))]
         if not indent:
             raise _CannotProbe("the rewritten statement is at module level")
         after_unit = self._text(start, end, used, fixed=True)
-        free, stored = _free_and_stored([statement])
-        callees = _callees(statement)
+        free, stored = _free_and_stored(statements)
+        callees = _callees(list(statements))
         fixed = _parse_unit(after_unit)
         if fixed is None:
             raise _CannotProbe("the fixed statement does not parse on its own")
@@ -264,12 +321,14 @@ class _Planner:
         callees |= _callees(fixed)
         resolver = _Resolver(self, function, start)
         inputs: List[str] = []
+        shapes: List[Optional[Tuple[int, ...]]] = []
         literals: List[str] = []
         for name in free:
-            kind, detail = resolver.resolve(name, name in callees)
-            if kind == "tensor":
+            binding, detail = resolver.resolve(name, name in callees)
+            if binding == "tensor":
                 inputs.append(name)
-            elif kind == "literal":
+                shapes.append(resolver.shape(name))
+            elif binding == "literal":
                 literals.append(f"{indent}{name} = {detail}\n")
         if not stored:
             raise _CannotProbe("the rewritten statement binds no name whose value could be compared")
@@ -281,7 +340,7 @@ class _Planner:
         before = self._module(False, before_helpers, f"def {UNIT}({signature}):\n", literals, before_unit, epilogue)
         after = self._module(True, after_helpers, f"def {UNIT}({signature}):\n", literals, after_unit, epilogue)
         return Probe(
-            "statement",
+            kind,
             before,
             after,
             tuple(inputs),
@@ -289,6 +348,7 @@ class _Planner:
             self.fix.forward.value,
             _xla(after),
             _control_flow(before) or _control_flow(after),
+            tuple(shapes),
         )
 
     def _function_probe(self, node: cst.FunctionDef, function: Function) -> Probe:
@@ -401,6 +461,9 @@ class _Resolver:
         if self.analysis.value(cst.Name(name), self.function).on_path:
             return "tensor", ""
         definitions = self.analysis.definitions(name, self.function)
+        if definitions and all(self._float_constant(d) for d in definitions):
+            # A float constant of the module (targets, a query point): any float tensor will do.
+            return "tensor", ""
         if definitions and all(numeric_literal(d) is not None for d in definitions):
             texts = {self.planner.module.code_for_node(d).strip() for d in definitions}
             if len(texts) == 1:
@@ -416,6 +479,27 @@ class _Resolver:
         if hasattr(builtins, name):
             raise _CannotProbe(f"the snippet uses the builtin `{name}`, which a probe must not run")
         raise _CannotProbe(f"the free name `{name}` is bound to something the verifier cannot synthesise")
+
+    def _float_constant(self, expr: cst.BaseExpression) -> bool:
+        if not isinstance(expr, cst.Call) or not expr.args:
+            return False
+        if self.analysis.qualify(expr.func) not in ("tensorflow.constant", "tensorflow.convert_to_tensor"):
+            return False
+        return _literal_shape(expr.args[0].value, floats=True) is not None
+
+    def shape(self, name: str) -> Optional[Tuple[int, ...]]:
+        """The shape the module gives ``name``: a Variable or constant of a nested list of numbers."""
+        shapes = set()
+        for expr in self.analysis.definitions(name, self.function):
+            if not isinstance(expr, cst.Call) or not expr.args:
+                return None
+            qualified = self.analysis.qualify(expr.func) or ""
+            if qualified.rsplit(".", 1)[-1] not in ("Variable", "constant", "convert_to_tensor"):
+                return None
+            shapes.add(_literal_shape(expr.args[0].value, floats=False))
+        if len(shapes) != 1:
+            return None
+        return shapes.pop()
 
     def _offset(self, node: cst.CSTNode) -> int:
         try:
@@ -525,6 +609,31 @@ def _is_import_edit(edit: Edit) -> bool:
         and edit.text.strip().startswith(("import ", "from "))
         and _imports_only_allowed(edit.text.strip())
     )
+
+
+def _literal_shape(expr: cst.BaseExpression, floats: bool) -> Optional[Tuple[int, ...]]:
+    """The shape of a (nested) list of number literals; with ``floats``, only if one is a float."""
+    found_float = False
+
+    def walk(node: cst.BaseExpression) -> Optional[Tuple[int, ...]]:
+        nonlocal found_float
+        if numeric_literal(node) is not None:
+            while isinstance(node, cst.UnaryOperation):
+                node = node.expression
+            found_float = found_float or isinstance(node, cst.Float)
+            return ()
+        if isinstance(node, (cst.List, cst.Tuple)) and node.elements:
+            inner = [walk(e.value) for e in node.elements]
+            first = inner[0]
+            if first is None or any(i != first for i in inner):
+                return None
+            return (len(inner), *first)
+        return None
+
+    shape = walk(expr)
+    if shape is None or (floats and not found_float):
+        return None
+    return shape
 
 
 def _parse_unit(text: str) -> Optional[List[cst.CSTNode]]:
