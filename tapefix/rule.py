@@ -165,22 +165,27 @@ class RuleContext:
 
     def report(
         self,
-        rule: "Rule",
+        rule: Rule,
         node: cst.CSTNode,
         message: Optional[str] = None,
         edits: Sequence[Edit] = (),
         description: str = "",
         no_fix_reason: str = "",
+        safety: Optional[Safety] = None,
+        forward: Optional[Forward] = None,
     ) -> None:
+        """Record a finding; with ``edits``, a fix whose safety and forward contract are the rule's
+        unless this fix states its own. A fix in code reached only through a call is never safe."""
         code_range = self._range(node)
         start, end = self.span(node)
         fix = None
         through_call = self.scope is Scope.THROUGH_CALL
         if edits:
-            safety = rule.SAFETY
+            safety = rule.SAFETY if safety is None else safety
             if through_call and safety is Safety.SAFE:
                 safety = Safety.UNSAFE
-            fix = Fix(tuple(sorted(set(edits), key=lambda e: (e.start, e.end))), safety, rule.FORWARD, description)
+            forward = rule.FORWARD if forward is None else forward
+            fix = Fix(tuple(sorted(set(edits), key=lambda e: (e.start, e.end))), safety, forward, description)
         self.findings.append(
             Finding(
                 code=rule.CODE,
@@ -247,8 +252,10 @@ class Rule:
         edits: Sequence[Edit] = (),
         description: str = "",
         no_fix_reason: str = "",
+        safety: Optional[Safety] = None,
+        forward: Optional[Forward] = None,
     ) -> None:
-        self.context.report(self, node, message, edits, description, no_fix_reason)
+        self.context.report(self, node, message, edits, description, no_fix_reason, safety, forward)
 
     @classmethod
     def has_fix(cls) -> bool:

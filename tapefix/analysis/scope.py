@@ -862,6 +862,12 @@ class _Evaluator:
         if name is not None and is_under(name, KERAS):
             return Value(any_path, first.shape)  # keras.ops.* and friends
         func = call.func
+        callees = self.a.resolve_callee(call, self.function)
+        called = dotted(func)
+        if callees and called is not None and all(f.node.name.value == called.rsplit(".", 1)[-1] for f in callees):
+            # A def of this module is what it returns, whatever its name: ``self._build_model()`` returns a
+            # model, not a model's output.
+            return _returned(callees)
         if isinstance(func, cst.Attribute):
             receiver = self.value(func.value)
             method = func.attr.value
@@ -875,12 +881,8 @@ class _Evaluator:
                 return Value(True, Shape.UNKNOWN)
         if self._is_model(func):
             return Value(True, Shape.NONSCALAR)
-        callees = self.a.resolve_callee(call, self.function)
         if callees:
-            result = NOTHING
-            for callee in callees:
-                result = result.join(callee.returns) if result != NOTHING else callee.returns
-            return Value(result.on_path, result.shape, result.numpy, result.elements)
+            return _returned(callees)
         return NOTHING
 
     def _is_model(self, func: cst.BaseExpression) -> bool:
@@ -903,6 +905,14 @@ class _Evaluator:
         if self.lookup(name.split(".")[0]) is not None and "." not in name:
             return False  # a local value with a known binding that is not a model
         return any(word in last for word in _MODEL_WORDS)
+
+
+def _returned(callees: Sequence[Function]) -> Value:
+    """What a call of one of ``callees`` returns."""
+    result = NOTHING
+    for callee in callees:
+        result = result.join(callee.returns) if result != NOTHING else callee.returns
+    return Value(result.on_path, result.shape, result.numpy, result.elements)
 
 
 def _broadcast(a: Shape, b: Shape) -> Shape:

@@ -46,7 +46,6 @@ _TRIVIA_SET = frozenset(TRIVIA)
 _FIELDS: Dict[type, Tuple[Tuple[str, ...], Tuple[str, ...]]] = {}
 _VARIANTS: Dict[Tuple[type, Tuple[bool, ...]], Tuple[str, ...]] = {}
 _Handler = Optional[Callable[[cst.CSTVisitor, cst.CSTNode], Optional[bool]]]
-_TABLES: Dict[Tuple[type, str], Dict[type, _Handler]] = {}
 
 
 class _FieldOrder(cst.CSTVisitor):
@@ -106,12 +105,15 @@ def children(node: cst.CSTNode) -> List[cst.CSTNode]:
     return out
 
 
-def _table(visitor: cst.CSTVisitor, prefix: str) -> Dict[type, _Handler]:
-    key = (type(visitor), prefix)
-    table = _TABLES.get(key)
-    if table is None:
-        table = _TABLES[key] = {}
-    return table
+def _table(visitor: object, prefix: str) -> Dict[type, _Handler]:
+    """The visitor class's method table for ``prefix``, kept on the class itself, so that it lives and
+    dies with the class (a visitor class made per call leaves nothing behind)."""
+    owner = visitor if isinstance(visitor, type) else type(visitor)
+    tables = owner.__dict__.get("_tapefix_walk_tables")
+    if tables is None:
+        tables = {}
+        setattr(owner, "_tapefix_walk_tables", tables)
+    return tables.setdefault(prefix, {})
 
 
 def _handler(table: Dict[type, _Handler], visitor: object, prefix: str, kind: type) -> _Handler:
@@ -129,8 +131,8 @@ def walk(root: cst.CSTNode, visitor: cst.CSTVisitor) -> None:
     cls = type(visitor)
     custom_visit = cls.on_visit is not cst.CSTVisitor.on_visit
     custom_leave = cls.on_leave is not cst.CSTVisitor.on_leave
-    visits = _table(visitor, "visit_")
-    leaves = _table(visitor, "leave_")
+    visits = _table(visitor, "visit_") if not custom_visit else {}
+    leaves = _table(visitor, "leave_") if not custom_leave else {}
     fields_of = _FIELDS
     trivia = _TRIVIA_SET
     node_type = cst.CSTNode
@@ -189,8 +191,8 @@ class _Recorder(cst.CSTVisitor):
         super().__init__()
         self.calls = calls
         self.target = target
-        self.visits = _TABLES.setdefault((target, "visit_"), {})
-        self.leaves = _TABLES.setdefault((target, "leave_"), {})
+        self.visits = _table(target, "visit_")
+        self.leaves = _table(target, "leave_")
         self.open: List[int] = []
 
     def on_visit(self, node: cst.CSTNode) -> bool:

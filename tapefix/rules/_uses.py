@@ -8,14 +8,13 @@ non-TensorFlow code (scipy, a file, a subprocess) cannot be fixed by keeping the
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import weakref
 from typing import Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
 
 import libcst as cst
 
-from tapefix.analysis.names import dotted, is_under
+from tapefix.analysis.names import is_under
 from tapefix.analysis.scope import KERAS, NP, TF, ModuleAnalysis
 from tapefix.rule import Rule, RuleContext
 from tapefix.types import Edit, Forward, Safety
@@ -417,18 +416,8 @@ def report_fix(
     forward: Forward,
     message: Optional[str] = None,
 ) -> None:
-    """Report with a fix whose safety and forward contract are this finding's own, not the rule's default.
-    A fix in code reached only through a call is never safe, as for every rule."""
-    rule.report(node, message=message, edits=edits, description=description)
-    context = rule.context
-    finding = context.findings[-1]
-    if finding.fix is None:
-        return
-    if finding.through_call and safety is Safety.SAFE:
-        safety = Safety.UNSAFE
-    context.findings[-1] = dataclasses.replace(
-        finding, fix=dataclasses.replace(finding.fix, safety=safety, forward=forward)
-    )
+    """Report with a fix whose safety and forward contract are this finding's own, not the rule's default."""
+    rule.report(node, message=message, edits=edits, description=description, safety=safety, forward=forward)
 
 
 def is_number(expr: cst.BaseExpression) -> bool:
@@ -448,8 +437,3 @@ def keywords(call: cst.Call) -> Dict[str, cst.Arg]:
 
 def has_star(call: cst.Call) -> bool:
     return any(a.star for a in call.args)
-
-
-def receiver_name(call: cst.Call) -> Optional[str]:
-    func = call.func
-    return dotted(func.value) if isinstance(func, cst.Attribute) else None
