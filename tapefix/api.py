@@ -266,7 +266,7 @@ def process_notebook(
     """A Jupyter notebook: its Python cells are analysed as one module (they share one namespace) and
     fixed cells are written back into the notebook, everything else kept byte for byte."""
     try:
-        size = os.path.getsize(path)
+        size = _regular_file_size(path)
         if size > MAX_NOTEBOOK_BYTES:
             limit = MAX_NOTEBOOK_BYTES // (1024 * 1024)
             raise FileError(f"is {size // (1024 * 1024)} MiB, larger than the {limit} MiB limit for notebooks")

@@ -56,8 +56,14 @@ def rules_for(config: Config) -> List[Type[Rule]]:
 
 def might_run_under_tape(source: str, entry_points: Sequence[EntryPoint] = ()) -> bool:
     """The text test for a module in a project: it holds a tape block, passes a loss to Keras's
-    ``compile``, or a tape elsewhere runs one of its functions (``entry_points``)."""
-    return bool(entry_points) or might_hold_tape(source) or (".compile(" in source and "loss" in source)
+    ``compile`` or overrides its ``compute_loss``, or a tape elsewhere runs one of its functions
+    (``entry_points``)."""
+    return (
+        bool(entry_points)
+        or might_hold_tape(source)
+        or (".compile(" in source and "loss" in source)
+        or "def compute_loss" in source
+    )
 
 
 def check_source(source: str, config: Config = Config(), entry_points: Sequence[EntryPoint] = ()) -> List[Finding]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import ast
 import os
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Callable, Dict, FrozenSet, List, Mapping, Optional, Sequence, Set, Tuple
 
 from tapefix import engine
@@ -284,7 +285,9 @@ class ProjectIndex:
         summary = self.summary(path)
         seen: Set[str] = set()
         # A class entered as a loss runs its call(); a def it holds is keyed by its own name.
-        work = [*summary.roots, *entered, "call", "__call__"] if entered else list(summary.roots)
+        work = [*summary.roots, "compute_loss"]  # a Keras compute_loss override runs under the train step's tape
+        if entered:
+            work.extend([*entered, "call", "__call__"])
         while work:
             name = work.pop()
             if name in seen:
@@ -323,7 +326,7 @@ def entry_points(files: Sequence[str], read: Reader) -> Dict[str, Tuple[EntryPoi
         if analyses[path] > MAX_ANALYSES_PER_MODULE:
             continue
         try:
-            calls = engine.external_calls(source, _sorted(current), lambda name: index.resolve(path, name) is not None)
+            calls = engine.external_calls(source, _sorted(current), partial(_resolvable, index, path))
         except (engine.SourceError, RecursionError):
             continue  # the file's own run reports why it does not parse
         for call in calls:
@@ -338,6 +341,10 @@ def entry_points(files: Sequence[str], read: Reader) -> Dict[str, Tuple[EntryPoi
                 known.add(merged)
                 work.append(module)
     return {index.paths[path]: _sorted(found) for path, found in entries.items() if found}
+
+
+def _resolvable(index: ProjectIndex, importer: str, name: str) -> bool:
+    return index.resolve(importer, name) is not None
 
 
 def _merge(known: Set[EntryPoint], entry: EntryPoint) -> EntryPoint:

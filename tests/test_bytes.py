@@ -325,3 +325,59 @@ def test_ctrl_c_during_a_parallel_fix_leaves_every_file_whole(tmp_path: Path) ->
     for path, text in sources.items():
         now = path.read_text()
         assert now == text or now == text.replace("np.floor(x)", FLOOR_FIXED), path
+
+
+# ----------------------------------------------------------------------------- notebooks
+def notebook_bytes(newline: str) -> bytes:
+    import json
+
+    cells = [
+        {
+            "cell_type": "code",
+            "execution_count": 1,
+            "metadata": {},
+            "outputs": [],
+            "source": ["import numpy as np\n", "import tensorflow as tf\n", "x = tf.Variable(3.7)\n"],
+        },
+        {"cell_type": "markdown", "metadata": {}, "source": ["Notes: déjà vu ½\n"]},
+        {
+            "cell_type": "code",
+            "execution_count": 2,
+            "metadata": {"tags": ["train"]},
+            "outputs": [{"name": "stdout", "output_type": "stream", "text": ["3.0\n"]}],
+            "source": ["with tf.GradientTape() as tape:\n", "    y = np.floor(x)\n", "g = tape.gradient(y, x)"],
+        },
+    ]
+    document = {"cells": cells, "metadata": {"kernelspec": {"name": "python3"}}, "nbformat": 4, "nbformat_minor": 5}
+    text = json.dumps(document, indent=1, ensure_ascii=False) + "\n"
+    return text.replace("\n", newline).encode("utf-8")
+
+
+def test_a_notebook_fix_changes_only_the_fixed_source_line(tmp_path: Path) -> None:
+    path = tmp_path / "train.ipynb"
+    before = notebook_bytes("\n")
+    path.write_bytes(before)
+    assert fix_file(path) == 0
+    after = path.read_bytes()
+    lost = changed_lines(before, after)
+    assert len(lost) == 1 and b"np.floor(x)" in lost[0]
+    assert FLOOR_FIXED.encode() in after
+
+
+def test_a_notebook_whose_layout_cannot_be_kept_is_left_byte_for_byte(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "windows.ipynb"
+    before = notebook_bytes("\r\n")
+    path.write_bytes(before)
+    assert fix_file(path) == 2
+    assert path.read_bytes() == before
+    errors = [line for line in capsys.readouterr().err.splitlines() if ": error: " in line]
+    assert len(errors) == 1 and "windows.ipynb" in errors[0]
+
+
+def test_a_fifo_named_like_a_notebook_is_refused_not_waited_on(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pipe.ipynb")
+    (tmp_path / "good.py").write_text(buggy())
+    done = run_cli(["--unsafe-fixes", str(tmp_path)])
+    assert done.returncode == 2
+    assert "pipe.ipynb: error: is not a regular file" in done.stderr
+    assert FLOOR_FIXED in (tmp_path / "good.py").read_text()

@@ -92,6 +92,45 @@ def mutated(draw) -> str:
     return text
 
 
+#: whole statements inserted at a line's own indentation: the module mostly still parses, so the
+#: analysis (not only the parser) meets them in every kind of place
+STATEMENTS = [
+    "y = np.floor(x)",
+    "z = 1 / x",
+    "if x > 0:\n{indent}    x = x * 2",
+    "with tf.GradientTape() as tape:\n{indent}    y = tf.reduce_sum(x) / x",
+    "with tape.stop_recording():\n{indent}    pass",
+    "tape.watch(x)",
+    "x = tf.stop_gradient(x)",
+    "return np.round(x)",
+    "yield 1 / x",
+    "global x",
+    "del x",
+    "x: tf.Tensor = tf.Variable(1.0)",
+    "x = [v for v in np.floor(x)]",
+    "lambda: 1 / x",
+    "def inner(v):\n{indent}    return np.floor(v) / v",
+    "class Local:\n{indent}    def call(self, v):\n{indent}        return 1 / v",
+]
+
+
+@st.composite
+def reshaped(draw) -> str:
+    text = draw(st.sampled_from(TEXTS))
+    lines = (text + tape_calling(text)).splitlines(keepends=True)
+    for _ in range(draw(st.integers(1, 5))):
+        index = draw(st.integers(0, len(lines) - 1))
+        if draw(st.booleans()) and len(lines) > 1:
+            del lines[index]
+            continue
+        indent = lines[index][: len(lines[index]) - len(lines[index].lstrip(" \t"))]
+        statement = draw(st.sampled_from(STATEMENTS)).format(indent=indent)
+        newline = draw(st.sampled_from(["\n", "\r\n"]))
+        # Continuation lines carry their indentation already ({indent} in STATEMENTS).
+        lines.insert(index, indent + statement.replace("\n", newline) + newline)
+    return "".join(lines)
+
+
 def survives(source: str) -> None:
     for config in (Config(), Config(unsafe_fixes=True)):
         try:
@@ -106,6 +145,12 @@ def survives(source: str) -> None:
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(mutated())
 def test_mutated_files_never_crash_the_engine(source: str) -> None:
+    survives(source)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(reshaped())
+def test_statements_inserted_anywhere_never_crash_the_engine(source: str) -> None:
     survives(source)
 
 

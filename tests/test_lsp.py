@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import re
@@ -14,7 +15,9 @@ from typing import Any, Dict, List, Optional, Sequence
 import pytest
 import pytest_lsp
 from lsprotocol import types
+from pygls.protocol import default_converter
 from pytest_lsp import ClientServerConfig, LanguageClient
+from pytest_lsp.client import DEFAULT_CLIENT_FEATURES, register_lsp_features
 
 from tapefix.engine import check_source
 from tapefix.rules import ALL_RULES
@@ -41,7 +44,27 @@ with tf.GradientTape() as tape:
 """
 
 
-@pytest_lsp.fixture(config=ClientServerConfig(server_command=SERVER))
+def recording_client() -> LanguageClient:
+    """pytest-lsp's test client, keeping every publishDiagnostics in order (waiting for "the next
+    notification" can miss one that arrives while the test is busy)."""
+    client = LanguageClient(converter_factory=default_converter)
+    features = dict(DEFAULT_CLIENT_FEATURES)
+    received: List[types.PublishDiagnosticsParams] = []
+
+    def record(client: LanguageClient, params: types.PublishDiagnosticsParams) -> None:
+        client.diagnostics[params.uri] = params.diagnostics
+        received.append(params)
+
+    features[types.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS] = record
+    register_lsp_features(client, features)
+    client.received = received  # type: ignore[attr-defined]
+    return client
+
+
+CONFIG = ClientServerConfig(server_command=SERVER, client_factory=recording_client)
+
+
+@pytest_lsp.fixture(config=CONFIG)
 async def client(lsp_client: LanguageClient) -> Any:
     yield
     await lsp_client.shutdown_session()
@@ -88,31 +111,44 @@ async def start(client: LanguageClient, options: Optional[Dict[str, Any]] = None
     )
 
 
-async def published(client: LanguageClient, uri: str, version: int) -> List[types.Diagnostic]:
-    """The diagnostics the server publishes for ``version`` of ``uri``."""
+def mark(client: LanguageClient) -> int:
+    """A point in the client's record of publishDiagnostics: ``published`` looks only after it."""
+    return len(client.received)  # type: ignore[attr-defined]
+
+
+async def published(
+    client: LanguageClient, uri: str, version: Optional[int], after: int, timeout: float = 60
+) -> List[types.Diagnostic]:
+    """The diagnostics the server publishes for ``uri`` (at ``version``, unless None) after ``after``."""
+    deadline = asyncio.get_running_loop().time() + timeout
     while True:
-        params = await client.wait_for_notification(types.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS)
-        if params.uri == uri and params.version == version:
-            return list(params.diagnostics)
+        received: List[types.PublishDiagnosticsParams] = client.received  # type: ignore[attr-defined]
+        for params in received[after:]:
+            if params.uri == uri and (version is None or params.version == version):
+                return list(params.diagnostics)
+        assert asyncio.get_running_loop().time() < deadline, f"no diagnostics for {uri} version {version}"
+        await asyncio.sleep(0.01)
 
 
 async def open_document(client: LanguageClient, text: str, uri: str = URI) -> List[types.Diagnostic]:
+    start = mark(client)
     client.text_document_did_open(
         types.DidOpenTextDocumentParams(
             text_document=types.TextDocumentItem(uri=uri, language_id="python", version=1, text=text)
         )
     )
-    return await published(client, uri, 1)
+    return await published(client, uri, 1, start)
 
 
 async def change_document(client: LanguageClient, text: str, version: int, uri: str = URI) -> List[types.Diagnostic]:
+    start = mark(client)
     client.text_document_did_change(
         types.DidChangeTextDocumentParams(
             text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
             content_changes=[types.TextDocumentContentChangeWholeDocument(text=text)],
         )
     )
-    return await published(client, uri, version)
+    return await published(client, uri, version, start)
 
 
 async def actions_for(
@@ -206,10 +242,11 @@ async def test_fix_all_respects_unsafe_setting_and_only(client: LanguageClient) 
     fix_all = ["source.fixAll.tapefix"]
     assert await actions_for(client, diagnostics, only=fix_all) == [], "TF101's fix is unsafe: off by default"
 
+    start = mark(client)
     client.workspace_did_change_configuration(
         types.DidChangeConfigurationParams(settings={"tapefix": {"unsafeFixes": True}})
     )
-    await published(client, URI, 1)
+    await published(client, URI, 1, start)
     (action,) = await actions_for(client, diagnostics, only=["source.fixAll"])
     assert action.kind == "source.fixAll.tapefix"
     assert action.edit is not None
@@ -225,10 +262,11 @@ async def test_fix_all_respects_unsafe_setting_and_only(client: LanguageClient) 
 async def test_settings_select_and_ignore(client: LanguageClient) -> None:
     await start(client, options={"ignore": ["TF101"]})
     assert await open_document(client, FLOOR) == []
+    start = mark(client)
     client.workspace_did_change_configuration(
         types.DidChangeConfigurationParams(settings={"ignore": [], "select": ["TF1"]})
     )
-    assert [d.code for d in await published(client, URI, 1)] == ["TF101"]
+    assert [d.code for d in await published(client, URI, 1, start)] == ["TF101"]
 
 
 @pytest.mark.asyncio
@@ -240,8 +278,9 @@ async def test_project_configuration_applies_under_the_editor_settings(client: L
     await start(client)
     assert await open_document(client, FLOOR, uri=module) == []
     assert await open_document(client, FLOOR, uri=vendored) == [], "excluded by the project"
+    start = mark(client)
     client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={"ignore": []}))
-    assert [d.code for d in await published(client, module, 1)] == ["TF101"], "the editor's ignore replaces it"
+    assert [d.code for d in await published(client, module, 1, start)] == ["TF101"], "the editor's ignore replaces it"
 
 
 @pytest.mark.asyncio
@@ -270,6 +309,7 @@ async def test_stale_diagnostic_gets_no_edit(client: LanguageClient) -> None:
 async def test_debounced_changes_publish_the_newest_version(client: LanguageClient) -> None:
     await start(client, options={"debounceMs": 200})
     await open_document(client, FLOOR)
+    start = mark(client)
     for version in range(2, 6):
         client.text_document_did_change(
             types.DidChangeTextDocumentParams(
@@ -277,22 +317,23 @@ async def test_debounced_changes_publish_the_newest_version(client: LanguageClie
                 content_changes=[types.TextDocumentContentChangeWholeDocument(text=FLOOR + "#" * version + "\n")],
             )
         )
-    params = await client.wait_for_notification(types.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS)
-    assert params.version == 5, "changes inside the debounce window are analysed once, at the newest version"
-    assert [d.code for d in params.diagnostics] == ["TF101"]
+    assert [d.code for d in await published(client, URI, None, start)] == ["TF101"]
+    versions = [params.version for params in client.received[start:]]  # type: ignore[attr-defined]
+    assert versions == [5], "changes inside the debounce window are analysed once, at the newest version"
 
 
 @pytest.mark.asyncio
 async def test_save_reanalyses_and_close_clears(client: LanguageClient) -> None:
     await start(client)
     await open_document(client, FLOOR)
+    start = mark(client)
     client.text_document_did_save(types.DidSaveTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=URI)))
-    assert [d.code for d in await published(client, URI, 1)] == ["TF101"]
+    assert [d.code for d in await published(client, URI, 1, start)] == ["TF101"]
+    start = mark(client)
     client.text_document_did_close(
         types.DidCloseTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=URI))
     )
-    params = await client.wait_for_notification(types.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS)
-    assert params.uri == URI and list(params.diagnostics) == []
+    assert await published(client, URI, None, start) == []
 
 
 EMOJI = FLOOR.replace("    y = np.floor(x)", '    s = "😀🧪"; y = np.floor(x)')
@@ -337,7 +378,7 @@ FIXABLE = [
 ]
 
 
-@pytest_lsp.fixture(config=ClientServerConfig(server_command=SERVER), scope="module")
+@pytest_lsp.fixture(config=CONFIG, scope="module")
 async def shared_client(lsp_client: LanguageClient) -> Any:
     """One server for the table below: each example is its own document."""
     await start(lsp_client)
@@ -411,7 +452,9 @@ async def test_never_imports_tensorflow(tmp_path: Path) -> None:
     """A whole session (analysis, quick fixes, fix-all) in a server process that reports its modules on
     exit: no TensorFlow, and not even the verifier (so ``--verify`` cannot run inside a request)."""
     report = tmp_path / "modules.json"
-    config = ClientServerConfig(server_command=[sys.executable, "-c", MODULE_REPORT, str(report)])
+    config = ClientServerConfig(
+        server_command=[sys.executable, "-c", MODULE_REPORT, str(report)], client_factory=recording_client
+    )
     lsp = await config.start()
     assert isinstance(lsp, LanguageClient)
     try:

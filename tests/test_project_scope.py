@@ -177,6 +177,25 @@ model.compile(optimizer="adam", loss=RoundedLoss())
     assert [line.split(": TF101")[0] for line in lines] == [f"{root / 'pkg' / 'losses.py'}:7:31"]
 
 
+def test_a_keras_compute_loss_override_runs_under_the_train_step_tape(tmp_path, capsys):
+    model = """\
+import numpy as np
+import tensorflow as tf
+from pkg.losses import focal_loss
+
+
+class Detector(tf.keras.Model):
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None):
+        return focal_loss(y, y_pred) + tf.reduce_sum(np.round(y_pred))
+"""
+    root = write_tree(tmp_path, {"pkg/__init__.py": "", "pkg/losses.py": LOSSES, "pkg/model.py": model})
+    lines = check(root, capsys)
+    assert [line.split(": TF101")[0] for line in lines] == [
+        f"{root / 'pkg' / 'losses.py'}:6:15",
+        f"{root / 'pkg' / 'model.py'}:8:54",
+    ]
+
+
 def test_a_keras_train_step_override_calling_an_imported_loss_through_an_attribute(tmp_path, capsys):
     model = """\
 import tensorflow as tf
@@ -406,6 +425,25 @@ def step(model, optimizer, x, y, variables):
 """,
         id="with-tape-resumes-recording-on-a-tape-opened-before",
     ),
+    pytest.param(
+        """\
+import tensorflow as tf
+
+
+class Test:
+    def _create_strategy_and_model(self):
+        strategy = tf.distribute.get_strategy()
+        return build(), strategy
+
+    def test_step(self, features):
+        model, strategy = self._create_strategy_and_model()
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(model(features))
+            per_replica = loss / strategy.num_replicas_in_sync
+        return tape.gradient(per_replica, model.trainable_variables)
+""",
+        id="a-def-named-like-a-model-returns-what-it-returns",
+    ),
 ]
 
 
@@ -414,3 +452,38 @@ def test_real_code_that_is_right(source):
     from tapefix import check_source
 
     assert [f.code for f in check_source(source)] == []
+
+
+def test_import_cycles_and_a_module_that_does_not_parse_leave_the_rest_analysed(tmp_path, capsys):
+    helpers = """\
+import numpy as np
+from .losses import focal_loss
+
+
+def snap(values):
+    return np.round(values) + focal_loss(values, values)
+"""
+    losses = """\
+import tensorflow as tf
+from .helpers import snap
+
+
+def focal_loss(y_true, y_pred):
+    return tf.reduce_mean(snap(y_pred) - y_true)
+"""
+    root = write_tree(
+        tmp_path,
+        {
+            "pkg/__init__.py": "from .losses import *\nfrom .broken import *\n",
+            "pkg/losses.py": losses,
+            "pkg/helpers.py": helpers,
+            "pkg/broken.py": "import tensorflow as tf\nwith tf.GradientTape() as tape\n    pass\n",
+            "pkg/train.py": tape_calling("from .losses import focal_loss", "focal_loss"),
+        },
+    )
+    code = main(["--check", str(root)])
+    captured = capsys.readouterr()
+    assert code == 2  # the file that does not parse is an error; the others are still analysed
+    assert f"{root / 'pkg' / 'broken.py'}:" in captured.err and "does not parse" in captured.err
+    lines = [line for line in captured.out.splitlines() if " TF101 " in line]
+    assert [line.split(": TF101")[0] for line in lines] == [f"{root / 'pkg' / 'helpers.py'}:6:12"]

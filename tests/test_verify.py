@@ -16,9 +16,9 @@ from tapefix import Config, check_source, fix_source
 from tapefix.api import Mode, process_source
 from tapefix.cli import main
 from tapefix.rules import ALL_RULES
-from tapefix.types import Status, Verdict
+from tapefix.types import Edit, Status, Verdict
 from tapefix.verify import INSTALL_HINT, ProbeVerifier, make_verifier
-from tapefix.verify.probes import Probe, Unverifiable, plan, plan_block
+from tapefix.verify.probes import NOT_A_TAPE_FIX, SETUP, Probe, Unverifiable, plan, plan_block, plan_tape
 from tapefix.verify.runner import Runner
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -176,6 +176,127 @@ def test_missing_tensorflow_is_one_line_with_the_install_command(monkeypatch, tm
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"tapefix: error: {INSTALL_HINT}"]
     assert path.read_text() == FLOOR
+
+
+UNWATCHED = """\
+import tensorflow as tf
+
+print("loading the model")
+x = tf.constant(3.0)
+with tf.GradientTape() as tape:
+    y = x ** 2
+dy_dx = tape.gradient(y, x)
+open("log.txt", "w").write(str(dy_dx))
+"""
+
+
+def test_tape_probe_is_the_slice_from_the_source_to_the_gradient_call():
+    (finding,) = _fixes(UNWATCHED, "TF110")
+    assert isinstance(plan(UNWATCHED, finding), Unverifiable), "a statement probe cannot hold the tape"
+    probe = plan_tape(UNWATCHED, finding, [finding])
+    assert isinstance(probe, Probe) and probe.kind == "tape"
+    assert probe.inputs == () and probe.outputs == ("y", "dy_dx")
+    for side in (probe.before, probe.after):
+        assert "    x = tf.constant(3.0)\n" in side and "dy_dx = tape.gradient(y, x)" in side
+        assert "print(" not in side and "open(" not in side, "only the slice runs, not the module's top level"
+    assert "tape.watch(x)" not in probe.before and "        tape.watch(x)\n        y = x ** 2" in probe.after
+
+
+def test_tape_probe_makes_variables_before_the_slice_and_passes_parameters_as_variables():
+    rule = next(r for r in ALL_RULES if r.CODE == "TF112")
+    first, *_, returned = [e for e in rule.INVALID if e.expected is not None and e.verdict == "verified"]
+    (finding,) = _fixes(first.code, "TF112")
+    probe = plan_tape(first.code, finding, [finding])
+    assert isinstance(probe, Probe)
+    setup = probe.after.split(f"def {SETUP}():")[1].split("def ")[0]
+    assert "x = tf.Variable(2.0)" in setup, "tf.function may create variables on its first call only"
+    assert "persistent=True" in probe.after and "persistent" not in probe.before
+    (finding,) = _fixes(returned.code, "TF112")
+    probe = plan_tape(returned.code, finding, [finding])
+    assert isinstance(probe, Probe)
+    assert probe.inputs == probe.variables == ("x",)
+    assert "__tapefix_returned = tape.gradient(y, x), tape.jacobian(y, x)" in probe.after
+
+
+def test_tape_probe_leaves_fixes_inside_the_block_to_the_other_probes():
+    (finding,) = _fixes(FLOOR, "TF101")
+    assert isinstance(plan(FLOOR, finding), Probe)
+    source = FLOOR + "g = tape.gradient(y, x)\n"
+    (finding,) = _fixes(source, "TF101")
+    planned = plan_tape(source, finding, [finding])
+    assert isinstance(planned, Unverifiable) and planned.reason == NOT_A_TAPE_FIX
+
+
+@pytest.mark.parametrize(
+    "code, source, reason",
+    [
+        pytest.param(
+            "TF110",
+            """\
+import tensorflow as tf
+
+x = tf.random.normal((3,))
+with tf.GradientTape() as tape:
+    y = tf.reduce_sum(x * x)
+g = tape.gradient(y, x)
+""",
+            "the gradient source `x` is not made by a literal",
+            id="random-source",
+        ),
+        pytest.param(
+            "TF111",
+            """\
+import tensorflow as tf
+from losses import huber
+
+x = tf.Variable(3)
+with tf.GradientTape() as tape:
+    y = huber(x)
+g = tape.gradient(y, x)
+""",
+            "`huber` is imported from `losses`",
+            id="imported-function",
+        ),
+        pytest.param(
+            "TF112",
+            """\
+import tensorflow as tf
+
+model = tf.keras.models.load_model("classifier.keras")
+x = tf.ones((2, 3))
+with tf.GradientTape() as tape:
+    loss = tf.reduce_sum(model(x))
+    reg = tf.add_n([tf.reduce_sum(w * w) for w in model.trainable_variables])
+g_loss = tape.gradient(loss, model.trainable_variables)
+g_reg = tape.gradient(reg, model.trainable_variables)
+""",
+            "a call into `model`",
+            id="loaded-model",
+        ),
+        pytest.param(
+            "TF117",
+            """\
+import tensorflow as tf
+
+def step(model, x):
+    with tf.GradientTape() as tape:
+        y = model(x)
+    return tape.gradient(tf.reduce_sum(y), model.trainable_variables)
+""",
+            "the parameter `model` is called",
+            id="model-parameter",
+        ),
+    ],
+)
+def test_tape_slices_that_cannot_be_extracted_are_unverifiable_with_a_reason(code, source, reason):
+    findings = _fixes(source, code)
+    assert findings
+    planned = plan_tape(source, findings[0], findings)
+    assert isinstance(planned, Unverifiable)
+    assert reason in planned.reason
+    verifier = ProbeVerifier(Runner(command=[sys.executable, "-c", "raise SystemExit('no child needed')"]))
+    (verdict,) = verifier(source, findings[:1])
+    assert verdict.status == "unverified" and reason in verdict.reason, "the engine gets the tape probe's reason"
 
 
 # ------------------------------------------------------------------------------ the runner (a stand-in child)
@@ -341,3 +462,46 @@ def test_check_mode_prints_why_a_fix_was_rejected(verifier, monkeypatch, tmp_pat
     assert main(["--check", "--unsafe-fixes", "--verify", str(path)]) == 1
     out = capsys.readouterr().out
     assert "TF103" in out and "[not applied: verification failed: after the fix, gradient was NaN at x=0.0]" in out
+
+
+@pytest.mark.tf
+def test_integer_source_fix_is_compared_after_the_cast_and_fails_on_an_unwatched_constant(verifier):
+    rule = next(r for r in ALL_RULES if r.CODE == "TF111")
+    example = rule.INVALID[0]
+    (verdict,) = verifier(example.code, _fixes(example.code, "TF111"))
+    assert verdict.status == "verified", verdict.reason
+    assert "forward equal after casting int32 to float32" in verdict.reason
+    # A float constant still needs tape.watch: the dtype fix alone leaves the gradient None.
+    source = example.code.replace("tf.Variable(3)", "tf.constant(3)")
+    (verdict,) = verifier(source, _fixes(source, "TF111"))
+    assert verdict.status == "failed" and "gradient was None" in verdict.reason
+    assert verdict.before == "gradient was None"
+
+
+@pytest.mark.tf
+def test_tape_probe_fails_a_fix_that_changes_the_forward_values(verifier):
+    rule = next(r for r in ALL_RULES if r.CODE == "TF112")
+    example = rule.INVALID[0]
+    (finding,) = _fixes(example.code, "TF112")
+    # A hand-made wrong fix: besides persistent=True it moves the variable's initial value.
+    offset = example.code.index("2.0")
+    moved = Edit(offset, offset + 3, "2.5")
+    wrong = replace(finding, fix=replace(finding.fix, edits=(*finding.fix.edits, moved)))
+    (verdict,) = verifier(example.code, [wrong])
+    assert verdict.status == "failed"
+    assert verdict.reason.startswith("forward differs (6.25 vs 4.0)"), verdict.reason
+    assert verdict.before == "a gradient call raised RuntimeError"
+
+
+@pytest.mark.tf
+def test_unwatched_constant_fix_is_verified_and_applied_in_the_diff(verifier, monkeypatch, tmp_path, capsys):
+    import tapefix.verify
+
+    monkeypatch.setattr(tapefix.verify, "make_verifier", lambda: verifier)
+    path = tmp_path / "grad.py"
+    path.write_text(UNWATCHED)
+    assert main(["--diff", "--unsafe-fixes", "--verify", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "TF110" in out and "verified: gradient was None -> finite; forward bit-identical on 1 value" in out
+    assert "+    tape.watch(x)\n" in out
+    assert path.read_text() == UNWATCHED, "--diff leaves the file alone"

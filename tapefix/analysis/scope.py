@@ -53,9 +53,8 @@ class Value:
         elements: Tuple[Value, ...] = ()
         if self.elements and len(self.elements) == len(other.elements):
             elements = tuple(a.join(b) for a, b in zip(self.elements, other.elements))
-        return Value(
-            self.on_path or other.on_path, self.shape.join(other.shape), self.numpy and other.numpy, elements
-        )
+        on_path, numpy = self.on_path or other.on_path, self.numpy and other.numpy
+        return Value(on_path, self.shape.join(other.shape), numpy, elements)
 
 
 NOTHING = Value()
@@ -85,7 +84,12 @@ KERAS_LOSS_ARGUMENTS = (False, True)
 TF = "tensorflow"
 NP = "numpy"
 STOP_GRADIENT = ("tensorflow.stop_gradient", "tensorflow.raw_ops.StopGradient")
-GRADIENT_TAPES = ("tensorflow.GradientTape", "tensorflow.autodiff.GradientTape")
+# The last is the class itself, as TensorFlow's own libraries import it.
+GRADIENT_TAPES = (
+    "tensorflow.GradientTape",
+    "tensorflow.autodiff.GradientTape",
+    "tensorflow.python.eager.backprop.GradientTape",
+)
 KERAS = ("tensorflow.keras", "keras", "tf_keras")
 # TensorFlow calls whose result carries no gradient to its inputs, or is not a tensor at all.
 _TF_NO_PATH = {
@@ -224,6 +228,12 @@ class ModuleAnalysis:
                 entries.append(local)
         #: the functions entered from outside any tape block of this module
         self.entry_functions: List[Function] = []
+        # A Keras model's own train_step calls compute_loss(x, y, y_pred, sample_weight) while its tape
+        # records: an override runs there, with the model's output y_pred on the gradient path.
+        for function in self.functions.values():
+            if function.class_name and function.node.name.value == "compute_loss" and "y_pred" in function.params:
+                self.entry_functions.append(function)
+                function.env["y_pred"] = Value(True)
         for entry in entries:
             for function in self._targets(entry.function, entry.result):
                 self.entry_functions.append(function)

@@ -109,10 +109,10 @@ def _table(visitor: object, prefix: str) -> Dict[type, _Handler]:
     """The visitor class's method table for ``prefix``, kept on the class itself, so that it lives and
     dies with the class (a visitor class made per call leaves nothing behind)."""
     owner = visitor if isinstance(visitor, type) else type(visitor)
-    tables = owner.__dict__.get("_tapefix_walk_tables")
+    tables: Optional[Dict[str, Dict[type, _Handler]]] = owner.__dict__.get("_tapefix_walk_tables")
     if tables is None:
         tables = {}
-        setattr(owner, "_tapefix_walk_tables", tables)
+        owner._tapefix_walk_tables = tables  # type: ignore[attr-defined]
     return tables.setdefault(prefix, {})
 
 
@@ -208,11 +208,11 @@ class _Recorder(cst.CSTVisitor):
         index = self.open.pop()
         if index >= 0:
             # Skipping the children lands on this node's leave call (or whatever follows the subtree).
-            handler, node, _ = self.calls[index]
-            self.calls[index] = (handler, node, len(self.calls))
-        handler = _handler(self.leaves, self.target, "leave_", type(original_node))
-        if handler is not None:
-            self.calls.append((handler, original_node, -1))
+            visit, node, _ = self.calls[index]
+            self.calls[index] = (visit, node, len(self.calls))
+        leave = _handler(self.leaves, self.target, "leave_", type(original_node))
+        if leave is not None:
+            self.calls.append((leave, original_node, -1))
 
 
 class Positions:
@@ -272,7 +272,7 @@ class Positions:
         )
         self.module.body[index]._codegen(state)
         for node, code_range in provider._computed.items():
-            self.ranges.setdefault(node, code_range)
+            self.ranges.setdefault(node, code_range)  # type: ignore[arg-type]
 
 
 def _count_newlines(text: str) -> int:

@@ -58,8 +58,12 @@ class IntegerSource(TapeBlockRule):
     from a non-literal value is reported without a fix. A `tf.constant` also needs `tape.watch`
     (TF110) once it is a float.
 
-    The verifier's probes run code inside a tape, so `--verify` leaves this fix unverified (and
-    unapplied); the examples below are checked under TensorFlow by the test suite instead.
+    `--verify` checks this fix with a tape probe: the definitions the block reads, the `with` block
+    and its gradient calls, run as written and fixed (docs/verification.md). The forward values
+    are compared as numbers: they must be equal after the cast (`int32` to `float32`), and the
+    verdict names the dtype change. It stays unverified when that slice needs code the verifier
+    cannot copy (a model, a function of another module); without a `tape.watch`, the fix of a
+    `tf.constant` fails verification: a float constant still needs watching (TF110).
 
     ## References
     - research/idioms.md, idiom 13 (C2-*, C2-fix-float)
@@ -115,7 +119,6 @@ with tf.GradientTape() as tape:
     y = x * x
 dy_dx = tape.gradient(y, x)
 """,
-            verdict="unverified",
         ),
         Invalid(
             """\
@@ -137,7 +140,6 @@ with tf.GradientTape() as tape:
 grads = tape.gradient(y, [w, b])
 """,
             note="an integer dtype, and a list of integer literals",
-            verdict="unverified",
         ),
         Invalid(
             """\

@@ -49,8 +49,10 @@ class OutsideTape(TapeBlockRule):
     (`tf.reduce_mean(y)` differs by a factor, a loss function, a model call, arithmetic, a name
     assigned before or after the block) is reported without a fix: move that computation into the block.
 
-    The verifier's probes run code inside a tape, so `--verify` leaves this fix unverified (and
-    unapplied); the examples below are checked under TensorFlow by the test suite instead.
+    `--verify` checks this fix with a tape probe: the definitions the block reads, the `with` block
+    and its gradient calls, run as written and fixed (docs/verification.md).
+    It stays unverified when that slice needs code the verifier cannot copy (a model, a function
+    of another module).
 
     ## References
     - research/idioms.md, idiom 5 (C3-target-in-gradient-call, C3-forward-outside, C3-fix-target)
@@ -108,7 +110,6 @@ with tf.GradientTape() as tape:
     y = tf.where(x > 0, x, x * x)
 g = tape.gradient(y, x)
 """,
-            verdict="unverified",
         ),
         Invalid(
             """\

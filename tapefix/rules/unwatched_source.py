@@ -281,8 +281,10 @@ class UnwatchedSource(TapeBlockRule):
     raises on one: convert it with `tf.convert_to_tensor` first) or when the block is a one-line
     `with`. Integer tensors are left to TF111: watching one still gives `None`.
 
-    The verifier's probes run code inside a tape, so `--verify` leaves this fix unverified (and
-    unapplied); the examples below are checked under TensorFlow by the test suite instead.
+    `--verify` checks this fix with a tape probe: the definitions the block reads, the `with` block
+    and its gradient calls, run as written and fixed (docs/verification.md).
+    It stays unverified when that slice needs code the verifier cannot copy (a model, a function
+    of another module).
 
     ## References
     - research/idioms.md, idioms 4 and 17 (C1-constant-unwatched, C1-watch-after-use, C1-fix-watch,
@@ -352,7 +354,6 @@ with tf.GradientTape() as tape:
     y = x ** 2
 dy_dx = tape.gradient(y, x)
 """,
-            verdict="unverified",
         ),
         Invalid(
             """\
@@ -380,7 +381,6 @@ with tf.GradientTape() as g:
 saliency, dscale = g.gradient(score, [image, scale])
 """,
             note="two sources, one watched only after its use",
-            verdict="unverified",
         ),
         Invalid(
             """\
@@ -401,7 +401,6 @@ with tf.GradientTape() as tape:
 g = tape.gradient(y, bias)
 """,
             note="a non-trainable variable is not watched automatically",
-            verdict="unverified",
         ),
         Invalid(
             """\

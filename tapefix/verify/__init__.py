@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import libcst as cst
 
 from tapefix.types import Finding, Verdict
-from tapefix.verify.probes import ModuleFacts, Probe, Unverifiable, plan, plan_block
+from tapefix.verify.probes import NOT_A_TAPE_FIX, ModuleFacts, Probe, Unverifiable, plan, plan_block, plan_tape
 from tapefix.verify.runner import ChildError, Runner
 
 INSTALL_HINT = "--verify needs TensorFlow, which is not installed: pip install 'tapefix[verify]'"
@@ -51,6 +51,11 @@ class ProbeVerifier:
                 verdicts[index] = Verdict("unverified", "the source does not parse")
                 continue
             planned = plan(source, finding, findings, facts=facts)
+            if isinstance(planned, Unverifiable):
+                # Fixes of the tape's own bookkeeping (watch, dtype, persistent, the gradient call).
+                tape = plan_tape(source, finding, findings, facts=facts)
+                if isinstance(tape, Probe) or tape.reason != NOT_A_TAPE_FIX:
+                    planned = tape
             if isinstance(planned, Unverifiable):
                 verdicts[index] = Verdict("unverified", planned.reason)
                 continue
@@ -121,7 +126,7 @@ def make_verifier() -> ProbeVerifier:
 
 
 def _key(probe: Probe) -> Tuple[str, str, Tuple[str, ...], str]:
-    return (probe.before, probe.after, probe.inputs, probe.forward)
+    return (probe.before, probe.after, probe.inputs + tuple(f"variable:{v}" for v in probe.variables), probe.forward)
 
 
 def _request(probe: Probe, tag: str) -> Dict[str, Any]:
@@ -136,6 +141,7 @@ def _request(probe: Probe, tag: str) -> Dict[str, Any]:
         "xla": probe.xla,
         "autograph": probe.autograph,
         "shapes": [list(shape) if shape is not None else None for shape in probe.shapes],
+        "variables": list(probe.variables),
     }
 
 

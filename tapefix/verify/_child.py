@@ -88,12 +88,12 @@ class Run:
         self.grads: Optional[List[Any]] = None
 
 
-def load(source: str, name: str) -> Callable[..., Any]:
+def load(source: str, name: str, entry: str = "__tapefix_unit") -> Callable[..., Any]:
     # Registered in linecache so autograph can read the snippet's source, as it would a file's.
     linecache.cache[name] = (len(source), None, source.splitlines(True), name)
     namespace: Dict[str, Any] = {"__name__": "__tapefix_probe__"}
     exec(compile(source, name, "exec"), namespace)
-    return namespace["__tapefix_unit"]  # type: ignore[no-any-return]
+    return namespace[entry]  # type: ignore[no-any-return]
 
 
 def _is_target(value: Any) -> bool:
@@ -310,6 +310,8 @@ def _out_of_domain(before: Run, after: Run) -> bool:
 
 def judge(probe: Dict[str, Any]) -> Dict[str, Any]:
     """The verdict on one probe (a dict with status, reason, modes, inputs, before, after)."""
+    if probe.get("kind") == "tape":
+        return judge_tape(probe)
     names: List[str] = list(probe["inputs"])
     forward: str = probe["forward"]
     if not names:
@@ -472,6 +474,150 @@ class _Judgement:
         return _verdict(
             "verified", f"{before_text} -> finite; {forward_text}", before=before_text, after="finite", **base
         )
+
+
+# ---------------------------------------------------------------------------- tape probes
+def _run_tape(
+    unit: Callable[..., Any],
+    setup: Callable[[], Any],
+    mode: str,
+    names: Sequence[str],
+    variables: Set[str],
+    values: Sequence[Any],
+    autograph: bool,
+    seeded: bool = False,
+) -> Run:
+    """One run of a tape probe's slice: it makes its own tape and asks it for gradients. The forward
+    values are kept even when a gradient call raises (the slice records them right after the block)."""
+    run = Run()
+    sink: List[Any] = []
+    try:
+        # Fresh variables for every run, made eagerly: the slice's own and the synthesised ones.
+        args = [tf.Variable(v) if n in variables else tf.constant(v) for n, v in zip(names, values)]
+        if seeded:
+            # A Keras model of the slice gets the same initial weights before and after the fix.
+            tf.keras.utils.set_random_seed(SEED)
+        args += list(setup())
+        if mode == "eager":
+            forward, grads = unit(sink, *args)
+        else:
+
+            def step(*xs: Any) -> Any:
+                return unit([], *xs)
+
+            forward, grads = tf.function(step, autograph=autograph)(*args)
+        run.outs = [_array(o) for o in tf.nest.flatten(forward)]
+        run.grads = [None if g is None else tf.convert_to_tensor(g).numpy() for g in tf.nest.flatten(grads)]
+    except Exception as error:  # noqa: BLE001 - any exception is a finding about the slice
+        run.error = _describe(error)
+        if sink:
+            # The block ran to its end: what raised was a gradient call.
+            run.stage = "gradient"
+            run.outs = [_array(o) for o in tf.nest.flatten(sink)]
+    return run
+
+
+def _tape_problem(run: Run) -> str:
+    if run.error:
+        return ("a gradient call raised " if run.stage == "gradient" else "raised ") + run.error.split(":")[0]
+    assert run.grads is not None
+    if not run.grads or any(g is None for g in run.grads):
+        return "gradient was None"
+    for grad in run.grads:
+        if not np.isfinite(grad).all():
+            return "gradient was " + ("NaN" if np.isnan(grad).any() else "inf")
+    return ""
+
+
+def judge_tape(probe: Dict[str, Any]) -> Dict[str, Any]:
+    """The verdict on a tape probe: the slice as written must leave a gradient None, raise or be
+    non-finite; with the fix every gradient exists and is finite, in eager mode and under
+    tf.function; the forward values (what the block computes) compare as the rule's contract says,
+    as numbers: a dtype the fix changes (int32 to float32) is named in the verdict."""
+    names: List[str] = list(probe["inputs"])
+    variables = set(probe.get("variables") or ())
+    tag = probe.get("id", "probe")
+    try:
+        before_unit = load(probe["before"], f"<tapefix-probe {tag} before>")
+        after_unit = load(probe["after"], f"<tapefix-probe {tag} after>")
+        before_setup = load(probe["before"], f"<tapefix-probe {tag} before>", "__tapefix_setup")
+        after_setup = load(probe["after"], f"<tapefix-probe {tag} after>", "__tapefix_setup")
+    except Exception as error:  # noqa: BLE001
+        return _verdict("unverified", f"the probe does not load: {_describe(error)}")
+    autograph = bool(probe.get("autograph", True))
+    seeded = any(word in probe[side] for word in ("keras", "random") for side in ("before", "after"))
+    inputs = cases(len(names), probe.get("shapes") or ()) if names else [("as written", [])]
+    modes: List[str] = []
+    problems: List[str] = []
+    after_problem = forward_problem = misfit_error = ""
+    lanes = compared = misfit = runs = 0
+    casts: Set[str] = set()
+    reference: Dict[str, Run] = {}
+    for mode in ("eager", "function"):
+        suffix = "" if mode == "eager" else " under tf.function"
+        modes.append(mode)
+        mode_cases = (
+            inputs if mode == "eager" else inputs[:1] + [c for c in inputs[1:] if not c[0].startswith("scalar")]
+        )
+        for label, values in mode_cases:
+            runs += 1
+            if mode == "eager":
+                reference[label] = _run_tape(
+                    before_unit, before_setup, mode, names, variables, values, autograph, seeded
+                )
+            before = reference[label]
+            after = _run_tape(after_unit, after_setup, mode, names, variables, values, autograph, seeded)
+            if before.error and after.error and before.error.split(":")[0] == after.error.split(":")[0]:
+                misfit += 1
+                misfit_error = misfit_error or after.error
+                continue
+            problem = _tape_problem(before)
+            if problem and mode == "eager" and problem not in problems:
+                problems.append(problem)
+            problem = _tape_problem(after)
+            if problem and not after_problem:
+                detail = f" ({after.error})" if after.error else ""
+                after_problem = f"after the fix, the slice {problem}{suffix}{detail}"
+            if before.outs is not None and after.outs is not None and not forward_problem:
+                difference, _, _ = compare_forward(probe["forward"], before.outs, after.outs, names, values)
+                if difference:
+                    forward_problem = difference.replace(" at  (", " (") + suffix
+                if mode == "eager":
+                    compared += 1
+                    for old, new in zip(before.outs, after.outs):
+                        if old is not None and new is not None:
+                            lanes += int(old.size)
+                            if old.dtype != new.dtype:
+                                casts.add(f"{old.dtype} to {new.dtype}")
+    base: Dict[str, Any] = {"modes": modes, "inputs": lanes}
+    before_text = _join(problems)
+    if misfit == runs:
+        return _verdict("unverified", f"the extracted slice raised before and after the fix ({misfit_error})", **base)
+    if after_problem:
+        return _verdict("failed", after_problem, before=before_text, after=after_problem, **base)
+    if forward_problem:
+        return _verdict("failed", forward_problem, before=before_text, after="finite", **base)
+    if not problems:
+        return _verdict(
+            "unverified",
+            "the original gradients were finite: the probe did not reproduce the problem",
+            before="finite",
+            after="finite",
+            **base,
+        )
+    if not compared or not lanes:
+        return _verdict(
+            "unverified",
+            "the original code raised before its tape block ended, so its forward values could not be compared",
+            before=before_text,
+            after="finite",
+            **base,
+        )
+    kind = f"equal after casting {', '.join(sorted(casts))}" if casts else "bit-identical"
+    where = f"{lanes} inputs" if names else f"{lanes} value{'' if lanes == 1 else 's'} of the slice as written"
+    return _verdict(
+        "verified", f"{before_text} -> finite; forward {kind} on {where}", before=before_text, after="finite", **base
+    )
 
 
 def _join(problems: Sequence[str]) -> str:

@@ -9,7 +9,10 @@ a small module that defines ``__tapefix_unit(<tensor inputs>)``:
   statement calls are copied in as well;
 * when the statement returns (a fix inside a function reached through a call), the whole function,
   called with a synthesised tensor for each parameter;
-* ``plan_block``: the whole tape block around the statement, when it can stand alone.
+* ``plan_block``: the whole tape block around the statement, when it can stand alone;
+* ``plan_tape``: for a fix of the tape's bookkeeping (the ``with`` line, a ``tape.watch``, a gradient
+  call, the definition of a gradient source), the slice of the enclosing function or module made of
+  the literal definitions the block reads, the block and the gradient calls on its tape.
 
 Anything else (a model, a call into other code, ``self``, a global read by a copied function, an import
 of another module) makes the fix *unverifiable*, and the reason says which name and why. The user's
@@ -36,6 +39,8 @@ from tapefix.types import Edit, Finding
 ALLOWED_IMPORTS = ("tensorflow", "numpy", "math", "keras")
 #: the entry point every probe module defines
 UNIT = "__tapefix_unit"
+#: what a tape probe module defines besides: the variables of the slice, made before it runs
+SETUP = "__tapefix_setup"
 #: the longest tape block (in statements) that is also probed as a whole
 MAX_BLOCK_STATEMENTS = 20
 # Builtins a snippet may use; anything else (open, exec, input, ...) has effects a probe must not have.
@@ -64,6 +69,8 @@ class Probe:
     autograph: bool = True
     #: each input's shape where the module declares it (``tf.Variable([[0.0, 1.0]])``), else None
     shapes: Tuple[Optional[Tuple[int, ...]], ...] = ()
+    #: the inputs passed as ``tf.Variable`` (a tape probe's function parameters), the others as tensors
+    variables: Tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -95,6 +102,50 @@ def plan_block(
         return Unverifiable(str(reason))
     except (cst.ParserSyntaxError, RecursionError) as error:
         return Unverifiable(f"the tape block cannot be isolated: {type(error).__name__}")
+
+
+#: the reason ``plan_tape`` gives for a fix that touches no tape block, its gradient calls or their sources
+NOT_A_TAPE_FIX = "the fix touches no tape block, gradient call or gradient source"
+#: the calls whose result a tape probe copies with its definition (with literal arguments only)
+LITERAL_MAKERS = frozenset(
+    "tensorflow." + n
+    for n in "constant Variable zeros ones fill eye linspace range convert_to_tensor GradientTape".split()
+) | frozenset("numpy." + n for n in "array asarray zeros ones arange linspace float32 float64 int32 int64".split())
+#: Keras model and layer constructors a tape probe copies (with literal arguments): the model is built
+#: in the probe, with the same seeded weights before and after the fix
+KERAS_MAKERS = ("tensorflow.keras.Sequential", "tensorflow.keras.Input", "keras.Sequential", "keras.Input")
+KERAS_LAYERS = ("tensorflow.keras.layers.", "keras.layers.")
+_TAPE_METHODS = ("gradient", "jacobian", "batch_jacobian")
+
+
+def plan_tape(
+    source: str, finding: Finding, others: Sequence[Finding] = (), facts: Optional[ModuleFacts] = None
+) -> Plan:
+    """The tape probe of ``finding``'s fix: the slice of the enclosing function (or module) made of the
+    definitions the tape block reads, the ``with`` block and the gradient calls on its tape, run as
+    written and with the fixes in it. ``Unverifiable(NOT_A_TAPE_FIX)`` when the fix touches none of
+    these. Never raises."""
+    if finding.fix is None:
+        return Unverifiable("the finding has no fix")
+    try:
+        if facts is None or facts.source != source:
+            facts = ModuleFacts(source)
+        return _Planner(facts, finding, _other_edits(finding, others)).tape()
+    except _CannotProbe as reason:
+        return Unverifiable(str(reason))
+    except (cst.ParserSyntaxError, RecursionError) as error:
+        return Unverifiable(f"the tape slice cannot be isolated: {type(error).__name__}")
+
+
+@dataclass
+class _Slice:
+    """One tape block with the statements after it that ask its tape for gradients."""
+
+    with_node: cst.With
+    tapes: Tuple[str, ...]
+    #: (body, index of the with statement in it), innermost first, up to the module
+    chain: List[Tuple[Sequence[cst.CSTNode], int, Optional[cst.FunctionDef]]]
+    calls: List[cst.CSTNode]
 
 
 def _other_edits(finding: Finding, others: Sequence[Finding]) -> List[Edit]:
@@ -202,9 +253,10 @@ class _Planner:
     def _lines(self, node: cst.CSTNode) -> Tuple[int, int]:
         return self.facts.lines(node)
 
-    def _text(self, start: int, end: int, used: Set[Edit], fixed: bool) -> str:
-        """The source of [start, end) with the other fixes' edits inside it, and this fix's if ``fixed``."""
-        candidates = (list(self.fix.edits) if fixed else []) + list(self.others)
+    def _text(self, start: int, end: int, used: Set[Edit], fixed: bool, others: bool = True) -> str:
+        """The source of [start, end) with the other fixes' edits inside it (unless not ``others``), and
+        this fix's if ``fixed``."""
+        candidates = (list(self.fix.edits) if fixed else []) + (list(self.others) if others else [])
         inside: List[Edit] = []
         for edit in candidates:
             if start <= edit.start and edit.end <= end and not (edit.start == edit.end == end):
@@ -250,6 +302,231 @@ class _Planner:
         if any(_has(s, (cst.Return, cst.Yield, cst.Await)) for s in body):
             raise _CannotProbe("the tape block returns")
         return self._statement_probe(body, function, kind="block")
+
+    # ------------------------------------------------------------------ tape probes
+    def tape(self) -> Probe:
+        """The tape probe: definitions, the ``with`` block and its gradient calls, as one unit."""
+        edits = [e for e in self.fix.edits if not _is_import_edit(e)]
+        if not edits:
+            raise _CannotProbe("the fix only adds imports")
+        for with_node, tapes in self.analysis.tape_blocks:
+            found = self._tape_slice(with_node, tapes)
+            if found is not None and self._touches(found, edits):
+                return self._tape_probe(found)
+        raise _CannotProbe(NOT_A_TAPE_FIX)
+
+    def _tape_slice(self, with_node: cst.With, tapes: Tuple[str, ...]) -> Optional[_Slice]:
+        chain: List[Tuple[Sequence[cst.CSTNode], int, Optional[cst.FunctionDef]]] = []
+        node: cst.CSTNode = with_node
+        while True:
+            parent = self.parents.get(node)
+            while isinstance(parent, (cst.SimpleStatementLine,)):
+                node, parent = parent, self.parents.get(parent)
+            if parent is None:
+                return None
+            body = getattr(parent, "body", None)
+            if isinstance(parent, (cst.Module, cst.IndentedBlock)) and isinstance(body, (list, tuple)):
+                function = self._enclosing(parent, cst.FunctionDef) if not isinstance(parent, cst.Module) else None
+                chain.append((body, list(body).index(node), function))
+                if isinstance(parent, cst.Module):
+                    break
+            node = parent
+        body, index, _ = chain[0]
+        calls: List[cst.CSTNode] = []
+        for statement in list(body)[index + 1 :]:
+            if _rebinds(statement, tapes):
+                break
+            if _tape_calls(statement, tapes):
+                calls.append(statement)
+        if not calls:
+            return None
+        return _Slice(with_node, tapes, chain, calls)
+
+    def _touches(self, found: _Slice, edits: Sequence[Edit]) -> bool:
+        """Whether a fix is about the tape's bookkeeping: it edits the ``with`` line, a gradient call,
+        a definition the slice copies, or adds a ``tape.watch`` to the block. Other fixes in the block
+        are the statement, function and whole-block probes' to check."""
+        start, end = self._lines(found.with_node)
+        body = found.with_node.body
+        first = body.body[0] if isinstance(body, cst.IndentedBlock) and body.body else None
+        header_end = self._lines(first)[0] if first is not None else end
+        if any(start <= e.start and e.end < header_end for e in edits):
+            return True
+        watches = tuple(f"{tape}.watch(" for tape in found.tapes)
+        if any(start <= e.start and e.end <= end and any(w in e.text for w in watches) for e in edits):
+            return True
+        spans = [self._lines(s) for s in found.calls]
+        try:
+            free, _ = _free_and_stored([found.with_node, *found.calls])
+        except _CannotProbe:
+            free = []
+        for name in free:
+            definition = self._definition(name, found)
+            if isinstance(definition, cst.SimpleStatementLine):
+                spans.append(self._lines(definition))
+        return any(any(low <= e.start and e.end <= high for low, high in spans) for e in edits)
+
+    def _definition(self, name: str, found: _Slice) -> Union[cst.SimpleStatementLine, str, None]:
+        """The statement that binds ``name`` for the slice, when it is ``name = <literal maker>``;
+        "parameter" for a parameter of the enclosing function; None for anything else."""
+        for level, (body, index, function) in enumerate(found.chain):
+            outer = found.chain[level + 1][2] if level + 1 < len(found.chain) else None
+            for statement in reversed(list(body)[:index]):
+                try:
+                    _, stored = _free_and_stored([statement])
+                except _CannotProbe:
+                    stored = [name] if name in _function_free_names_safe(statement) else []
+                if name not in stored:
+                    continue
+                if not (
+                    isinstance(statement, cst.SimpleStatementLine)
+                    and len(statement.body) == 1
+                    and isinstance(statement.body[0], cst.Assign)
+                    and len(statement.body[0].targets) == 1
+                    and isinstance(statement.body[0].targets[0].target, cst.Name)
+                    and self._literal_value(statement.body[0].value)
+                ):
+                    return None
+                value = statement.body[0].value
+                scope = self.analysis.function_of(function) if function is not None else None
+                inside = {id(n) for s in [found.with_node, *found.calls] for n in _nodes(s)}
+                if any(d is not value and id(d) not in inside for d in self.analysis.definitions(name, scope)):
+                    return None  # assigned elsewhere too: which value is in force is not plain
+                return statement
+            if function is not None and function is not outer and name in _parameters(function):
+                return "parameter"
+        return None
+
+    def _makes_variable(self, statement: cst.CSTNode) -> bool:
+        """Whether the definition makes variables: a ``tf.Variable`` or a Keras model."""
+        value = statement.body[0].value  # type: ignore[attr-defined]
+        if not isinstance(value, cst.Call):
+            return False
+        qualified = self.analysis.qualify(value.func) or ""
+        return qualified == "tensorflow.Variable" or _keras(qualified)
+
+    def _literal_value(self, expr: cst.BaseExpression) -> bool:
+        """Whether ``expr`` is made of literals and the tensor makers a tape probe may copy."""
+        if numeric_literal(expr) is not None or isinstance(expr, (cst.SimpleString, cst.ConcatenatedString)):
+            return True
+        if isinstance(expr, cst.Name):
+            return expr.value in ("True", "False", "None")
+        if isinstance(expr, (cst.List, cst.Tuple)):
+            return all(isinstance(e, cst.Element) and self._literal_value(e.value) for e in expr.elements)
+        if isinstance(expr, cst.Attribute):
+            # A dtype: tf.float32, np.int64.
+            return (self.analysis.qualify(expr) or "").split(".")[0] in ("tensorflow", "numpy")
+        if isinstance(expr, cst.Call):
+            qualified = self.analysis.qualify(expr.func) or ""
+            return (qualified in LITERAL_MAKERS or _keras(qualified)) and all(
+                not a.star and self._literal_value(a.value) for a in expr.args
+            )
+        return False
+
+    def _tape_probe(self, found: _Slice) -> Probe:
+        body, _, function_node = found.chain[0]
+        function = self.analysis.function_of(function_node) if function_node is not None else None
+        core: List[cst.CSTNode] = [found.with_node, *found.calls]
+        for statement in core:
+            if _has(statement, (cst.Yield, cst.Await)):
+                raise _CannotProbe("the tape slice yields or awaits")
+        for statement in found.calls:
+            if _has(statement, (cst.Return,)) and not _plain_return(statement):
+                raise _CannotProbe("a gradient call returns from inside a compound statement")
+        if _has(found.with_node, (cst.Return,)):
+            raise _CannotProbe("the tape block returns")
+        free, stored = _free_and_stored(core)
+        sources = {n.value for s in found.calls for c in _tape_calls(s, found.tapes) for n in _sources(c)}
+        allowed = _allowed_bindings(self.module) | self.added_bindings
+        resolver = _Resolver(self, function, self._lines(found.with_node)[0])
+        definitions: List[cst.CSTNode] = []
+        inputs: List[str] = []
+        variables: List[str] = []
+        literals: List[str] = []
+        for name in free:
+            if name in allowed:
+                continue
+            definition = self._definition(name, found)
+            if isinstance(definition, cst.SimpleStatementLine):
+                definitions.append(definition)
+            elif definition == "parameter":
+                if name in _callees(core) or name in _attribute_bases(core):
+                    raise _CannotProbe(
+                        f"the parameter `{name}` is called or has attributes read: the verifier cannot tell what it is"
+                    )
+                # The code takes it from its caller; a variable is what the tape watches without being told.
+                inputs.append(name)
+                variables.append(name)
+            elif name in sources:
+                raise _CannotProbe(
+                    f"the gradient source `{name}` is not made by a literal the verifier can copy "
+                    "(tf.constant, tf.Variable, tf.zeros, a number)"
+                )
+            else:
+                binding, detail = resolver.resolve(name, name in _callees(core))
+                if binding == "tensor":
+                    inputs.append(name)
+                elif binding == "literal":
+                    literals.append(f"    {name} = {detail}\n")
+        # What the tape block computes and the gradient calls read (their targets): the forward values.
+        read_after = [n for s in found.calls for n in _reads(s)]
+        computed = _stored_by([found.with_node])
+        forward = [
+            n
+            for n in dict.fromkeys(read_after)
+            if n in computed and n not in found.tapes and n not in _stored_by(found.calls)
+        ]
+        if not forward:
+            raise _CannotProbe("the gradient target reads nothing the tape block computes")
+        gradients = [n for n in _gradient_names(found.calls, found.tapes) if n not in forward]
+        returns = any(_plain_return(s) for s in found.calls)
+        if not gradients and not returns:
+            raise _CannotProbe("the gradient calls bind no name whose value could be checked")
+        used: Set[Edit] = set()
+        # Variables are made once, outside the unit: tf.function may create them on its first call only.
+        made = [d for d in definitions if self._makes_variable(d)]
+        ordered = sorted([d for d in definitions if d not in made] + core, key=lambda s: self._lines(s)[0])
+        made_names = [_stores(d.body[0].targets[0].target)[0][0] for d in made]  # type: ignore[attr-defined]
+        units, setups = [], []
+        for fixed in (False, True):
+            parts, setup = [], []
+            for statement in sorted(made, key=lambda s: self._lines(s)[0]):
+                start, end = self._lines(statement)
+                setup.append(_reindent(self._text(start, end, used, fixed=fixed, others=fixed), ""))
+            for statement in ordered:
+                start, end = self._lines(statement)
+                text = self._text(start, end, used, fixed=fixed, others=fixed)
+                text = _reindent(text, _indent_of(text))
+                if statement in found.calls and _plain_return(statement):
+                    text = re.sub(r"^(\s*)return\b", r"\1__tapefix_returned =", text, count=1)
+                parts.append(text)
+                if statement is found.with_node:
+                    parts.append(f"    __tapefix_forward.extend(({', '.join(forward)},))\n")
+            units.append("".join(parts))
+            setups.append(
+                f"def {SETUP}():\n"
+                + "".join(_reindent(t, _indent_of(t)) for t in setup)
+                + f"    return ({''.join(n + ', ' for n in made_names)})\n"
+            )
+        self._check_all_edits_used(used)
+        grads = ", ".join(gradients + (["__tapefix_returned"] if returns else []))
+        epilogue = f"    return ({', '.join(forward)},), ({grads},)\n"
+        header = f"def {UNIT}({', '.join(['__tapefix_forward', *inputs, *made_names])}):\n"
+        before_helpers, after_helpers = self._helpers(resolver.helpers, used)
+        before = self._module(False, before_helpers + setups[0], header, literals, units[0], epilogue)
+        after = self._module(True, after_helpers + setups[1], header, literals, units[1], epilogue)
+        return Probe(
+            "tape",
+            before,
+            after,
+            tuple(inputs),
+            tuple(forward + gradients),
+            self.fix.forward.value,
+            False,
+            _control_flow(before) or _control_flow(after),
+            tuple(resolver.shape(n) if n not in variables else None for n in inputs),
+            tuple(variables),
+        )
 
     def _locate(self) -> Tuple[cst.CSTNode, Optional[cst.FunctionDef], Optional[Function]]:
         edits = [e for e in self.fix.edits if not _is_import_edit(e)]
@@ -840,6 +1117,127 @@ def _function_free_names(node: cst.FunctionDef) -> List[str]:
             continue
         stack.extend(current.children)
     return list(dict.fromkeys(n for n in reads if n not in local))
+
+
+# ---------------------------------------------------------------------- tape slices
+def _nodes(node: cst.CSTNode) -> List[cst.CSTNode]:
+    out, stack = [], [node]
+    while stack:
+        current = stack.pop()
+        out.append(current)
+        stack.extend(current.children)
+    return out
+
+
+def _tape_calls(statement: cst.CSTNode, tapes: Sequence[str]) -> List[cst.Call]:
+    """The ``tape.gradient(...)`` / ``tape.jacobian(...)`` calls in ``statement`` on one of ``tapes``."""
+    return [
+        n
+        for n in _nodes(statement)
+        if isinstance(n, cst.Call)
+        and isinstance(n.func, cst.Attribute)
+        and n.func.attr.value in _TAPE_METHODS
+        and isinstance(n.func.value, cst.Name)
+        and n.func.value.value in tapes
+    ]
+
+
+def _argument(call: cst.Call, index: int, keyword: str) -> Optional[cst.BaseExpression]:
+    positional = [a for a in call.args if a.keyword is None and not a.star]
+    if index < len(positional):
+        return positional[index].value
+    return next((a.value for a in call.args if a.keyword is not None and a.keyword.value == keyword), None)
+
+
+def _sources(call: cst.Call) -> List[cst.Name]:
+    sources = _argument(call, 1, "sources")
+    if isinstance(sources, cst.Name):
+        return [sources]
+    if isinstance(sources, (cst.List, cst.Tuple)):
+        return [e.value for e in sources.elements if isinstance(e.value, cst.Name)]
+    return []
+
+
+def _keras(qualified: str) -> bool:
+    """A Keras model or a layer class (``tf.keras.layers.Dense``, not ``tf.keras.layers.experimental.x``)."""
+    if qualified in KERAS_MAKERS:
+        return True
+    prefix = next((p for p in KERAS_LAYERS if qualified.startswith(p)), None)
+    return prefix is not None and "." not in qualified[len(prefix) :]
+
+
+def _attribute_bases(statements: Sequence[cst.CSTNode]) -> Set[str]:
+    """Names whose attributes the statements read (``model`` in ``model.trainable_variables``)."""
+    return {
+        n.value.value
+        for s in statements
+        for n in _nodes(s)
+        if isinstance(n, cst.Attribute) and isinstance(n.value, cst.Name)
+    }
+
+
+def _stored_by(statements: Sequence[cst.CSTNode]) -> Set[str]:
+    try:
+        return set(_free_and_stored(statements)[1])
+    except _CannotProbe:
+        return set()
+
+
+def _gradient_names(statements: Sequence[cst.CSTNode], tapes: Sequence[str]) -> List[str]:
+    """Names assigned from an expression that asks the tape for gradients."""
+    out: List[str] = []
+    for statement in statements:
+        for node in _nodes(statement):
+            if isinstance(node, cst.Assign) and _tape_calls(node.value, tapes):
+                for target in node.targets:
+                    out.extend(_stores(target.target)[0])
+    return list(dict.fromkeys(out))
+
+
+def _rebinds(statement: cst.CSTNode, tapes: Sequence[str]) -> bool:
+    try:
+        _, stored = _free_and_stored([statement])
+    except _CannotProbe:
+        return True
+    return any(t in stored for t in tapes)
+
+
+def _plain_return(statement: cst.CSTNode) -> bool:
+    """``return <value>`` on a line of its own."""
+    return (
+        isinstance(statement, cst.SimpleStatementLine)
+        and len(statement.body) == 1
+        and isinstance(statement.body[0], cst.Return)
+        and statement.body[0].value is not None
+    )
+
+
+def _parameters(function: cst.FunctionDef) -> Set[str]:
+    params = function.params
+    return {p.name.value for p in (*params.posonly_params, *params.params, *params.kwonly_params)}
+
+
+def _function_free_names_safe(statement: cst.CSTNode) -> Set[str]:
+    # A statement _free_and_stored cannot read (import, try, class): the names it may bind, roughly.
+    return {n.value for n in _nodes(statement) if isinstance(n, cst.Name)}
+
+
+def _indent_of(text: str) -> str:
+    return text[: len(text) - len(text.lstrip(" \t"))]
+
+
+def _reindent(text: str, old: str, new: str = "    ") -> str:
+    """``text`` (lines indented by ``old``) indented by ``new`` instead."""
+    lines = text.splitlines(True)
+    out = []
+    for line in lines:
+        if not line.strip():
+            out.append(line)
+        elif line.startswith(old):
+            out.append(new + line[len(old) :])
+        else:
+            out.append(new + line)
+    return "".join(out)
 
 
 def _control_flow(module: str) -> bool:
