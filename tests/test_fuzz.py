@@ -142,13 +142,13 @@ def survives(source: str) -> None:
             engine.parse(result.fixed_source)  # a fix never produces code that does not parse
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(mutated())
 def test_mutated_files_never_crash_the_engine(source: str) -> None:
     survives(source)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(reshaped())
 def test_statements_inserted_anywhere_never_crash_the_engine(source: str) -> None:
     survives(source)

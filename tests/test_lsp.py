@@ -131,24 +131,24 @@ async def published(
 
 
 async def open_document(client: LanguageClient, text: str, uri: str = URI) -> List[types.Diagnostic]:
-    start = mark(client)
+    since = mark(client)
     client.text_document_did_open(
         types.DidOpenTextDocumentParams(
             text_document=types.TextDocumentItem(uri=uri, language_id="python", version=1, text=text)
         )
     )
-    return await published(client, uri, 1, start)
+    return await published(client, uri, 1, since)
 
 
 async def change_document(client: LanguageClient, text: str, version: int, uri: str = URI) -> List[types.Diagnostic]:
-    start = mark(client)
+    since = mark(client)
     client.text_document_did_change(
         types.DidChangeTextDocumentParams(
             text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
             content_changes=[types.TextDocumentContentChangeWholeDocument(text=text)],
         )
     )
-    return await published(client, uri, version, start)
+    return await published(client, uri, version, since)
 
 
 async def actions_for(
@@ -242,11 +242,11 @@ async def test_fix_all_respects_unsafe_setting_and_only(client: LanguageClient) 
     fix_all = ["source.fixAll.tapefix"]
     assert await actions_for(client, diagnostics, only=fix_all) == [], "TF101's fix is unsafe: off by default"
 
-    start = mark(client)
+    since = mark(client)
     client.workspace_did_change_configuration(
         types.DidChangeConfigurationParams(settings={"tapefix": {"unsafeFixes": True}})
     )
-    await published(client, URI, 1, start)
+    await published(client, URI, 1, since)
     (action,) = await actions_for(client, diagnostics, only=["source.fixAll"])
     assert action.kind == "source.fixAll.tapefix"
     assert action.edit is not None
@@ -262,11 +262,11 @@ async def test_fix_all_respects_unsafe_setting_and_only(client: LanguageClient) 
 async def test_settings_select_and_ignore(client: LanguageClient) -> None:
     await start(client, options={"ignore": ["TF101"]})
     assert await open_document(client, FLOOR) == []
-    start = mark(client)
+    since = mark(client)
     client.workspace_did_change_configuration(
         types.DidChangeConfigurationParams(settings={"ignore": [], "select": ["TF1"]})
     )
-    assert [d.code for d in await published(client, URI, 1, start)] == ["TF101"]
+    assert [d.code for d in await published(client, URI, 1, since)] == ["TF101"]
 
 
 @pytest.mark.asyncio
@@ -278,9 +278,9 @@ async def test_project_configuration_applies_under_the_editor_settings(client: L
     await start(client)
     assert await open_document(client, FLOOR, uri=module) == []
     assert await open_document(client, FLOOR, uri=vendored) == [], "excluded by the project"
-    start = mark(client)
+    since = mark(client)
     client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={"ignore": []}))
-    assert [d.code for d in await published(client, module, 1, start)] == ["TF101"], "the editor's ignore replaces it"
+    assert [d.code for d in await published(client, module, 1, since)] == ["TF101"], "the editor's ignore replaces it"
 
 
 @pytest.mark.asyncio
@@ -309,7 +309,7 @@ async def test_stale_diagnostic_gets_no_edit(client: LanguageClient) -> None:
 async def test_debounced_changes_publish_the_newest_version(client: LanguageClient) -> None:
     await start(client, options={"debounceMs": 200})
     await open_document(client, FLOOR)
-    start = mark(client)
+    since = mark(client)
     for version in range(2, 6):
         client.text_document_did_change(
             types.DidChangeTextDocumentParams(
@@ -317,8 +317,8 @@ async def test_debounced_changes_publish_the_newest_version(client: LanguageClie
                 content_changes=[types.TextDocumentContentChangeWholeDocument(text=FLOOR + "#" * version + "\n")],
             )
         )
-    assert [d.code for d in await published(client, URI, None, start)] == ["TF101"]
-    versions = [params.version for params in client.received[start:]]  # type: ignore[attr-defined]
+    assert [d.code for d in await published(client, URI, None, since)] == ["TF101"]
+    versions = [params.version for params in client.received[since:]]  # type: ignore[attr-defined]
     assert versions == [5], "changes inside the debounce window are analysed once, at the newest version"
 
 
@@ -326,14 +326,14 @@ async def test_debounced_changes_publish_the_newest_version(client: LanguageClie
 async def test_save_reanalyses_and_close_clears(client: LanguageClient) -> None:
     await start(client)
     await open_document(client, FLOOR)
-    start = mark(client)
+    since = mark(client)
     client.text_document_did_save(types.DidSaveTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=URI)))
-    assert [d.code for d in await published(client, URI, 1, start)] == ["TF101"]
-    start = mark(client)
+    assert [d.code for d in await published(client, URI, 1, since)] == ["TF101"]
+    since = mark(client)
     client.text_document_did_close(
         types.DidCloseTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=URI))
     )
-    assert await published(client, URI, None, start) == []
+    assert await published(client, URI, None, since) == []
 
 
 EMOJI = FLOOR.replace("    y = np.floor(x)", '    s = "😀🧪"; y = np.floor(x)')

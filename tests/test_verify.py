@@ -400,6 +400,12 @@ def test_a_failed_or_unverified_fix_is_not_applied(verifier):
         assert [o.status for o in checked.outcomes] == [Status.REJECTED]
 
 
+# Corpus fixes the verifier cannot check, and the reason it gives (an honest verdict, never a pass).
+CORPUS_UNVERIFIED = {
+    ("numpy_in_loss.py", "TF109"): "a call into `model`",
+}
+
+
 @pytest.mark.tf
 @pytest.mark.slow
 def test_corpus_through_the_command_line_every_fix_verified(verifier, monkeypatch, capsys):
@@ -412,14 +418,26 @@ def test_corpus_through_the_command_line_every_fix_verified(verifier, monkeypatc
     lines = [line for line in out.splitlines() if re.match(r"\S+\.py:\d+:\d+: TF\d+ ", line)]
     assert lines, out
     for line in lines:
-        assert ", verified: " in line and " -> finite; forward " in line, line
-    assert "not applied" not in out + err
+        program, code_ = Path(line.split(":")[0]).name, line.split()[1]
+        if (program, code_) in CORPUS_UNVERIFIED:
+            assert f"[not applied: unverified: {CORPUS_UNVERIFIED[program, code_]}" in line, line
+        elif "[needs a human: " in line:
+            assert program == "report_only.py", line  # only that program holds report-only idioms
+        else:
+            assert ", verified: " in line and " -> finite; forward " in line, line
+    assert "verification failed" not in out + err
     assert any("; whole tape block: forward " in line for line in lines), "a self-contained block is probed whole"
-    # Every fix verified, so the diff holds every fix: the fixed programs are the golden ones.
+    # Every other fix verified, so the diff holds it: the fixed programs are the golden ones, but for
+    # the fixes that could not be verified.
     for program in sorted(CORPUS.glob("*.py")):
-        golden = (GOLDEN / program.name).read_text()
         fixed = fix_source(program.read_text(), Config(unsafe_fixes=True), verifier).fixed_source
-        assert fixed == golden, program.name
+        left_out = tuple(code_ for name, code_ in CORPUS_UNVERIFIED if name == program.name)
+        expected = (
+            fix_source(program.read_text(), Config(unsafe_fixes=True, ignore=left_out)).fixed_source
+            if left_out
+            else (GOLDEN / program.name).read_text()
+        )
+        assert fixed == expected, program.name
 
 
 def test_whole_block_probe_uses_the_shapes_the_module_declares():
