@@ -18,7 +18,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Counter, Dict, List, Sequence
+from typing import Counter, List, Sequence
 
 from tapefix import api, engine, project
 from tapefix.analysis.scope import ModuleAnalysis
@@ -77,7 +77,7 @@ def measure(tree: str, around: int, show: bool) -> Figures:
         count = tape_blocks(text) if text is not None else 0
         figures.tape_files += count > 0
         figures.tape_blocks += count
-    entries: Dict[str, tuple] = project.entry_points(files, api._read_text)
+    entries = project.entry_points(files, api._read_text)
     figures.entered_modules = len(entries)
     figures.entry_points = sum(len(e) for e in entries.values())
     results = api.run([tree], api.Mode.CHECK, Config())

@@ -271,6 +271,21 @@ def evaluate(model, x, y):
     assert [line.split(": TF101")[0] for line in lines] == [f"{root / 'pkg' / 'losses.py'}:6:15"]
 
 
+def test_a_parameter_that_shadows_an_imported_name_is_not_followed(tmp_path, capsys):
+    train = """\
+import tensorflow as tf
+from .losses import focal_loss
+
+
+def train_step(model, x, y, focal_loss=tf.keras.losses.mse):
+    with tf.GradientTape() as tape:
+        loss = focal_loss(y, model(x))
+    return tape.gradient(loss, model.trainable_variables)
+"""
+    root = write_tree(tmp_path, {"pkg/__init__.py": "", "pkg/losses.py": LOSSES, "pkg/train.py": train})
+    assert check(root, capsys) == []
+
+
 def test_a_label_argument_is_not_on_the_gradient_path(tmp_path, capsys):
     losses = """\
 import numpy as np
@@ -487,3 +502,18 @@ def focal_loss(y_true, y_pred):
     assert f"{root / 'pkg' / 'broken.py'}:" in captured.err and "does not parse" in captured.err
     lines = [line for line in captured.out.splitlines() if " TF101 " in line]
     assert [line.split(": TF101")[0] for line in lines] == [f"{root / 'pkg' / 'helpers.py'}:6:12"]
+
+
+def test_a_tape_imported_as_tensorflow_own_libraries_import_it_is_a_tape():
+    from tapefix import check_source
+
+    source = """\
+import numpy as np
+import tensorflow as tf
+from tensorflow.python.eager.backprop import GradientTape
+
+x = tf.Variable(3.7)
+with GradientTape() as tape:
+    y = np.floor(x)
+"""
+    assert [f.code for f in check_source(source) if f.code == "TF101"] == ["TF101"]

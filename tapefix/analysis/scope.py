@@ -372,6 +372,11 @@ class ModuleAnalysis:
             return []
         head, _, attr = name.partition(".")
         if head != "self":
+            scope = function
+            while scope is not None:
+                if head in scope.params or head in scope.defs:
+                    return []  # a parameter or local value (``loss_fn(y, p)``), not the module's import
+                scope = scope.parent
             return [(name, False)]
         owner = _class_of(function)
         out: List[Tuple[str, bool]] = []
