@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import List, Optional
 
 import libcst as cst
 
@@ -96,6 +96,31 @@ with tf.GradientTape() as tape:
 grads = tape.gradient(loss, w)
 """,
             note="a receiver that is not known or named as a Keras model",
+        ),
+        Valid(
+            """\
+import tensorflow as tf
+from tensorflow import keras
+
+def lipschitz_estimate(model: "ProbabilisticModel", points):
+    with tf.GradientTape() as g:
+        g.watch(points)
+        mean, _ = model.predict(points)
+    return g.gradient(mean, points)
+""",
+            note="a parameter annotated with another model type, whose predict returns tensors (trieste)",
+        ),
+        Valid(
+            """\
+import tensorflow as tf
+
+def lipschitz_estimate(model, points):
+    with tf.GradientTape() as g:
+        g.watch(points)
+        mean, _ = model.predict(points)
+    return g.gradient(mean, points)
+""",
+            note="a module that never mentions Keras: a model known only by its name is not taken for one",
         ),
     )
     INVALID = (
@@ -206,6 +231,22 @@ grads = tape.gradient(loss, model.trainable_variables)
             forward_after(finder, Forward.EXACT),
         )
 
+    def _may_be_keras(self, name: str) -> bool:
+        """Whether a receiver known only by its name may be a Keras model: not when its parameter is
+        annotated with another type (trieste's ``model: ProbabilisticModel``, whose ``predict``
+        returns tensors), nor in a module that never mentions Keras."""
+        if "keras" not in self.context.source:
+            return False
+        function = self.context.function
+        head = name.split(".")[0]
+        while function is not None:
+            for param in _params(function.node.params):
+                if param.name.value == head and param.annotation is not None:
+                    annotation = self.context.text(param.annotation.annotation).strip("'\"")
+                    return "keras" in annotation or annotation.rsplit(".", 1)[-1] in ("Model", "Sequential")
+            function = function.parent
+        return True
+
     def _known_keras(self, receiver: cst.BaseExpression) -> Optional[bool]:
         """True: bound to a Keras constructor or loader in this module; False: a Keras model by its name
         only; None: not a model."""
@@ -220,6 +261,8 @@ grads = tape.gradient(loss, model.trainable_variables)
             for definition in analysis.definitions(name, context.function):
                 if isinstance(definition, cst.Call) and is_under(analysis.qualify(definition.func), KERAS):
                     return True
+        if not self._may_be_keras(name):
+            return None
         if analysis.is_model(receiver, context.function) or "model" in name.rsplit(".", 1)[-1].lower():
             return False
         if analysis.qualify(receiver) is None and any(
@@ -227,3 +270,7 @@ grads = tape.gradient(loss, model.trainable_variables)
         ):
             return False
         return None
+
+
+def _params(params: cst.Parameters) -> List[cst.Param]:
+    return [*params.posonly_params, *params.params, *params.kwonly_params]

@@ -334,6 +334,19 @@ g = tape.gradient(y, x)
 """,
             note="an integer tensor: watching does not help (TF111)",
         ),
+        Valid(
+            """\
+import tensorflow as tf
+
+def vanilla_gradients(model, images):
+    with tf.GradientTape() as tape:
+        inputs = tf.cast(images, tf.float32)
+        tape.watch(inputs)
+        scores = model(inputs)
+    return tape.gradient(scores, inputs)
+""",
+            note="assigned in the block, then watched before its first read (tf-explain's saliency code)",
+        ),
     )
     INVALID = (
         Invalid(
@@ -523,6 +536,16 @@ def _first_use_and_watch(
     first_use: Optional[int] = None
     first_watch: Optional[int] = None
     watch_args: Set[cst.CSTNode] = set()
+    # Names written, not read: `inputs = tf.cast(images, tf.float32)` then `tape.watch(inputs)` is
+    # correct code, and its assignment target is no use of the source.
+    stores: Set[cst.CSTNode] = set()
+    for node in walk(body):
+        if isinstance(node, cst.AssignTarget):
+            stores.update(_stored_names(node.target))
+        elif isinstance(node, (cst.AnnAssign, cst.For)):
+            stores.update(_stored_names(node.target))
+        elif isinstance(node, cst.NamedExpr):
+            stores.update(_stored_names(node.target))
     for index, node in enumerate(walk(body)):
         if (
             isinstance(node, cst.Call)
@@ -541,6 +564,22 @@ def _first_use_and_watch(
             maybe = opaque or any(n.value == name or may_hold(n) for n in watched)
             if maybe and first_watch is None:
                 first_watch = index
-        elif isinstance(node, cst.Name) and node.value == name and node not in watch_args and first_use is None:
+        elif (
+            isinstance(node, cst.Name)
+            and node.value == name
+            and node not in watch_args
+            and node not in stores
+            and first_use is None
+        ):
             first_use = index
     return first_use, first_watch
+
+
+def _stored_names(target: cst.BaseExpression) -> List[cst.Name]:
+    if isinstance(target, cst.Name):
+        return [target]
+    if isinstance(target, (cst.Tuple, cst.List)):
+        return [n for element in target.elements for n in _stored_names(element.value)]
+    if isinstance(target, cst.StarredElement):
+        return _stored_names(target.value)
+    return []
