@@ -459,6 +459,33 @@ class Test:
 """,
         id="a-def-named-like-a-model-returns-what-it-returns",
     ),
+    pytest.param(
+        """\
+import tensorflow as tf
+
+
+def ste_round(x):
+    @tf.custom_gradient
+    def _call(x):
+        def grad(dy):
+            return dy
+
+        return tf.round(x), grad
+
+    return _call(x)
+
+
+@tf.custom_gradient
+def ste_floor(x):
+    return tf.floor(x), lambda dy: dy
+
+
+w = tf.Variable([1.5, 2.5])
+with tf.GradientTape() as tape:
+    y = tf.reduce_sum(ste_round(w) + ste_floor(w))
+""",
+        id="a-custom-gradient-function-gives-its-own-gradient",
+    ),
 ]
 
 

@@ -91,6 +91,7 @@ GRADIENT_TAPES = (
     "tensorflow.python.eager.backprop.GradientTape",
 )
 KERAS = ("tensorflow.keras", "keras", "tf_keras")
+CUSTOM_GRADIENT = ("tensorflow.custom_gradient", "tensorflow.python.ops.custom_gradient.custom_gradient")
 # TensorFlow calls whose result carries no gradient to its inputs, or is not a tensor at all.
 _TF_NO_PATH = {
     "shape", "size", "rank", "stop_gradient", "zeros_like", "ones_like", "argmax", "argmin", "math.argmax",
@@ -277,7 +278,8 @@ class ModuleAnalysis:
             self.regions[with_node.body] = Scope.DIRECT
             self.tape_names.update(names)
         for entered in self.entry_functions:
-            self.regions.setdefault(entered.node.body, Scope.THROUGH_CALL)
+            if entered.node.body not in self.excluded:
+                self.regions.setdefault(entered.node.body, Scope.THROUGH_CALL)
         # Functions called from recorded code, transitively.
         work: List[Tuple[cst.CSTNode, Scope]] = list(self.regions.items())
         seen: Set[cst.CSTNode] = set()
@@ -291,6 +293,8 @@ class ModuleAnalysis:
             for node, function in _recorded_calls(self, root):
                 for callee in self.resolve_callee(node, function):
                     body = callee.node.body
+                    if body in self.excluded:
+                        continue
                     reached_by.setdefault(body, []).append((node, root))
                     # A def nested in the recording code runs only there: it is as direct as its caller.
                     nested = function is not None and callee.parent is function and scope is Scope.DIRECT
@@ -532,6 +536,10 @@ class _Collector(cst.CSTVisitor):
         self.a.by_name.setdefault(node.name.value, []).append(function)
         self.function_stack.append(function)
         self.scope_kinds.append("def")
+        # A tf.custom_gradient function gives its own gradient: the tape records it as one op and never
+        # differentiates the ops of its body (a rounding there is the point of a straight-through estimator).
+        if any(self.a.qualify(_decorator_name(d.decorator)) in CUSTOM_GRADIENT for d in node.decorators):
+            self.a.excluded.add(node.body)
 
     def leave_FunctionDef(self, original_node: cst.FunctionDef) -> None:
         self.function_stack.pop()
@@ -601,6 +609,11 @@ class _Collector(cst.CSTVisitor):
             current = self._current()
             if current is not None:
                 self.a.owner_of_block[node.body] = current
+
+
+def _decorator_name(decorator: cst.BaseExpression) -> cst.BaseExpression:
+    """``tf.custom_gradient`` for ``@tf.custom_gradient`` and ``@tf.custom_gradient(...)``."""
+    return decorator.func if isinstance(decorator, cst.Call) else decorator
 
 
 def _loss_values(expr: cst.BaseExpression) -> List[cst.BaseExpression]:
