@@ -271,6 +271,32 @@ def evaluate(model, x, y):
     assert [line.split(": TF101")[0] for line in lines] == [f"{root / 'pkg' / 'losses.py'}:6:15"]
 
 
+def test_an_instance_of_an_imported_loss_class_called_in_the_tape_runs_its_call(tmp_path, capsys):
+    losses = """\
+import numpy as np
+import tensorflow as tf
+
+
+class RoundedLoss(tf.keras.losses.Loss):
+    def call(self, y_true, y_pred):
+        return tf.reduce_mean(np.round(y_pred) - y_true)
+"""
+    train = """\
+import tensorflow as tf
+from pkg.losses import RoundedLoss
+
+
+def train_step(model, x, y):
+    loss_object = RoundedLoss()
+    with tf.GradientTape() as tape:
+        loss = loss_object(y, model(x))
+    return tape.gradient(loss, model.trainable_variables)
+"""
+    root = write_tree(tmp_path, {"pkg/__init__.py": "", "pkg/losses.py": losses, "pkg/train.py": train})
+    lines = check(root, capsys)
+    assert [line.split(": TF101")[0] for line in lines] == [f"{root / 'pkg' / 'losses.py'}:7:31"]
+
+
 def test_a_parameter_that_shadows_an_imported_name_is_not_followed(tmp_path, capsys):
     train = """\
 import tensorflow as tf
@@ -544,3 +570,26 @@ with GradientTape() as tape:
     y = np.floor(x)
 """
     assert [f.code for f in check_source(source) if f.code == "TF101"] == ["TF101"]
+
+
+def test_an_instance_of_a_loss_class_of_the_same_module_called_in_the_tape_runs_its_call():
+    from tapefix import check_source
+
+    source = """\
+import numpy as np
+import tensorflow as tf
+
+
+class RoundedLoss(tf.keras.losses.Loss):
+    def call(self, y_true, y_pred):
+        return tf.reduce_mean(np.round(y_pred) - np.round(y_true))
+
+
+def step(model, x, y):
+    loss_object = RoundedLoss()
+    with tf.GradientTape() as tape:
+        loss = loss_object(y, model(x))
+    return tape.gradient(loss, model.trainable_variables)
+"""
+    findings = [f for f in check_source(source) if f.code == "TF101"]
+    assert [(f.start.line, f.start.column, f.through_call) for f in findings] == [(7, 30, True)]

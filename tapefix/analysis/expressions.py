@@ -6,7 +6,8 @@ from typing import Iterator, Optional
 
 import libcst as cst
 
-from tapefix.analysis.scope import ModuleAnalysis
+from tapefix.analysis.names import dotted
+from tapefix.analysis.scope import Function, ModuleAnalysis
 
 # TensorFlow functions whose result differs from call to call: never duplicate their calls.
 _IMPURE_TF = ("random", "Variable", "py_function", "numpy_function", "print", "summary", "io", "data")
@@ -47,7 +48,7 @@ def _pure_slice(node: cst.BaseSlice, analysis: ModuleAnalysis) -> bool:
     return False
 
 
-_ARITHMETIC = (cst.Add, cst.Subtract, cst.Multiply, cst.Divide, cst.FloorDivide, cst.Modulo, cst.Power, cst.MatrixMultiply)
+_TIGHTER_THAN_SUM = (cst.Multiply, cst.Divide, cst.FloorDivide, cst.Modulo, cst.Power, cst.MatrixMultiply)
 
 
 def binds_tighter_than_sum(expr: cst.BaseExpression) -> bool:
@@ -55,7 +56,7 @@ def binds_tighter_than_sum(expr: cst.BaseExpression) -> bool:
     if expr.lpar:
         return True
     if isinstance(expr, cst.BinaryOperation):
-        return isinstance(expr.operator, (cst.Multiply, cst.Divide, cst.FloorDivide, cst.Modulo, cst.Power, cst.MatrixMultiply))
+        return isinstance(expr.operator, _TIGHTER_THAN_SUM)
     if isinstance(expr, cst.UnaryOperation):
         return not isinstance(expr.operator, cst.Not)
     return not isinstance(expr, (cst.IfExp, cst.Lambda, cst.BooleanOperation, cst.Comparison, cst.NamedExpr))
@@ -87,3 +88,49 @@ def numeric_literal(expr: cst.BaseExpression) -> Optional[float]:
         except (ValueError, OverflowError):
             return None
     return None
+
+
+# TensorFlow calls whose result is never zero, or that the user wrote as a guard.
+NONZERO_TF = frozenset(
+    {
+        "maximum", "math.maximum", "clip_by_value", "exp", "math.exp", "nn.softplus", "math.softplus",
+        "ones", "ones_like", "where", "where_v2", "sigmoid", "math.sigmoid", "nn.sigmoid",
+        "math.divide_no_nan", "keras.backend.epsilon", "shape", "size",
+    }
+)  # fmt: skip
+EPSILON_WORDS = ("eps", "epsilon", "tiny", "smooth")
+
+
+def guarded_from_zero(
+    expr: cst.BaseExpression,
+    analysis: ModuleAnalysis,
+    function: Optional[Function],
+    seen: frozenset = frozenset(),  # type: ignore[type-arg]
+) -> bool:
+    """True when ``expr`` cannot be zero, or its author guarded it: a number, an epsilon added anywhere
+    inside it (``tf.reduce_sum(w + 1e-6)``: trust the author), a call that is never zero
+    (``tf.exp``, ``tf.maximum(x, eps)``, ...), or a name whose every definition is guarded."""
+    if numeric_literal(expr) is not None or _has_epsilon(expr):
+        return True
+    if isinstance(expr, cst.Call):
+        return analysis.is_tf_call(expr) in NONZERO_TF
+    if isinstance(expr, cst.Name) and expr.value not in seen:
+        definitions = analysis.definitions(expr.value, function)
+        seen = seen | {expr.value}
+        return bool(definitions) and all(guarded_from_zero(d, analysis, function, seen) for d in definitions)
+    return False
+
+
+def _has_epsilon(node: cst.CSTNode) -> bool:
+    if isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.Add):
+        if _is_epsilon(node.left) or _is_epsilon(node.right):
+            return True
+    return any(_has_epsilon(child) for child in node.children)
+
+
+def _is_epsilon(expr: cst.BaseExpression) -> bool:
+    value = numeric_literal(expr)
+    if value is not None:
+        return value > 0
+    name = dotted(expr) or (dotted(expr.func) if isinstance(expr, cst.Call) else None)
+    return name is not None and any(word in name.rsplit(".", 1)[-1].lower() for word in EPSILON_WORDS)

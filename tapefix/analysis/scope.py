@@ -378,19 +378,19 @@ class ModuleAnalysis:
         if head != "self":
             scope = function
             while scope is not None:
-                if head in scope.params or head in scope.defs:
-                    return []  # a parameter or local value (``loss_fn(y, p)``), not the module's import
+                if head in scope.params:
+                    return []  # a parameter (``loss_fn(y, p)``), not the module's import
+                if head in scope.defs:
+                    # ``quantizer = DoReFa(k_bit=2)`` then ``quantizer(x)``: what the value was made from
+                    return [] if attr else _made_from(scope.defs[head])
                 scope = scope.parent
+            if head in self.module_defs and not attr:
+                return _made_from(self.module_defs[head])
             return [(name, False)]
         owner = _class_of(function)
-        out: List[Tuple[str, bool]] = []
         if owner is not None and attr and "." not in attr:
-            for expr in self.self_attributes.get(owner, {}).get(attr, []):
-                result = isinstance(expr, cst.Call)
-                assigned = dotted(expr.func if isinstance(expr, cst.Call) else expr)
-                if assigned is not None and not assigned.startswith("self."):
-                    out.append((assigned, result))
-        return out
+            return _made_from(self.self_attributes.get(owner, {}).get(attr, []))
+        return []
 
     def resolve_callee(self, call: cst.Call, caller: Optional[Function]) -> List[Function]:
         """Functions of this module that ``call`` may run."""
@@ -399,7 +399,15 @@ class ModuleAnalysis:
             found = self.by_name.get(func.value, [])
             # Prefer a def visible from the caller (nested), then a module-level one.
             visible = [f for f in found if f.parent is None or _encloses(f.parent, caller)]
-            return [f for f in visible if f.class_name is None]
+            defs = [f for f in visible if f.class_name is None]
+            if defs:
+                return defs
+            # ``loss_object = FocalLoss()`` (or ``= focal_loss``) then ``loss_object(y, p)``
+            made: List[Function] = []
+            for assigned, result in _made_from(self.definitions(func.value, caller)):
+                if "." not in assigned:
+                    made.extend(self._targets(assigned, result))
+            return made
         if isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and func.value.value == "self":
             owner = caller.class_name if caller is not None else None
             while caller is not None and owner is None:
@@ -432,6 +440,18 @@ class ModuleAnalysis:
                 return []
             function = function.parent
         return self.module_defs.get(name, [])
+
+
+def _made_from(values: Sequence[cst.BaseExpression]) -> List[Tuple[str, bool]]:
+    """What calling a value assigned from ``values`` runs, as (dotted name, result): ``focal_loss`` for
+    ``= focal_loss``, (``FocalLoss``, True) for ``= FocalLoss()``."""
+    out: List[Tuple[str, bool]] = []
+    for expr in values:
+        result = isinstance(expr, cst.Call)
+        assigned = dotted(expr.func if isinstance(expr, cst.Call) else expr)
+        if assigned is not None and not assigned.startswith("self."):
+            out.append((assigned, result))
+    return out
 
 
 def _class_of(function: Optional[Function]) -> Optional[str]:

@@ -2,37 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Optional, Set
-
 import libcst as cst
 
-from tapefix.analysis.expressions import numeric_literal
-from tapefix.analysis.names import dotted
+from tapefix.analysis.expressions import guarded_from_zero, numeric_literal
 from tapefix.rule import Invalid, Rule, Valid
 from tapefix.types import Forward, Safety
-
-# Denominators built by these TensorFlow calls cannot be zero, or are guarded already.
-_NONZERO_TF = {
-    "maximum",
-    "math.maximum",
-    "clip_by_value",
-    "exp",
-    "math.exp",
-    "nn.softplus",
-    "math.softplus",
-    "ones",
-    "ones_like",
-    "where",
-    "keras.backend.epsilon",
-    "math.divide_no_nan",
-    "sigmoid",
-    "math.sigmoid",
-    "nn.sigmoid",
-    "cast",
-    "shape",
-    "size",
-}
-_EPSILON_WORDS = ("eps", "epsilon", "tiny", "smooth")
 
 
 class DivisionByZero(Rule):
@@ -186,7 +160,7 @@ with tf.GradientTape() as tape:
             return
         context = self.context
         denominator = node.right
-        if not context.on_path(denominator) or self._guarded(denominator, set()):
+        if not context.on_path(denominator) or guarded_from_zero(denominator, context.analysis, context.function):
             return
         numerator = node.left
         number = numeric_literal(numerator)
@@ -208,36 +182,3 @@ with tf.GradientTape() as tape:
             edits=(context.replace(node, text), *import_edits),
             description="tf.math.divide_no_nan: 0 with gradient 0 where the denominator is 0",
         )
-
-    def _guarded(self, expr: cst.BaseExpression, seen: Set[str]) -> bool:
-        """True when ``expr`` cannot be zero, or the user guarded it."""
-        context = self.context
-        if numeric_literal(expr) is not None:
-            return True
-        if _has_epsilon(expr):
-            return True
-        if isinstance(expr, cst.Call):
-            name = context.analysis.is_tf_call(expr)
-            return name in _NONZERO_TF
-        if isinstance(expr, cst.Name) and expr.value not in seen:
-            definitions = context.analysis.definitions(expr.value, context.function)
-            seen = seen | {expr.value}
-            return bool(definitions) and all(self._guarded(d, seen) for d in definitions)
-        return False
-
-
-def _has_epsilon(node: cst.CSTNode) -> bool:
-    """An epsilon added anywhere in the denominator (``tf.reduce_sum(w + 1e-6)``) shows the user
-    guarded it: trust them."""
-    if isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.Add):
-        if _is_epsilon(node.left) or _is_epsilon(node.right):
-            return True
-    return any(_has_epsilon(child) for child in node.children)
-
-
-def _is_epsilon(expr: cst.BaseExpression) -> bool:
-    value: Optional[float] = numeric_literal(expr)
-    if value is not None:
-        return value > 0
-    name = dotted(expr) or (dotted(expr.func) if isinstance(expr, cst.Call) else None)
-    return name is not None and any(word in name.rsplit(".", 1)[-1].lower() for word in _EPSILON_WORDS)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import List, Optional, Set, Tuple
+from typing import List, Optional, Tuple
 
 import libcst as cst
 
-from tapefix.analysis.expressions import is_pure, names_in, numeric_literal
-from tapefix.analysis.names import dotted
+from tapefix.analysis.expressions import guarded_from_zero, is_pure, names_in, numeric_literal
 from tapefix.analysis.walk import children
 from tapefix.rule import Invalid, Rule, RuleContext, Valid
 from tapefix.types import Edit, Forward, Safety
@@ -39,25 +38,6 @@ _TRAP_SAFE_VALUE = {
 # Ops whose unselected-lane NaN TensorFlow's eager and tf.function kernels mask (the gradient kernel
 # returns 0 for a 0 upstream gradient); XLA does not (research/idioms.md, E4 table).
 _XLA_ONLY_TRAP = {"sqrt", "math.sqrt", "rsqrt", "math.rsqrt", "reciprocal", "math.reciprocal"}
-# Arguments built by these TensorFlow calls are never zero, or are guarded already.
-_NONZERO_TF = {
-    "maximum",
-    "math.maximum",
-    "clip_by_value",
-    "exp",
-    "math.exp",
-    "nn.softplus",
-    "math.softplus",
-    "ones",
-    "ones_like",
-    "where",
-    "where_v2",
-    "sigmoid",
-    "math.sigmoid",
-    "nn.sigmoid",
-    "math.divide_no_nan",
-}
-_EPSILON_WORDS = ("eps", "epsilon", "tiny", "smooth")
 # Operands of ``>`` that need parentheses of their own.
 _LOOSE = (cst.Comparison, cst.BooleanOperation, cst.IfExp, cst.Lambda, cst.NamedExpr)
 
@@ -285,7 +265,12 @@ with tf.GradientTape() as tape:
     # ------------------------------------------------------------------ sqrt, x ** p, tf.norm
     def _root(self, node: cst.CSTNode, arg: Optional[cst.BaseExpression]) -> None:
         context = self.context
-        if arg is None or not context.on_path(arg) or self._guarded(arg, set()) or self._in_trap_branch(arg):
+        if (
+            arg is None
+            or not context.on_path(arg)
+            or guarded_from_zero(arg, context.analysis, context.function)
+            or self._in_trap_branch(arg)
+        ):
             return
         if not is_pure(arg, context.analysis):
             self.report(node, no_fix_reason="the argument has side effects or cost (a call); bind it to a name first")
@@ -306,7 +291,7 @@ with tf.GradientTape() as tape:
     def _norm(self, node: cst.Call) -> None:
         context = self.context
         arg = _first(node)
-        if arg is None or not context.on_path(arg) or self._guarded(arg, set()):
+        if arg is None or not context.on_path(arg) or guarded_from_zero(arg, context.analysis, context.function):
             return
         positional = [a for a in node.args if a.keyword is None]
         keywords = {a.keyword.value: a for a in node.args if a.keyword is not None}
@@ -328,21 +313,6 @@ with tf.GradientTape() as tape:
             edits=(context.replace(node, text), *import_edits),
             description="the norm as a double-where square root of the same sum of squares: gradient 0 at 0",
         )
-
-    def _guarded(self, expr: cst.BaseExpression, seen: Set[str]) -> bool:
-        """True when ``expr`` cannot be zero, or the user guarded it."""
-        context = self.context
-        if numeric_literal(expr) is not None:
-            return True
-        if isinstance(expr, cst.BinaryOperation) and isinstance(expr.operator, cst.Add):
-            return _is_epsilon(expr.left) or _is_epsilon(expr.right)
-        if isinstance(expr, cst.Call):
-            return context.analysis.is_tf_call(expr) in _NONZERO_TF
-        if isinstance(expr, cst.Name) and expr.value not in seen:
-            definitions = context.analysis.definitions(expr.value, context.function)
-            seen = seen | {expr.value}
-            return bool(definitions) and all(self._guarded(d, seen) for d in definitions)
-        return False
 
     def _in_trap_branch(self, arg: cst.BaseExpression) -> bool:
         """True when ``arg`` sits in a branch of an enclosing ``tf.where`` whose condition tests the same
@@ -436,14 +406,6 @@ def _operand(expr: cst.BaseExpression, text: str) -> str:
     if isinstance(expr, cst.UnaryOperation) and isinstance(expr.operator, cst.Not) and not expr.lpar:
         return f"({text})"
     return text
-
-
-def _is_epsilon(expr: cst.BaseExpression) -> bool:
-    value = numeric_literal(expr)
-    if value is not None:
-        return value > 0
-    name = dotted(expr) or (dotted(expr.func) if isinstance(expr, cst.Call) else None)
-    return name is not None and any(word in name.rsplit(".", 1)[-1].lower() for word in _EPSILON_WORDS)
 
 
 def _is_where(expr: cst.BaseExpression, context: RuleContext) -> bool:
