@@ -512,6 +512,28 @@ with tf.GradientTape() as tape:
 """,
         id="a-custom-gradient-function-gives-its-own-gradient",
     ),
+    pytest.param(
+        """\
+import tensorflow as tf
+
+
+class DiceLoss:
+    def __call__(self, logits, labels):
+        union = tf.reduce_sum(labels + logits, axis=0)
+        normalizer = tf.reduce_sum(union)
+        if normalizer == 0:
+            return tf.convert_to_tensor(1.0)
+        return 1 - tf.reduce_sum(labels * logits) / normalizer
+
+
+def step(model, x, labels):
+    loss_object = DiceLoss()
+    with tf.GradientTape() as tape:
+        loss = loss_object(model(x), labels)
+    return tape.gradient(loss, model.trainable_variables)
+""",
+        id="a-denominator-tested-for-zero-with-an-early-return",
+    ),
 ]
 
 

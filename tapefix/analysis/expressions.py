@@ -114,6 +114,8 @@ def guarded_from_zero(
         return True
     if isinstance(expr, cst.Call):
         return analysis.is_tf_call(expr) in NONZERO_TF
+    if isinstance(expr, cst.Name) and expr.value in analysis.zero_checked.get(function.node if function else None, ()):
+        return True  # ``if n == 0: return ...`` in the same function: trust the author
     if isinstance(expr, cst.Name) and expr.value not in seen:
         definitions = analysis.definitions(expr.value, function)
         seen = seen | {expr.value}

@@ -166,6 +166,8 @@ class ModuleAnalysis:
         self.compiled_losses: List[cst.BaseExpression] = []
         #: how many times each name is read anywhere in the module (for "is every use a recorded call?")
         self.name_reads: Dict[str, int] = {}
+        #: names each function (None: the module) tests for zero and leaves on: ``if n == 0: return ...``
+        self.zero_checked: Dict[Optional[cst.FunctionDef], Set[str]] = {}
         _Collector(self).collect(module)
         self._seed_entry_points()
         self._inferred = infer
@@ -404,9 +406,9 @@ class ModuleAnalysis:
                 return defs
             # ``loss_object = FocalLoss()`` (or ``= focal_loss``) then ``loss_object(y, p)``
             made: List[Function] = []
-            for assigned, result in _made_from(self.definitions(func.value, caller)):
-                if "." not in assigned:
-                    made.extend(self._targets(assigned, result))
+            for source, result in _made_from(self.definitions(func.value, caller)):
+                if "." not in source:
+                    made.extend(self._targets(source, result))
             return made
         if isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and func.value.value == "self":
             owner = caller.class_name if caller is not None else None
@@ -602,6 +604,19 @@ class _Collector(cst.CSTVisitor):
                 if arg.keyword is not None and arg.keyword.value == "loss":
                     self.a.compiled_losses.extend(_loss_values(arg.value))
 
+    def visit_If(self, node: cst.If) -> None:
+        # ``if normalizer == 0: return ...``: the author handled the zero case before dividing.
+        name = _zero_tested(node.test)
+        body = node.body.body if isinstance(node.body, cst.IndentedBlock) else ()
+        last = body[-1] if body else None
+        if isinstance(last, cst.SimpleStatementLine):
+            leaves = any(isinstance(s, (cst.Return, cst.Raise)) for s in last.body)
+        else:
+            leaves = False
+        if name is not None and leaves:
+            current = self._current()
+            self.a.zero_checked.setdefault(current.node if current else None, set()).add(name)
+
     def visit_With(self, node: cst.With) -> None:
         names: List[str] = []
         is_tape = False
@@ -629,6 +644,21 @@ class _Collector(cst.CSTVisitor):
             current = self._current()
             if current is not None:
                 self.a.owner_of_block[node.body] = current
+
+
+def _zero_tested(test: cst.BaseExpression) -> Optional[str]:
+    """``n`` for the tests ``n == 0``, ``0 == n``, ``n <= 0``, ``not n``; else None."""
+    if isinstance(test, cst.UnaryOperation) and isinstance(test.operator, cst.Not):
+        return test.expression.value if isinstance(test.expression, cst.Name) else None
+    if isinstance(test, cst.Comparison) and len(test.comparisons) == 1:
+        left, target = test.left, test.comparisons[0]
+        right, operator = target.comparator, target.operator
+        zero = (cst.Integer, cst.Float)
+        if isinstance(left, cst.Name) and isinstance(right, zero) and float(right.evaluated_value) == 0:
+            return left.value if isinstance(operator, (cst.Equal, cst.LessThanEqual)) else None
+        if isinstance(right, cst.Name) and isinstance(left, zero) and float(left.evaluated_value) == 0:
+            return right.value if isinstance(operator, (cst.Equal, cst.GreaterThanEqual)) else None
+    return None
 
 
 def _decorator_name(decorator: cst.BaseExpression) -> cst.BaseExpression:
