@@ -153,7 +153,9 @@ def read_source(path: str) -> Decoded:
     try:
         size = _regular_file_size(path)
         if size > MAX_FILE_BYTES:
-            raise FileError(f"is {size // (1024 * 1024)} MiB, larger than the {MAX_FILE_BYTES // (1024 * 1024)} MiB limit")
+            raise FileError(
+                f"is {size // (1024 * 1024)} MiB, larger than the {MAX_FILE_BYTES // (1024 * 1024)} MiB limit"
+            )
         with open(path, "rb") as handle:
             data = handle.read()
     except FileError:
@@ -211,14 +213,16 @@ def process_source(
     ``entry_points``: the module's functions that tapes elsewhere in the project run (tapefix.project)."""
     if mode is Mode.CHECK:
         findings = engine.check_source(source, config, entry_points)
-        outcomes = tuple(
-            Outcome(f, Status.FIXABLE if f.fix is not None else Status.MANUAL) for f in findings
-        )
+        outcomes = tuple(Outcome(f, Status.FIXABLE if f.fix is not None else Status.MANUAL) for f in findings)
         if verifier is not None and findings:
             verdicts = verifier(source, [f for f in findings if f.fix is not None])
             by_id = {id(f): v for f, v in zip([f for f in findings if f.fix is not None], verdicts)}
             outcomes = tuple(
-                Outcome(o.finding, Status.REJECTED if o.finding.fix is not None and not by_id[id(o.finding)].passed else o.status, by_id.get(id(o.finding)))
+                Outcome(
+                    o.finding,
+                    Status.REJECTED if o.finding.fix is not None and not by_id[id(o.finding)].passed else o.status,
+                    by_id.get(id(o.finding)),
+                )
                 for o in outcomes
             )
         return SourceResult(source, source, outcomes)
@@ -260,9 +264,7 @@ def process_file(
     return FileResult(path, result.outcomes, decoded.text, result.fixed_source, written=written)
 
 
-def process_notebook(
-    path: str, mode: Mode, config: Config, verifier: Optional[engine.Verifier] = None
-) -> FileResult:
+def process_notebook(path: str, mode: Mode, config: Config, verifier: Optional[engine.Verifier] = None) -> FileResult:
     """A Jupyter notebook: its Python cells are analysed as one module (they share one namespace) and
     fixed cells are written back into the notebook, everything else kept byte for byte."""
     try:

@@ -23,6 +23,8 @@ from tapefix.types import Config, Edit, Finding, Outcome, Safety, SourceResult, 
 Verifier = Callable[[str, Sequence[Finding]], Sequence[Verdict]]
 
 MAX_PASSES = 10
+#: Every rule, safe fixes only (Config is frozen, so one value serves every call).
+DEFAULT_CONFIG = Config()
 _SUPPRESSION = re.compile(r"#\s*tapefix:\s*ignore(?:\[(?P<codes>[A-Za-z0-9_,\s]+)\])?")
 
 
@@ -61,12 +63,25 @@ def might_run_under_tape(source: str, entry_points: Sequence[EntryPoint] = ()) -
     return (
         bool(entry_points)
         or might_hold_tape(source)
-        or (".compile(" in source and "loss" in source)
         or "def compute_loss" in source
+        or (".compile(" in source and _compiles_custom_loss(source))
     )
 
 
-def check_source(source: str, config: Config = Config(), entry_points: Sequence[EntryPoint] = ()) -> List[Finding]:
+# ``loss=`` in a ``compile(...)`` call, and the first characters of its value.
+_COMPILE_LOSS = re.compile(r"\.compile\((?:[^()]|\([^()]*\))*?\bloss\s*=\s*([^\s,)]{0,9})", re.S)
+_BUILTIN_LOSS = ("'", '"', "tf.", "keras.", "tf_keras.")
+
+
+def _compiles_custom_loss(source: str) -> bool:
+    """Whether a ``compile(loss=...)`` call passes the module's own loss: not a string such as
+    ``"mse"`` or a built-in ``tf.keras.losses...``, which hold none of the idioms tapefix fixes."""
+    return any(not value.startswith(_BUILTIN_LOSS) for value in _COMPILE_LOSS.findall(source))
+
+
+def check_source(
+    source: str, config: Config = DEFAULT_CONFIG, entry_points: Sequence[EntryPoint] = ()
+) -> List[Finding]:
     """Every finding in ``source``, in source order (suppressed ones left out). ``entry_points`` name the
     functions of this module that tapes in other modules of the project run (see tapefix.project)."""
     if not might_run_under_tape(source, entry_points):
@@ -233,7 +248,7 @@ def _shift(offset: int, edits: Sequence[Edit]) -> Optional[int]:
 
 def fix_source(
     source: str,
-    config: Config = Config(),
+    config: Config = DEFAULT_CONFIG,
     verifier: Optional[Verifier] = None,
     entry_points: Sequence[EntryPoint] = (),
 ) -> SourceResult:
@@ -258,9 +273,7 @@ def fix_source(
     # fix, whose edit offsets move when earlier edits land.
     rejected: Set[Tuple[str, int]] = set()
     for _ in range(MAX_PASSES):
-        candidates = [
-            f for f in findings if applicable(f, config) and (f.code, f.start_offset) not in rejected
-        ]
+        candidates = [f for f in findings if applicable(f, config) and (f.code, f.start_offset) not in rejected]
         if not candidates:
             break
         chosen, _ = _choose(candidates)
@@ -292,9 +305,7 @@ def fix_source(
         edits_sorted = sorted(edits, key=lambda e: (e.start, e.end))
         where = [None if w is None else _shift(w, edits_sorted) for w in where]
         rejected = {
-            (code, shifted)
-            for (code, offset) in rejected
-            if (shifted := _shift(offset, edits_sorted)) is not None
+            (code, shifted) for (code, offset) in rejected if (shifted := _shift(offset, edits_sorted)) is not None
         }
         current = candidate_source
         findings = _analyze(current, new_module, rules, entry_points)
@@ -302,7 +313,11 @@ def fix_source(
     for index, finding in enumerate(original):
         state = status.get(index)
         if state is None:
-            state = Status.FIXABLE if finding.fix is not None and finding.fix.safety is not Safety.DISPLAY_ONLY else Status.MANUAL
+            state = (
+                Status.FIXABLE
+                if finding.fix is not None and finding.fix.safety is not Safety.DISPLAY_ONLY
+                else Status.MANUAL
+            )
         outcomes.append(Outcome(finding, state, verdicts.get(index)))
     outcomes.extend(extra)
     return SourceResult(source, current, tuple(outcomes))

@@ -4,8 +4,11 @@
 
 * **Tape scope.** The body of ``with tf.GradientTape() as t:`` runs while the tape records
   (``Scope.DIRECT``); so do functions of the same module called from such a body, transitively
-  (``Scope.THROUGH_CALL``: they may also run outside any tape). ``with t.stop_recording():`` bodies
-  and nested ``def``s that are never called are outside.
+  (``Scope.THROUGH_CALL``: they may also run outside any tape), and so do the functions that tapes in
+  other modules of the project run (``entry_points``, found by ``tapefix.project``) and losses passed
+  to ``compile(loss=...)``, which Keras runs under its own tape. ``with t.stop_recording():`` bodies,
+  ``tf.stop_gradient`` arguments, ``@tf.custom_gradient`` bodies and nested ``def``s that are never
+  called are outside.
 * **Tensor-ness.** A conservative, flow-insensitive inference per function: a name is *on the
   gradient path* when it is bound to a ``tf.Variable``, watched, a gradient source, the result of a
   Keras model or layer call, or computed from such a value by TensorFlow ops, arithmetic or calls of
@@ -35,7 +38,7 @@ class Shape(enum.Enum):
     NONSCALAR = "non-scalar"
     UNKNOWN = "unknown"
 
-    def join(self, other: "Shape") -> "Shape":
+    def join(self, other: Shape) -> Shape:
         return self if self is other else Shape.UNKNOWN
 
 
@@ -49,7 +52,7 @@ class Value:
     #: for a tuple or list of known length (``return loss, weights``): what each element is
     elements: Tuple[Value, ...] = ()
 
-    def join(self, other: "Value") -> "Value":
+    def join(self, other: Value) -> Value:
         elements: Tuple[Value, ...] = ()
         if self.elements and len(self.elements) == len(other.elements):
             elements = tuple(a.join(b) for a, b in zip(self.elements, other.elements))
@@ -94,19 +97,89 @@ KERAS = ("tensorflow.keras", "keras", "tf_keras")
 CUSTOM_GRADIENT = ("tensorflow.custom_gradient", "tensorflow.python.ops.custom_gradient.custom_gradient")
 # TensorFlow calls whose result carries no gradient to its inputs, or is not a tensor at all.
 _TF_NO_PATH = {
-    "shape", "size", "rank", "stop_gradient", "zeros_like", "ones_like", "argmax", "argmin", "math.argmax",
-    "math.argmin", "one_hot", "equal", "not_equal", "greater", "less", "greater_equal", "less_equal",
-    "math.equal", "math.greater", "math.less", "logical_and", "logical_or", "logical_not", "is_tensor",
-    "print", "debugging", "summary", "data", "io", "config", "saved_model", "train", "distribute",
-    "GradientTape", "TensorSpec", "function", "random", "constant", "convert_to_tensor", "zeros", "ones",
-    "fill", "range", "eye", "linspace", "cast_int", "numpy_function", "py_function", "experimental.numpy.asarray",
+    "shape",
+    "size",
+    "rank",
+    "stop_gradient",
+    "zeros_like",
+    "ones_like",
+    "argmax",
+    "argmin",
+    "math.argmax",
+    "math.argmin",
+    "one_hot",
+    "equal",
+    "not_equal",
+    "greater",
+    "less",
+    "greater_equal",
+    "less_equal",
+    "math.equal",
+    "math.greater",
+    "math.less",
+    "logical_and",
+    "logical_or",
+    "logical_not",
+    "is_tensor",
+    "print",
+    "debugging",
+    "summary",
+    "data",
+    "io",
+    "config",
+    "saved_model",
+    "train",
+    "distribute",
+    "GradientTape",
+    "TensorSpec",
+    "function",
+    "random",
+    "constant",
+    "convert_to_tensor",
+    "zeros",
+    "ones",
+    "fill",
+    "range",
+    "eye",
+    "linspace",
+    "cast_int",
+    "numpy_function",
+    "py_function",
+    "experimental.numpy.asarray",
 }
 # TensorFlow calls that keep the shape of their first argument (elementwise ops).
 _TF_ELEMENTWISE_HINT = (
-    "abs", "exp", "log", "sqrt", "square", "sigmoid", "tanh", "floor", "ceil", "round", "sign", "nn.relu",
-    "nn.sigmoid", "nn.softplus", "math.", "maximum", "minimum", "clip_by_value", "where", "cast", "pow",
-    "identity", "nn.softmax", "nn.log_softmax", "rsqrt", "reciprocal", "negative", "multiply", "add",
-    "subtract", "divide",
+    "abs",
+    "exp",
+    "log",
+    "sqrt",
+    "square",
+    "sigmoid",
+    "tanh",
+    "floor",
+    "ceil",
+    "round",
+    "sign",
+    "nn.relu",
+    "nn.sigmoid",
+    "nn.softplus",
+    "math.",
+    "maximum",
+    "minimum",
+    "clip_by_value",
+    "where",
+    "cast",
+    "pow",
+    "identity",
+    "nn.softmax",
+    "nn.log_softmax",
+    "rsqrt",
+    "reciprocal",
+    "negative",
+    "multiply",
+    "add",
+    "subtract",
+    "divide",
 )
 # TensorFlow calls whose result always has at least one dimension.
 _TF_AT_LEAST_2D = {"matmul", "linalg.matmul", "concat", "stack", "expand_dims", "one_hot", "linalg.einsum", "einsum"}
@@ -126,7 +199,7 @@ class Function:
     qualname: str
     params: List[str]
     class_name: Optional[str]
-    parent: Optional["Function"]
+    parent: Optional[Function]
     env: Dict[str, Value]
     returns: Value = NOTHING
     #: whether a ``return <value>`` has been bound into ``returns`` yet (NOTHING is a value too)
@@ -622,9 +695,9 @@ class _Collector(cst.CSTVisitor):
         is_tape = False
         for item in node.items:
             expr = item.item
-            opens_tape = (
-                isinstance(expr, cst.Call) and self.a.qualify(expr.func) in GRADIENT_TAPES
-            ) or (isinstance(expr, cst.Name) and expr.value in self.tape_vars)
+            opens_tape = (isinstance(expr, cst.Call) and self.a.qualify(expr.func) in GRADIENT_TAPES) or (
+                isinstance(expr, cst.Name) and expr.value in self.tape_vars
+            )
             if opens_tape:
                 is_tape = True
                 if item.asname is not None and isinstance(item.asname.name, cst.Name):
@@ -923,7 +996,9 @@ class _Evaluator:
             if short in ("constant", "convert_to_tensor"):
                 return Value(any_path, _literal_shape(call) if not any_path else first.shape)
             if short.startswith("reduce_") or short.startswith("math.reduce_") or short in ("norm", "linalg.norm"):
-                has_axis = len(call.args) > 1 or any(a.keyword is not None and a.keyword.value == "axis" for a in call.args)
+                has_axis = len(call.args) > 1 or any(
+                    a.keyword is not None and a.keyword.value == "axis" for a in call.args
+                )
                 return Value(any_path, Shape.UNKNOWN if has_axis else Shape.SCALAR)
             if short in _TF_NO_PATH or short.split(".")[0] in _TF_NO_PATH:
                 return NOTHING

@@ -254,6 +254,7 @@ class UseFinder:
                 if kind == "collect":
                     assert isinstance(parent.func, cst.Attribute) and isinstance(parent.func.value, cst.Name)
                     return self._name(parent.func.value.value, seen, depth, python_value)
+                assert isinstance(kind, Use)
                 if kind is Use.COMPUTE:
                     self._note_meeting(tuple(a.value for a in parent.args if a is not child))
                 return {kind}

@@ -10,7 +10,7 @@ from tapefix.analysis.names import is_under
 from tapefix.analysis.scope import KERAS
 from tapefix.rule import Invalid, Rule, Valid
 from tapefix.rules._uses import UseFinder, decide, forward_after, has_star, keywords, positional, report_fix
-from tapefix.types import Forward, Safety
+from tapefix.types import Edit, Forward, Safety
 
 _NUMPY_CONVERTERS = {"array", "asarray", "asanyarray", "copy"}
 _NUMPY_SCALARS = {"float32", "float64", "float16", "double", "single"}
@@ -286,7 +286,7 @@ grads = tape.gradient(loss, x)
             return "a list of tensors: tf.stack keeps the gradient, but check its shape and dtype by hand"
         return ""
 
-    def _replacement(self, node: cst.Call, converted: cst.BaseExpression) -> Tuple[str, Tuple]:
+    def _replacement(self, node: cst.Call, converted: cst.BaseExpression) -> Tuple[str, Tuple[Edit, ...]]:
         context = self.context
         text = context.text(converted)
         if self._is_variable(converted):
