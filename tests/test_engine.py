@@ -34,3 +34,14 @@ def test_without_a_verifier_every_applicable_fix_lands_and_the_result_is_a_fixed
     result = fix_source(SOURCE, Config(unsafe_fixes=True))
     assert [o.status for o in result.outcomes] == [Status.FIXED, Status.FIXED]
     assert fix_source(result.fixed_source, Config(unsafe_fixes=True)).fixed_source == result.fixed_source
+
+
+def test_tf_compat_v2_is_tf_however_it_is_spelled():
+    import libcst as cst
+
+    from tapefix.analysis.names import ImportMap
+
+    imports = ImportMap()
+    imports.add("tf", "tensorflow", True)
+    assert imports.qualify(cst.parse_expression("tf.compat.v2.summary.scalar")) == "tensorflow.summary.scalar"
+    assert imports.qualify(cst.parse_expression("tf.compat.v1.floor")) == "tensorflow.compat.v1.floor"

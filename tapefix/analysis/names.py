@@ -69,8 +69,8 @@ class ImportMap:
         target = self.bindings.get(head)
         if target is None:
             return None
-        target = _canonical(target)
-        return f"{target}.{rest}" if rest else target
+        # ``tf.compat.v2.summary`` is ``tf.summary``, however it is spelled.
+        return _canonical(f"{target}.{rest}" if rest else target)
 
     def alias_for(self, qualified: str) -> Optional[str]:
         """A module-level local name bound to ``qualified`` (``tf`` for ``tensorflow``)."""
