@@ -83,6 +83,21 @@ class LogAtZero(Rule):
             """\
 import tensorflow as tf
 
+def log_barrier(margin):
+    if margin > 0.0:
+        return -tf.math.log(margin)
+    return margin * 0.0
+
+w = tf.Variable(2.0)
+with tf.GradientTape() as tape:
+    loss = log_barrier(w - 1.0)
+""",
+            note="guarded by an if on the same name (on a non-scalar tensor, TF102 rewrites that if)",
+        ),
+        Valid(
+            """\
+import tensorflow as tf
+
 x = tf.Variable([0.0, 2.0])
 eps = 1e-7
 with tf.GradientTape() as tape:
@@ -354,12 +369,17 @@ with tf.GradientTape() as tape:
         )
 
     def _in_where(self, arg: cst.BaseExpression) -> bool:
-        """Inside a ``tf.where`` whose condition tests the same names: TF113's trap check owns it."""
+        """Inside a ``tf.where`` whose condition tests the same names (TF113's trap check owns it), or in
+        the body of an ``if`` that does (the author guarded it; on a tensor, TF102 owns that ``if``)."""
         names = set(names_in(arg))
-        for node in self.context.ancestors:
+        ancestors = self.context.ancestors
+        for index, node in enumerate(ancestors):
             if isinstance(node, cst.Call) and self.context.analysis.is_tf_call(node) in _WHERE and node.args:
                 if names & set(names_in(node.args[0].value)):
                     return True
+            inside = ancestors[index + 1] if index + 1 < len(ancestors) else None
+            if isinstance(node, cst.If) and inside is not node.test and names & set(names_in(node.test)):
+                return True
         return False
 
 
