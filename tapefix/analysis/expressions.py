@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Tuple
 
 import libcst as cst
 
@@ -136,3 +136,13 @@ def _is_epsilon(expr: cst.BaseExpression) -> bool:
         return value > 0
     name = dotted(expr) or (dotted(expr.func) if isinstance(expr, cst.Call) else None)
     return name is not None and any(word in name.rsplit(".", 1)[-1].lower() for word in EPSILON_WORDS)
+
+
+def first_argument(call: cst.Call, keywords: Tuple[str, ...] = ("x",)) -> Optional[cst.BaseExpression]:
+    """The call's first argument: the first positional one, or else the first of ``keywords`` given."""
+    if call.args and call.args[0].keyword is None and not call.args[0].star:
+        return call.args[0].value
+    for arg in call.args:
+        if arg.keyword is not None and arg.keyword.value in keywords:
+            return arg.value
+    return None

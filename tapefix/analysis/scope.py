@@ -473,7 +473,7 @@ class ModuleAnalysis:
         if isinstance(func, cst.Name):
             found = self.by_name.get(func.value, [])
             # Prefer a def visible from the caller (nested), then a module-level one.
-            visible = [f for f in found if f.parent is None or _encloses(f.parent, caller)]
+            visible = [f for f in found if f.parent is None or encloses(f.parent, caller)]
             defs = [f for f in visible if f.class_name is None]
             if defs:
                 return defs
@@ -545,7 +545,8 @@ def _walk(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
             yield from _walk(child)
 
 
-def _encloses(parent: Function, caller: Optional[Function]) -> bool:
+def encloses(parent: Function, caller: Optional[Function]) -> bool:
+    """Whether ``parent`` is ``caller`` or a function around it."""
     while caller is not None:
         if caller is parent:
             return True

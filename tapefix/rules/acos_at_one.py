@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import libcst as cst
 
-from tapefix.analysis.expressions import is_pure, names_in, numeric_literal
+from tapefix.analysis.expressions import first_argument, is_pure, names_in, numeric_literal
 from tapefix.rule import Invalid, Rule, Valid
 from tapefix.rules.reduce_std import feeds_computation
 from tapefix.types import Forward, Safety
@@ -152,7 +150,7 @@ with tf.GradientTape() as tape:
         name = context.analysis.is_tf_call(node)
         if name not in _ARC:
             return
-        arg = _first(node)
+        arg = first_argument(node, ("x",))
         if arg is None or not context.on_path(arg) or self._bounded(arg, frozenset()) or self._guarded_by_context(arg):
             return
         if not feeds_computation(context, node):
@@ -213,12 +211,3 @@ with tf.GradientTape() as tape:
             if name in _WHERE and ancestor.args and arg_names & set(names_in(ancestor.args[0].value)):
                 return True
         return False
-
-
-def _first(node: cst.Call) -> Optional[cst.BaseExpression]:
-    if node.args and node.args[0].keyword is None and not node.args[0].star:
-        return node.args[0].value
-    for arg in node.args:
-        if arg.keyword is not None and arg.keyword.value == "x":
-            return arg.value
-    return None

@@ -6,7 +6,7 @@ from typing import Optional, Tuple
 
 import libcst as cst
 
-from tapefix.analysis.expressions import guarded_from_zero, is_pure, names_in, numeric_literal
+from tapefix.analysis.expressions import first_argument, guarded_from_zero, is_pure, names_in, numeric_literal
 from tapefix.rule import Invalid, Rule, RuleContext, Valid
 from tapefix.types import Forward, Safety
 
@@ -226,7 +226,7 @@ with tf.GradientTape() as tape:
         if name in _LOG:
             self._log(node)
         elif name in _LOG1P:
-            arg = _first(node)
+            arg = first_argument(node, ("x", "logits"))
             if arg is not None and self._is_exp(arg) and self.context.on_path(arg):
                 self._softplus(node)
 
@@ -257,12 +257,13 @@ with tf.GradientTape() as tape:
     # ------------------------------------------------------------------ tf.math.log(...)
     def _log(self, node: cst.Call) -> None:
         context = self.context
-        arg = _first(node)
+        arg = first_argument(node, ("x", "logits"))
         if arg is None:
             return
         inner = context.analysis.is_tf_call(arg) if isinstance(arg, cst.Call) else None
         # A Keras activation is not a tensor to the analysis: ask about its input instead.
-        probed = _first(arg) if isinstance(arg, cst.Call) and inner in _SOFTMAX | _SIGMOID else arg
+        activation = inner in _SOFTMAX | _SIGMOID
+        probed = first_argument(arg, ("x", "logits")) if isinstance(arg, cst.Call) and activation else arg
         if probed is None or not context.on_path(probed):
             return
         if inner in _SOFTMAX and isinstance(arg, cst.Call):
@@ -335,7 +336,7 @@ with tf.GradientTape() as tape:
 
     def _log_operand(self, expr: cst.BaseExpression) -> Optional[cst.BaseExpression]:
         if isinstance(expr, cst.Call) and self.context.analysis.is_tf_call(expr) in _LOG:
-            return _first(expr)
+            return first_argument(expr, ("x", "logits"))
         return None
 
     def _xlogx_operand(self, node: cst.BinaryOperation) -> Optional[Tuple[cst.BaseExpression, str]]:
@@ -381,15 +382,6 @@ with tf.GradientTape() as tape:
             if isinstance(node, cst.If) and inside is not node.test and names & set(names_in(node.test)):
                 return True
         return False
-
-
-def _first(node: cst.Call) -> Optional[cst.BaseExpression]:
-    if node.args and node.args[0].keyword is None and not node.args[0].star:
-        return node.args[0].value
-    for arg in node.args:
-        if arg.keyword is not None and arg.keyword.value in ("x", "logits"):
-            return arg.value
-    return None
 
 
 def _same(a: cst.BaseExpression, b: cst.BaseExpression) -> bool:

@@ -6,7 +6,7 @@ from typing import List, Optional, Tuple
 
 import libcst as cst
 
-from tapefix.analysis.expressions import guarded_from_zero, is_pure, names_in, numeric_literal
+from tapefix.analysis.expressions import first_argument, guarded_from_zero, is_pure, names_in, numeric_literal
 from tapefix.analysis.walk import children
 from tapefix.rule import Invalid, Rule, RuleContext, Valid
 from tapefix.types import Edit, Forward, Safety
@@ -252,7 +252,7 @@ with tf.GradientTape() as tape:
         if name in _WHERE:
             self._where_trap(node)
         elif name in _SQRT:
-            self._root(node, _first(node))
+            self._root(node, first_argument(node, ("x", "tensor", "input_tensor")))
         elif name in _POW and len(node.args) == 2 and _fractional(node.args[1].value):
             self._root(node, node.args[0].value)
         elif name in _NORM:
@@ -290,7 +290,7 @@ with tf.GradientTape() as tape:
 
     def _norm(self, node: cst.Call) -> None:
         context = self.context
-        arg = _first(node)
+        arg = first_argument(node, ("x", "tensor", "input_tensor"))
         if arg is None or not context.on_path(arg) or guarded_from_zero(arg, context.analysis, context.function):
             return
         positional = [a for a in node.args if a.keyword is None]
@@ -373,15 +373,6 @@ def _pure_condition(expr: cst.BaseExpression, context: RuleContext) -> bool:
     if isinstance(expr, cst.BooleanOperation):
         return _pure_condition(expr.left, context) and _pure_condition(expr.right, context)
     return is_pure(expr, context.analysis)
-
-
-def _first(node: cst.Call) -> Optional[cst.BaseExpression]:
-    if node.args and node.args[0].keyword is None and not node.args[0].star:
-        return node.args[0].value
-    for arg in node.args:
-        if arg.keyword is not None and arg.keyword.value in ("x", "tensor", "input_tensor"):
-            return arg.value
-    return None
 
 
 def _fractional(exponent: cst.BaseExpression) -> bool:

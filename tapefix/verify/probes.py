@@ -32,7 +32,7 @@ from libcst.metadata import MetadataWrapper, PositionProvider
 
 from tapefix.analysis.expressions import numeric_literal
 from tapefix.analysis.names import dotted
-from tapefix.analysis.scope import Function, ModuleAnalysis
+from tapefix.analysis.scope import Function, ModuleAnalysis, encloses
 from tapefix.types import Edit, Finding
 
 #: the only modules a probe may import
@@ -787,7 +787,7 @@ class _Resolver:
 
     def _function_named(self, name: str) -> Optional[Function]:
         found = [f for f in self.analysis.by_name.get(name, []) if f.class_name is None]
-        visible = [f for f in found if f.parent is None or _encloses(f.parent, self.function)]
+        visible = [f for f in found if f.parent is None or encloses(f.parent, self.function)]
         if len(visible) > 1:
             raise _CannotProbe(f"`{name}` is defined more than once in the module")
         return visible[0] if visible else None
@@ -817,14 +817,6 @@ class _Resolver:
             if name in callees:
                 raise _CannotProbe(f"`{node.name.value}` calls `{name}`, which is not code of this module")
             raise _CannotProbe(f"`{node.name.value}` reads the global `{name}`, which the verifier cannot synthesise")
-
-
-def _encloses(parent: Function, caller: Optional[Function]) -> bool:
-    while caller is not None:
-        if caller is parent:
-            return True
-        caller = caller.parent
-    return False
 
 
 # ---------------------------------------------------------------------- names
