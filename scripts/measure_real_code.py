@@ -20,9 +20,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Counter, List, Sequence
 
-from tapefix import api, engine, project
+from tapefix import api, engine, prefilter, project
 from tapefix.analysis.scope import ModuleAnalysis
-from tapefix.types import Config
+from tapefix.types import Config, SourceError
 
 
 @dataclass
@@ -51,11 +51,11 @@ class Figures:
 
 def tape_blocks(source: str) -> int:
     """How many tape blocks (``with tf.GradientTape() as t``, ``with t:``) a module holds."""
-    if not engine.might_hold_tape(source):
+    if not prefilter.might_hold_tape(source):
         return 0
     try:
         return len(ModuleAnalysis(engine.parse(source)).tape_blocks)
-    except (engine.SourceError, RecursionError):
+    except (SourceError, RecursionError):
         return 0
 
 

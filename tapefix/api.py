@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from tapefix import cache as _cache
-from tapefix import engine, notebook, project
-from tapefix.analysis.scope import EntryPoint
+from tapefix import notebook, project
 from tapefix.config import ConfigError, Resolver
-from tapefix.types import Config, Outcome, SourceResult, Status
+from tapefix.prefilter import might_run_under_tape
+from tapefix.types import Config, EntryPoint, Outcome, SourceError, SourceResult, Status, Verifier
 
 #: Folders never walked into: virtual environments, caches, tool folders.
 SKIP_DIRS = {"__pycache__", "node_modules", "site-packages", "venv", "env", "build", "dist", ".git"}
@@ -206,11 +206,13 @@ def process_source(
     source: str,
     mode: Mode,
     config: Config,
-    verifier: Optional[engine.Verifier] = None,
+    verifier: Optional[Verifier] = None,
     entry_points: Sequence[EntryPoint] = (),
 ) -> SourceResult:
-    """Run the engine on a source text for a mode; raises engine.SourceError if it does not parse.
+    """Run the engine on a source text for a mode; raises SourceError if it does not parse.
     ``entry_points``: the module's functions that tapes elsewhere in the project run (tapefix.project)."""
+    from tapefix import engine  # libcst: imported by the first file that needs a parse, never for cached ones
+
     if mode is Mode.CHECK:
         findings = engine.check_source(source, config, entry_points)
         outcomes = tuple(Outcome(f, Status.FIXABLE if f.fix is not None else Status.MANUAL) for f in findings)
@@ -233,7 +235,7 @@ def process_file(
     path: str,
     mode: Mode,
     config: Config,
-    verifier: Optional[engine.Verifier] = None,
+    verifier: Optional[Verifier] = None,
     entry_points: Sequence[EntryPoint] = (),
 ) -> FileResult:
     """Everything for one file; never raises for a problem with the file."""
@@ -245,7 +247,7 @@ def process_file(
         return FileResult(path, error=str(error))
     try:
         result = process_source(decoded.text, mode, config, verifier, entry_points)
-    except engine.SourceError as error:
+    except SourceError as error:
         where = f"{error.line}:{(error.column or 0) + 1}" if error.line else ""
         return FileResult(path, source=decoded.text, fixed_source=decoded.text, error=str(error), error_at=where)
     written = False
@@ -264,7 +266,7 @@ def process_file(
     return FileResult(path, result.outcomes, decoded.text, result.fixed_source, written=written)
 
 
-def process_notebook(path: str, mode: Mode, config: Config, verifier: Optional[engine.Verifier] = None) -> FileResult:
+def process_notebook(path: str, mode: Mode, config: Config, verifier: Optional[Verifier] = None) -> FileResult:
     """A Jupyter notebook: its Python cells are analysed as one module (they share one namespace) and
     fixed cells are written back into the notebook, everything else kept byte for byte."""
     try:
@@ -285,7 +287,7 @@ def process_notebook(path: str, mode: Mode, config: Config, verifier: Optional[e
         return FileResult(path, error=str(error))
     try:
         result = process_source(script.text, mode, config, verifier)
-    except engine.SourceError as error:
+    except SourceError as error:
         where = ""
         if error.line:
             cell, line = script.locate(error.line)
@@ -315,7 +317,7 @@ def run(
     paths: Sequence[str],
     mode: Mode,
     config: Config,
-    verifier: Optional[engine.Verifier] = None,
+    verifier: Optional[Verifier] = None,
     *,
     resolver: Optional[Resolver] = None,
     progress: Optional[Callable[[int, int], None]] = None,
@@ -431,7 +433,7 @@ class _Sources:
 
 
 def _process_safely(
-    path: str, mode: Mode, config: Config, verifier: Optional[engine.Verifier], entry_points: Sequence[EntryPoint]
+    path: str, mode: Mode, config: Config, verifier: Optional[Verifier], entry_points: Sequence[EntryPoint]
 ) -> FileResult:
     """process_file, with a tapefix bug reported as that file's error instead of a traceback."""
     try:
@@ -451,7 +453,7 @@ def _ignore_interrupts() -> None:
 def _execute(
     work: Sequence[_Job],
     mode: Mode,
-    verifier: Optional[engine.Verifier],
+    verifier: Optional[Verifier],
     jobs: int,
     sources: _Sources,
     finished: Callable[[_Job, FileResult], None],
@@ -461,7 +463,7 @@ def _execute(
     light: List[_Job] = []
     for job in work:
         text = sources.text(job.path) if job.path.endswith(".py") else None
-        if text is None or engine.might_run_under_tape(text, job.entry_points):
+        if text is None or might_run_under_tape(text, job.entry_points):
             heavy.append(job)
         else:
             light.append(job)

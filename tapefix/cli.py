@@ -14,18 +14,18 @@ from typing import IO, List, Optional, Sequence, Tuple
 
 import click
 
-from tapefix import __version__, api, engine, formats
+from tapefix import __version__, api, formats
 from tapefix.api import FileResult, Mode
 from tapefix.config import ConfigError, Overrides, Resolver, code_problem
 from tapefix.output import display_path, finding_line, summary
-from tapefix.types import Config, Status
+from tapefix.types import Config, SourceError, Status, Verifier
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 #: Trees with more files than this get a progress bar (when stderr is a terminal).
 PROGRESS_THRESHOLD = 300
 
 
-def _verifier(enabled: bool) -> Optional[engine.Verifier]:
+def _verifier(enabled: bool) -> Optional[Verifier]:
     if not enabled:
         return None
     from tapefix.verify import make_verifier  # only --verify needs it
@@ -299,15 +299,13 @@ def _list_rules(output_format: str) -> int:
     return EXIT_CLEAN
 
 
-def _run_stdin(mode: Mode, config: Config, verifier: Optional[engine.Verifier], printer: Printer) -> int:
+def _run_stdin(mode: Mode, config: Config, verifier: Optional[Verifier], printer: Printer) -> int:
     data = sys.stdin.buffer.read()
     try:
         decoded = api.decode(data)
         result = api.process_source(decoded.text, mode, config, verifier)
-    except (api.FileError, engine.SourceError) as error:
-        where = (
-            f":{error.line}:{(error.column or 0) + 1}" if isinstance(error, engine.SourceError) and error.line else ""
-        )
+    except (api.FileError, SourceError) as error:
+        where = f":{error.line}:{(error.column or 0) + 1}" if isinstance(error, SourceError) and error.line else ""
         click.echo(f"-{where}: error: {error}", err=True)
         if mode is Mode.FIX:
             sys.stdout.buffer.write(data)  # an editor piping through tapefix must not lose the buffer

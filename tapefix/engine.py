@@ -7,39 +7,34 @@ original source, so comments, formatting and line endings survive.
 
 from __future__ import annotations
 
-import re
 from dataclasses import replace
 from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple, Type
 
 import libcst as cst
 
-from tapefix.analysis.scope import EntryPoint, ModuleAnalysis, Scope
+from tapefix.analysis.scope import ModuleAnalysis, Scope
 from tapefix.analysis.walk import walk
+from tapefix.prefilter import SUPPRESSION, might_run_under_tape
 from tapefix.rule import Rule, RuleContext
 from tapefix.rules import ALL_RULES
-from tapefix.types import Config, Edit, Finding, Outcome, Safety, SourceResult, Status, Verdict
-
-#: The verifier's hook: given a source and fixes proposed for it, a verdict per finding.
-Verifier = Callable[[str, Sequence[Finding]], Sequence[Verdict]]
+from tapefix.types import (
+    Config,
+    Edit,
+    EntryPoint,
+    Finding,
+    Outcome,
+    Safety,
+    SourceError,
+    SourceResult,
+    Status,
+    Verdict,
+    Verifier,
+    applicable,
+)
 
 MAX_PASSES = 10
 #: Every rule, safe fixes only (Config is frozen, so one value serves every call).
 DEFAULT_CONFIG = Config()
-_SUPPRESSION = re.compile(r"#\s*tapefix:\s*ignore(?:\[(?P<codes>[A-Za-z0-9_,\s]+)\])?")
-
-
-class SourceError(Exception):
-    """The source cannot be analysed (it does not parse). ``line`` is 1-based when known."""
-
-    def __init__(self, message: str, line: Optional[int] = None, column: Optional[int] = None) -> None:
-        super().__init__(message)
-        self.line = line
-        self.column = column
-
-
-def might_hold_tape(source: str) -> bool:
-    """The cheap text test: a module that never names GradientTape holds no tape block."""
-    return "GradientTape" in source
 
 
 def parse(source: str) -> cst.Module:
@@ -54,29 +49,6 @@ def parse(source: str) -> cst.Module:
 
 def rules_for(config: Config) -> List[Type[Rule]]:
     return [rule for rule in ALL_RULES if config.enabled(rule.CODE)]
-
-
-def might_run_under_tape(source: str, entry_points: Sequence[EntryPoint] = ()) -> bool:
-    """The text test for a module in a project: it holds a tape block, passes a loss to Keras's
-    ``compile`` or overrides its ``compute_loss``, or a tape elsewhere runs one of its functions
-    (``entry_points``)."""
-    return (
-        bool(entry_points)
-        or might_hold_tape(source)
-        or "def compute_loss" in source
-        or (".compile(" in source and _compiles_custom_loss(source))
-    )
-
-
-# ``loss=`` in a ``compile(...)`` call, and the first characters of its value.
-_COMPILE_LOSS = re.compile(r"\.compile\((?:[^()]|\([^()]*\))*?\bloss\s*=\s*([^\s,)]{0,9})", re.S)
-_BUILTIN_LOSS = ("'", '"', "tf.", "keras.", "tf_keras.")
-
-
-def _compiles_custom_loss(source: str) -> bool:
-    """Whether a ``compile(loss=...)`` call passes the module's own loss: not a string such as
-    ``"mse"`` or a built-in ``tf.keras.losses...``, which hold none of the idioms tapefix fixes."""
-    return any(not value.startswith(_BUILTIN_LOSS) for value in _COMPILE_LOSS.findall(source))
 
 
 def check_source(
@@ -184,7 +156,7 @@ def _unsuppressed(source: str, findings: Sequence[Finding]) -> List[Finding]:
     kept = []
     for finding in findings:
         line = lines[finding.start.line - 1] if finding.start.line <= len(lines) else ""
-        match = _SUPPRESSION.search(line)
+        match = SUPPRESSION.search(line)
         if match is None:
             kept.append(finding)
             continue
@@ -192,13 +164,6 @@ def _unsuppressed(source: str, findings: Sequence[Finding]) -> List[Finding]:
         if codes is not None and not any(finding.code.startswith(c.strip()) for c in codes.split(",") if c.strip()):
             kept.append(finding)
     return kept
-
-
-def applicable(finding: Finding, config: Config) -> bool:
-    fix = finding.fix
-    if fix is None or fix.safety is Safety.DISPLAY_ONLY:
-        return False
-    return fix.safety is Safety.SAFE or config.unsafe_fixes
 
 
 def apply_edits(source: str, edits: Sequence[Edit]) -> str:

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Type
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence, Tuple, Type
 
 from tapefix import __version__
 from tapefix.api import FileResult, Mode
-from tapefix.engine import applicable
 from tapefix.output import display_path, locate, status_label
-from tapefix.rule import Rule
-from tapefix.types import Config, Edit, Finding, Outcome
+from tapefix.types import Config, Edit, Finding, Outcome, applicable
+
+if TYPE_CHECKING:
+    from tapefix.rule import Rule  # libcst: only the SARIF rule table needs the rules
 
 FORMATS = ("text", "json", "sarif", "github")
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"

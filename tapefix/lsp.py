@@ -39,10 +39,11 @@ except ImportError as error:  # pragma: no cover - depends on the installed extr
 from tapefix import __version__
 from tapefix import config as project_config
 from tapefix.config import Overrides
-from tapefix.engine import _SUPPRESSION, SourceError, applicable, check_source, fix_source
+from tapefix.engine import check_source, fix_source
+from tapefix.prefilter import SUPPRESSION
 from tapefix.ruledocs import page_name
 from tapefix.rules import ALL_RULES
-from tapefix.types import Config, Finding, Safety
+from tapefix.types import Config, Finding, Safety, SourceError, applicable
 
 logger = logging.getLogger(__name__)
 
@@ -246,7 +247,7 @@ def suppression_edit(source: str, line: int, code: str) -> Optional[Tuple[int, i
         return None
     line_start = index.starts[line]
     if comment is not None:
-        match = _SUPPRESSION.search(comment.string)
+        match = SUPPRESSION.search(comment.string)
         if match is not None:
             codes = match.group("codes")
             if codes is None:

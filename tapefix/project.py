@@ -19,8 +19,8 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Callable, Dict, FrozenSet, List, Mapping, Optional, Sequence, Set, Tuple
 
-from tapefix import engine
-from tapefix.analysis.scope import EntryPoint
+from tapefix.prefilter import might_run_under_tape
+from tapefix.types import EntryPoint, SourceError
 
 #: a module's text by path, or None when it cannot be read
 Reader = Callable[[str], Optional[str]]
@@ -306,6 +306,8 @@ def entry_points(files: Sequence[str], read: Reader) -> Dict[str, Tuple[EntryPoi
     """
     if len(files) < 2:
         return {}
+    from tapefix import engine  # libcst, only when some module has to be analysed
+
     index = ProjectIndex(files, read)
     entries: Dict[str, Set[EntryPoint]] = {}
     analysed: Dict[str, FrozenSet[EntryPoint]] = {}
@@ -317,7 +319,7 @@ def entry_points(files: Sequence[str], read: Reader) -> Dict[str, Tuple[EntryPoi
         if analysed.get(path) == current and path in analysed:
             continue
         source = index.text(path)
-        if source is None or not engine.might_run_under_tape(source, tuple(current)):
+        if source is None or not might_run_under_tape(source, tuple(current)):
             continue
         analysed[path] = current
         if not index.may_call_into_tree(path, [e.function for e in current]):
@@ -327,7 +329,7 @@ def entry_points(files: Sequence[str], read: Reader) -> Dict[str, Tuple[EntryPoi
             continue
         try:
             calls = engine.external_calls(source, _sorted(current), partial(_resolvable, index, path))
-        except (engine.SourceError, RecursionError):
+        except (SourceError, RecursionError):
             continue  # the file's own run reports why it does not parse
         for call in calls:
             target = index.resolve(path, call.function)

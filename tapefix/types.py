@@ -1,13 +1,15 @@
 """Plain values that cross tapefix's function boundaries.
 
-Frozen dataclasses and enums only; this module imports nothing of tapefix.
+Frozen dataclasses and enums (and ``SourceError``, the one exception that crosses them); this module
+imports nothing of tapefix, nor libcst: a run whose results all come from the cache never imports the
+parser.
 """
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Optional, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 
 class Safety(str, enum.Enum):
@@ -121,6 +123,26 @@ class Config:
 
 
 @dataclass(frozen=True)
+class EntryPoint:
+    """A function that a tape runs through a call, and which of its arguments are on the gradient path.
+
+    Going into the analysis of a module it names a function of that module that a tape in *another*
+    module calls (``focal_loss``, or ``FocalLoss`` for a class); coming out of
+    ``ModuleAnalysis.external_calls`` it names, as written, a callee the module does not define
+    (``losses.focal_loss``).
+    """
+
+    function: str
+    #: whether each positional argument is a tensor on the gradient path
+    positional: Tuple[bool, ...] = ()
+    #: keyword arguments that are tensors on the gradient path
+    keywords: Tuple[str, ...] = ()
+    #: what runs is the value ``function(...)`` returns: the nested def a loss factory returns, or the
+    #: ``call`` of a Keras ``Loss`` class (``compile(loss=focal_loss(gamma=2))``, ``loss=FocalLoss()``)
+    result: bool = False
+
+
+@dataclass(frozen=True)
 class SourceResult:
     """The result of fixing one source text."""
 
@@ -131,3 +153,24 @@ class SourceResult:
     @property
     def changed(self) -> bool:
         return self.source != self.fixed_source
+
+
+class SourceError(Exception):
+    """The source cannot be analysed (it does not parse). ``line`` is 1-based when known."""
+
+    def __init__(self, message: str, line: Optional[int] = None, column: Optional[int] = None) -> None:
+        super().__init__(message)
+        self.line = line
+        self.column = column
+
+
+#: The verifier's hook: given a source and fixes proposed for it, a verdict per finding.
+Verifier = Callable[[str, Sequence[Finding]], Sequence[Verdict]]
+
+
+def applicable(finding: Finding, config: Config) -> bool:
+    """Whether a run with ``config`` applies the finding's fix (unsafe ones only with unsafe fixes on)."""
+    fix = finding.fix
+    if fix is None or fix.safety is Safety.DISPLAY_ONLY:
+        return False
+    return fix.safety is Safety.SAFE or config.unsafe_fixes

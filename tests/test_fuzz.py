@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from tapefix import engine
 from tapefix.cli import main
-from tapefix.types import Config
+from tapefix.types import Config, SourceError
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = sorted(
@@ -136,7 +136,7 @@ def survives(source: str) -> None:
         try:
             engine.check_source(source, config)
             result = engine.fix_source(source, config)
-        except engine.SourceError:
+        except SourceError:
             continue
         if result.changed:
             engine.parse(result.fixed_source)  # a fix never produces code that does not parse

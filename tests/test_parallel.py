@@ -222,3 +222,23 @@ def test_cache_values_round_trip() -> None:
     findings = engine.fix_source((CORPUS / "floor_quantize.py").read_text(), Config(unsafe_fixes=True)).outcomes
     assert findings
     assert cache.load(json.loads(json.dumps(cache.dump(findings)))) == findings
+
+
+def test_a_cached_rerun_never_loads_the_parser(tree: Path) -> None:
+    """An unchanged tree is answered from the cache: libcst (about 0.2 s to import) is never imported."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "from tapefix.cli import main\n"
+        "code = main(['--check', '--quiet', sys.argv[1]])\n"
+        "print('RESULT', code, 'libcst' in sys.modules)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != cache.ENV_CACHE_DIR}
+    first = subprocess.run([sys.executable, "-c", probe, str(tree)], capture_output=True, text=True, env=env)
+    again = subprocess.run([sys.executable, "-c", probe, str(tree)], capture_output=True, text=True, env=env)
+    # Exit 2: the tree holds a file that does not parse. The cache keeps that answer too.
+    assert first.stdout.splitlines()[-1] == "RESULT 2 True"
+    assert again.stdout.splitlines()[-1] == "RESULT 2 False"
+    assert again.stdout.splitlines()[:-1] == first.stdout.splitlines()[:-1]

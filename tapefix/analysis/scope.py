@@ -26,6 +26,7 @@ import libcst as cst
 
 from tapefix.analysis.names import ImportMap, dotted, is_under
 from tapefix.analysis.walk import Recording, walk
+from tapefix.types import EntryPoint
 
 
 class Scope(enum.Enum):
@@ -61,25 +62,6 @@ class Value:
 
 
 NOTHING = Value()
-
-
-@dataclass(frozen=True)
-class EntryPoint:
-    """A function that a tape runs through a call, and which of its arguments are on the gradient path.
-
-    Going into ``ModuleAnalysis`` it names a function of that module that a tape in *another* module
-    calls (``focal_loss``, or ``FocalLoss`` for a class); coming out of ``ModuleAnalysis.external_calls``
-    it names, as written, a callee this module does not define (``losses.focal_loss``).
-    """
-
-    function: str
-    #: whether each positional argument is a tensor on the gradient path
-    positional: Tuple[bool, ...] = ()
-    #: keyword arguments that are tensors on the gradient path
-    keywords: Tuple[str, ...] = ()
-    #: what runs is the value ``function(...)`` returns: the nested def a loss factory returns, or the
-    #: ``call`` of a Keras ``Loss`` class (``compile(loss=focal_loss(gamma=2))``, ``loss=FocalLoss()``)
-    result: bool = False
 
 
 #: the arguments Keras passes to a loss while its train step records: ``(y_true, y_pred)``
