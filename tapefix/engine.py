@@ -13,6 +13,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple, Type
 import libcst as cst
 
 from tapefix.analysis.scope import ModuleAnalysis, Scope
+from tapefix.analysis.slicing import needed_source
 from tapefix.analysis.walk import walk
 from tapefix.prefilter import SUPPRESSION, might_run_under_tape
 from tapefix.rule import Rule, RuleContext
@@ -58,7 +59,7 @@ def check_source(
     functions of this module that tapes in other modules of the project run (see tapefix.project)."""
     if not might_run_under_tape(source, entry_points):
         return []
-    module = parse(source)
+    module = parse(needed_source(source, entry_points))
     return _analyze(source, module, rules_for(config), entry_points)
 
 
@@ -70,7 +71,7 @@ def external_calls(
     only the callees it can follow (tensor-ness is inferred only when one is kept)."""
     if not might_run_under_tape(source, entry_points):
         return []
-    return ModuleAnalysis(parse(source), entry_points, infer=False).external_calls(wanted)
+    return ModuleAnalysis(parse(needed_source(source, entry_points)), entry_points, infer=False).external_calls(wanted)
 
 
 def _analyze(
@@ -226,7 +227,7 @@ def fix_source(
     if not might_run_under_tape(source, entry_points):
         return SourceResult(source, source, ())
     current = source
-    module = parse(source)
+    module = parse(needed_source(source, entry_points))
     findings = _analyze(current, module, rules, entry_points)
     original = list(findings)
     # Where each original finding now starts (None once an edit rewrote it).
@@ -259,7 +260,7 @@ def fix_source(
         _, edits = _choose(chosen)
         candidate_source = apply_edits(current, edits)
         try:
-            new_module = parse(candidate_source)
+            new_module = parse(needed_source(candidate_source, entry_points))
         except SourceError:
             # A fix that yields code that does not parse is a tapefix bug; never write it.
             for finding in chosen:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Callable, Dict, FrozenSet, List, Mapping, Optional, Sequence, Set, Tuple
@@ -42,12 +43,18 @@ class Binding:
 
 @dataclass(frozen=True)
 class ModuleSummary:
-    """What the index needs of one module, read without inference."""
+    """What the index needs of one module to resolve names, read without inference."""
 
     path: str
     imports: Mapping[str, Binding] = field(default_factory=dict)
     #: top-level functions and classes the module defines
     defines: FrozenSet[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class CallGraph:
+    """Which names the code of one module calls, by name; only asked of modules that import from the tree."""
+
     #: the names called (``f(...)``: f; ``a.b.f(...)``: a and f) in each def, and the names assigned to each
     #: name or attribute (``self.loss_fn = focal_loss``), keyed by the def's or the target's name
     calls: Mapping[str, FrozenSet[str]] = field(default_factory=dict)
@@ -55,22 +62,21 @@ class ModuleSummary:
     roots: FrozenSet[str] = frozenset()
 
 
-def summarise(path: str, source: str) -> ModuleSummary:
-    """The imports (relative ones anchored at their package folder), top-level definitions and call graph
-    by name of a module, from Python's own parser."""
+def parse(source: str) -> Optional[ast.Module]:
+    """Python's own parse of a module (about a fifth of libcst's cost); None when it does not parse."""
     try:
-        tree = ast.parse(source)
+        return ast.parse(source)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
+
+
+def summarise(path: str, tree: Optional[ast.Module]) -> ModuleSummary:
+    """The imports (relative ones anchored at their package folder) and top-level definitions of a module."""
+    if tree is None:
         return ModuleSummary(path)
     imports: Dict[str, Binding] = {}
-    defines: Set[str] = set()
     folder = os.path.dirname(path)
-    for statement in tree.body:
-        if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            defines.add(statement.name)
-    scan = _Scan()
-    scan.visit(tree)
-    for node in scan.imports:
+    for node in _import_statements(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 if alias.asname:
@@ -78,7 +84,7 @@ def summarise(path: str, source: str) -> ModuleSummary:
                 else:
                     head = alias.name.split(".")[0]
                     imports[head] = Binding(head)
-        elif isinstance(node, ast.ImportFrom):
+        else:
             anchor = None
             if node.level:
                 anchor = folder
@@ -89,8 +95,43 @@ def summarise(path: str, source: str) -> ModuleSummary:
                     continue
                 base = f"{node.module}.{alias.name}" if node.module else alias.name
                 imports[alias.asname or alias.name] = Binding(base, anchor)
-    frozen_calls = {name: frozenset(names) for name, names in scan.calls.items()}
-    return ModuleSummary(path, imports, frozenset(defines), frozen_calls, frozenset(scan.roots))
+    defines = frozenset(
+        statement.name
+        for statement in tree.body
+        if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+    )
+    return ModuleSummary(path, imports, defines)
+
+
+def _import_statements(tree: ast.Module) -> List[ast.Import | ast.ImportFrom]:
+    """Every import statement, at any depth, in source order (a later import of a name wins)."""
+    found: List[ast.Import | ast.ImportFrom] = []
+    statements: List[ast.AST] = [tree]
+    while statements:
+        node = statements.pop()
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.Import, ast.ImportFrom)):
+                found.append(child)
+            elif isinstance(child, (ast.stmt, ast.excepthandler, ast.match_case)):
+                statements.append(child)  # imports are statements: expressions are never entered
+    found.sort(key=lambda n: (n.lineno, n.col_offset))
+    return found
+
+
+def call_graph(tree: Optional[ast.Module]) -> CallGraph:
+    """Which names each def calls and which names run where a tape may record, by name."""
+    if tree is None:
+        return CallGraph()
+    scan = _Scan()
+    scan.visit(tree)
+    return CallGraph({name: frozenset(names) for name, names in scan.calls.items()}, frozenset(scan.roots))
+
+
+#: the modules an import statement names: ``from a.b import c`` gives "a.b"; ``import a.b as c, d`` gives
+#: "a.b as c, d" (its first words are what matter); backslash continuations included
+_IMPORTED_MODULES = re.compile(
+    r"\bfrom(?:\s|\\\r?\n)+(\.*)(?:\s|\\\r?\n)*([A-Za-z_]\w*)?|\bimport(?:\s|\\\r?\n)+((?:[^\n;#\\]|\\\r?\n)*)"
+)
 
 
 class _Scan(ast.NodeVisitor):
@@ -100,15 +141,8 @@ class _Scan(ast.NodeVisitor):
     def __init__(self) -> None:
         self.calls: Dict[str, Set[str]] = {}
         self.roots: Set[str] = set()
-        self.imports: List[ast.AST] = []
         #: the sets that a call found here adds its names to (enclosing defs, recording blocks)
         self.open: List[Set[str]] = []
-
-    def visit_Import(self, node: ast.Import) -> None:
-        self.imports.append(node)
-
-    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
-        self.imports.append(node)
 
     def _within(self, names: Set[str], node: ast.AST) -> None:
         self.open.append(names)
@@ -173,9 +207,13 @@ def _may_record(item: ast.withitem) -> bool:
 
 
 def _read_names(node: ast.AST) -> Set[str]:
-    return {inner.id for inner in ast.walk(node) if isinstance(inner, ast.Name)} | {
-        inner.attr for inner in ast.walk(node) if isinstance(inner, ast.Attribute)
-    }
+    names: Set[str] = set()
+    for inner in ast.walk(node):
+        if isinstance(inner, ast.Name):
+            names.add(inner.id)
+        elif isinstance(inner, ast.Attribute):
+            names.add(inner.attr)
+    return names
 
 
 class ProjectIndex:
@@ -184,25 +222,58 @@ class ProjectIndex:
     def __init__(self, files: Sequence[str], read: Reader) -> None:
         self.read = read
         self.paths = {os.path.abspath(p): p for p in files}
+        self._trees: Dict[str, Optional[ast.Module]] = {}
         self._summaries: Dict[str, ModuleSummary] = {}
+        self._graphs: Dict[str, CallGraph] = {}
+        #: every folder name and module name in the tree's paths: an absolute import can reach a module of
+        #: the tree only if its first name is one of them
+        self._components: Set[str] = set()
         #: "pkg/losses.py" style tails of each file, for imports made from outside the package's root
         self._by_tail: Dict[str, List[str]] = {}
         for absolute in self.paths:
             parts = absolute.split(os.sep)
             for depth in range(1, min(len(parts), 6)):
                 self._by_tail.setdefault(os.sep.join(parts[-depth:]), []).append(absolute)
+            self._components.update(parts[:-1])
+            self._components.add(os.path.splitext(parts[-1])[0])
+        self._components.discard("")
 
     def text(self, path: str) -> Optional[str]:
         return self.read(self.paths.get(os.path.abspath(path), path))
+
+    def tree(self, path: str) -> Optional[ast.Module]:
+        absolute = os.path.abspath(path)
+        if absolute not in self._trees:
+            source = self.text(absolute)
+            self._trees[absolute] = parse(source) if source is not None else None
+        return self._trees[absolute]
 
     def summary(self, path: str) -> ModuleSummary:
         absolute = os.path.abspath(path)
         found = self._summaries.get(absolute)
         if found is None:
-            source = self.text(absolute)
-            found = summarise(absolute, source) if source is not None else ModuleSummary(absolute)
-            self._summaries[absolute] = found
+            found = self._summaries[absolute] = summarise(absolute, self.tree(absolute))
         return found
+
+    def graph(self, path: str) -> CallGraph:
+        absolute = os.path.abspath(path)
+        found = self._graphs.get(absolute)
+        if found is None:
+            found = self._graphs[absolute] = call_graph(self.tree(absolute))
+        return found
+
+    def may_import_from_tree(self, source: str) -> bool:
+        """The text test before any parse: does an import statement name a relative module, or an absolute
+        one whose first name is a folder or module of the tree? (Text in strings and comments only makes
+        it say yes more often.)"""
+        for dots, first, names in _IMPORTED_MODULES.findall(source):
+            if dots or first in self._components:
+                return True
+            for name in names.split(","):
+                word = name.strip(" \t\\\r\n()").split(".")[0].split()
+                if word and word[0] in self._components:
+                    return True
+        return False
 
     # ------------------------------------------------------------------ modules
     def module_file(self, parts: Sequence[str], importer: str, anchor: Optional[str]) -> Optional[str]:
@@ -267,6 +338,9 @@ class ProjectIndex:
     def tree_imports(self, path: str) -> Set[str]:
         """The names the module imports from modules of the tree (cheap: no inference)."""
         found: Set[str] = set()
+        source = self.text(path)
+        if source is None or not self.may_import_from_tree(source):
+            return found
         for local, binding in self.summary(path).imports.items():
             parts = binding.dotted.split(".")
             for split in range(len(parts), 0 if binding.anchor is None else -1, -1):
@@ -282,10 +356,10 @@ class ProjectIndex:
         imported = self.tree_imports(path)
         if not imported:
             return False
-        summary = self.summary(path)
+        graph = self.graph(path)
         seen: Set[str] = set()
         # A class entered as a loss runs its call(); a def it holds is keyed by its own name.
-        work = [*summary.roots, "compute_loss"]  # a Keras compute_loss override runs under the train step's tape
+        work = [*graph.roots, "compute_loss"]  # a Keras compute_loss override runs under the train step's tape
         if entered:
             work.extend([*entered, "call", "__call__"])
         while work:
@@ -295,7 +369,7 @@ class ProjectIndex:
             seen.add(name)
             if name in imported:
                 return True
-            work.extend(summary.calls.get(name, ()))
+            work.extend(graph.calls.get(name, ()))
         return False
 
 

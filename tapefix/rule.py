@@ -76,7 +76,7 @@ class RuleContext:
         if self._positions is None:
             # Only modules with a finding pay for positions, and mostly only for the top-level
             # statement being visited (tapefix.analysis.walk.Positions).
-            self._positions = Positions(self.module)
+            self._positions = Positions(self.module, self.source)
         return self._positions.get(node, self.ancestors[1] if len(self.ancestors) > 1 else None)
 
     def offset(self, line: int, column: int) -> int:

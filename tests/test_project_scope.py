@@ -64,6 +64,13 @@ def train_step(x, y):
         pytest.param("from pkg import losses", "losses.focal_loss", id="from-package-import-module"),
         pytest.param("from . import losses", "losses.focal_loss", id="relative-module-import"),
         pytest.param("import pkg.losses", "pkg.losses.focal_loss", id="dotted-import"),
+        pytest.param("import os, pkg.losses as L", "L.focal_loss", id="second-name-of-an-import"),
+        pytest.param("from \\\n    pkg.losses import focal_loss", "focal_loss", id="backslash-continuation"),
+        pytest.param("import os, \\\n    pkg.losses as L", "L.focal_loss", id="continued-import-list"),
+        pytest.param("from pkg.losses import (\n    focal_loss,\n)", "focal_loss", id="parenthesised-names"),
+        pytest.param(
+            "try:\n    from pkg.losses import focal_loss\nexcept ImportError:\n    pass", "focal_loss", id="in-try"
+        ),
     ],
 )
 def test_idiom_in_an_imported_loss_is_found_and_marked_through_call(tmp_path, capsys, import_line, call):
@@ -391,6 +398,35 @@ print(_snap(x))
     root = write_tree(tmp_path, {"train.py": source})
     lines = check(root, capsys)
     assert len(lines) == 1 and "reached through a call" in lines[0]
+
+
+def test_a_namespace_package_module_is_reached(tmp_path, capsys):
+    root = write_tree(
+        tmp_path, {"ns/losses.py": LOSSES, "ns/train.py": tape_calling("from ns import losses", "losses.focal_loss")}
+    )
+    lines = check(root, capsys)
+    assert len(lines) == 1 and lines[0].startswith(f"{root / 'ns' / 'losses.py'}:6:15: TF101"), lines
+
+
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        pytest.param(
+            "import numpy as np\nimport tensorflow as tf\nfrom __future__ import annotations\n", False, id="outside"
+        ),
+        pytest.param("import os\n# from pkg import losses is how it was\n", True, id="a-comment-may-say-yes"),
+        pytest.param("from . import x\n", True, id="relative"),
+        pytest.param("from ..pkg.losses import f\n", True, id="relative-up"),
+        pytest.param("import tensorflow as pkg\n", False, id="alias-named-like-the-tree"),
+        pytest.param("import tensorflow as tf, losses\n", True, id="module-named-like-a-file"),
+        pytest.param("raise ValueError('bad') from error\n", False, id="raise-from"),
+    ],
+)
+def test_the_text_test_for_imports_from_the_tree(tmp_path, source, expected):
+    """Only a module whose imports may name a module of the tree is parsed to summarise it."""
+    files = [str(tmp_path / "pkg" / "__init__.py"), str(tmp_path / "pkg" / "losses.py")]
+    index = project.ProjectIndex(files, lambda path: None)
+    assert index.may_import_from_tree(source) is expected
 
 
 def test_entry_points_of_a_tree(tmp_path):

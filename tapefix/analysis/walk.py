@@ -17,7 +17,7 @@ import dataclasses
 from typing import Callable, Dict, List, Optional, Set, Tuple, Type
 
 import libcst as cst
-from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
+from libcst.metadata import CodePosition, CodeRange, MetadataWrapper, PositionProvider
 from libcst.metadata.position_provider import NEWLINE_RE, PositionProvidingCodegenState
 
 #: Nodes that are only whitespace, comments and punctuation; their subtrees hold nothing else.
@@ -220,26 +220,36 @@ class Positions:
 
     The provider generates the code of the whole module to place every node, which costs about twice
     the parse. A rule wants the place of a few nodes, almost always inside the top-level statement
-    being visited; this generates only that statement's code, starting from its line (found from the
-    plain code of the statements before it, which is much cheaper), and falls back to the whole module
-    for a node it did not find there. The ranges are the provider's own (the same codegen state).
+    being visited; this generates only that statement's code, finds where it starts in the module's
+    source (a statement whose code occurs once there; otherwise by the plain code of the statements
+    before it, which is dearer), and falls back to the whole module for a node it did not find there.
+    The ranges are the provider's own (the same codegen state), moved down to the statement's line.
     """
 
-    def __init__(self, module: cst.Module) -> None:
+    def __init__(self, module: cst.Module, source: Optional[str] = None) -> None:
         self.module = module
+        #: the module's code (``module.code``), when the caller has it at hand
+        self.source = source
         self.ranges: Dict[cst.CSTNode, CodeRange] = {}
         self._index = {id(statement): index for index, statement in enumerate(module.body)}
         #: the first line of each top-level statement, as far as computed
         self._lines: List[int] = []
-        self._done: Set[int] = set()
+        #: per placed statement: its nodes' ranges counted from line 1, and the lines to add to them
+        self._placed: Dict[int, Tuple[Dict[cst.CSTNode, CodeRange], int]] = {}
         self._whole = False
 
     def get(self, node: cst.CSTNode, statement: Optional[cst.CSTNode] = None) -> CodeRange:
         """The node's range; ``statement`` is the top-level statement that (probably) holds it."""
         found = self.ranges.get(node)
         if found is None and statement is not None and id(statement) in self._index:
-            self._place(self._index[id(statement)])
-            found = self.ranges.get(node)
+            relative, below = self._place(self._index[id(statement)])
+            moved = relative.get(node)
+            if moved is not None:
+                found = CodeRange(
+                    CodePosition(moved.start.line + below, moved.start.column),
+                    CodePosition(moved.end.line + below, moved.end.column),
+                )
+                self.ranges[node] = found
         if found is None and not self._whole:
             self._whole = True
             self.ranges.update(MetadataWrapper(self.module, unsafe_skip_copy=True).resolve(PositionProvider))
@@ -258,21 +268,29 @@ class Positions:
             self._lines.append(self._lines[-1] + _count_newlines(module.code_for_node(previous)))
         return self._lines[index]
 
-    def _place(self, index: int) -> None:
-        if index in self._done:
-            return
-        self._done.add(index)
+    def _place(self, index: int) -> Tuple[Dict[cst.CSTNode, CodeRange], int]:
+        placed = self._placed.get(index)
+        if placed is not None:
+            return placed
         provider = PositionProvider()
         state = PositionProvidingCodegenState(
             default_indent=self.module.default_indent,
             default_newline=self.module.default_newline,
             provider=provider,
-            line=self._line_of(index),
+            line=1,
             column=0,
         )
         self.module.body[index]._codegen(state)
-        for node, code_range in provider._computed.items():
-            self.ranges.setdefault(node, code_range)  # type: ignore[arg-type]
+        code = "".join(state.tokens)
+        source = self.source
+        start = source.find(code) if source is not None and code else -1
+        if source is not None and start >= 0 and source.find(code, start + 1) < 0:
+            first_line = 1 + _count_newlines(source[:start])
+        else:
+            first_line = self._line_of(index)
+        computed: Dict[cst.CSTNode, CodeRange] = provider._computed  # type: ignore[assignment]
+        self._placed[index] = (computed, first_line - 1)
+        return computed, first_line - 1
 
 
 def _count_newlines(text: str) -> int:

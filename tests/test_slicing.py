@@ -1,0 +1,261 @@
+"""The parse of only what the analysis needs (tapefix.analysis.slicing) changes no finding and no fix.
+
+Each way one top-level definition can change what the analysis says of another (a call by name, a Keras
+object known by its name, a private function's uses, a module-level list a tensor is appended to, an
+alias of GradientTape, a compile(loss=...) call, an import) has a case here, and generated modules mix
+them with colliding names: sliced or whole, every finding and every fixed source is the same.
+"""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from typing import List
+from unittest import mock
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tapefix import engine
+from tapefix.analysis import slicing
+from tapefix.types import Config
+
+UNSAFE = Config(unsafe_fixes=True)
+HEADER = "import numpy as np\nimport tensorflow as tf\nfrom tensorflow import keras\n\n"
+
+UNRELATED = """
+def prepare(rows, scale=2):
+    out = []
+    for row in rows:
+        out.append(float(row) * scale)
+    return sorted(out)
+
+
+class Config:
+    def __init__(self, path):
+        self.path = path
+"""
+
+
+def whole(source: str) -> tuple:
+    with mock.patch.object(engine, "needed_source", lambda text, entry_points=(): text):
+        return _results(source)
+
+
+def sliced(source: str) -> tuple:
+    with mock.patch.object(slicing, "MIN_LINES", 0):
+        return _results(source)
+
+
+def _results(source: str) -> tuple:
+    return engine.check_source(source, UNSAFE), engine.fix_source(source, UNSAFE).fixed_source
+
+
+def blanked_lines(source: str) -> List[int]:
+    with mock.patch.object(slicing, "MIN_LINES", 0):
+        needed = slicing.needed_source(source)
+    return [i + 1 for i, (a, b) in enumerate(zip(source.splitlines(), needed.splitlines())) if a.strip() != b.strip()]
+
+
+CASES = {
+    "keras-object-built-elsewhere": """
+        def build():
+            model = keras.Sequential([keras.layers.Dense(1)])
+            return model
+
+        def train(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = model.predict(x)
+            return tape.gradient(y, x)
+        """,
+    "private-helper-also-called-elsewhere": """
+        def _scale(v):
+            return np.floor(v)
+
+        def report(v):
+            return _scale(v)
+
+        def train(w):
+            with tf.GradientTape() as tape:
+                y = _scale(w * 2.0)
+            return tape.gradient(y, w)
+        """,
+    "module-list-appended-elsewhere": """
+        history = []
+
+        def remember(w):
+            history.append(tf.Variable(w))
+
+        def train(w, x):
+            with tf.GradientTape() as tape:
+                h = history[0] * x
+                if h > 0:
+                    h = h * 2.0
+            return tape.gradient(h, w)
+        """,
+    "gradient-tape-alias": """
+        from tensorflow import GradientTape as GT
+
+        def train(w):
+            with GT() as tape:
+                y = np.floor(w)
+            return tape.gradient(y, w)
+        """,
+    "compile-with-spaces": """
+        def my_loss(y_true, y_pred):
+            return tf.reduce_mean(np.floor(y_pred) - y_true)
+
+        def fit(model):
+            model . compile (loss=my_loss)
+
+        def train(w):
+            with tf.GradientTape() as tape:
+                y = w * 2.0
+            return tape.gradient(y, w)
+        """,
+    "import-inside-a-def": """
+        def setup():
+            import numpy as onp
+            return onp
+
+        def train(w):
+            with tf.GradientTape() as tape:
+                y = onp.floor(w)
+            return tape.gradient(y, w)
+        """,
+    "layer-attribute-named-like-the-trainers": """
+        class Block(keras.layers.Layer):
+            def __init__(self):
+                super().__init__()
+                self.encoder = keras.layers.Dense(2)
+
+        class Trainer:
+            def step(self, x):
+                with tf.GradientTape() as tape:
+                    y = self.encoder.predict(x)
+                return tape.gradient(y, x)
+        """,
+}
+
+
+@pytest.mark.parametrize("body", [pytest.param(textwrap.dedent(b), id=k) for k, b in CASES.items()])
+def test_every_connection_keeps_what_it_connects(body: str) -> None:
+    source = HEADER + UNRELATED + body
+    assert sliced(source) == whole(source)
+    # The unrelated definitions are left out; everything of the case is kept.
+    unrelated = range(HEADER.count("\n") + 2, HEADER.count("\n") + UNRELATED.count("\n") + 1)
+    assert set(blanked_lines(source)) == {n for n in unrelated if source.splitlines()[n - 1].strip()}
+
+
+def test_a_definition_is_left_out_only_when_nothing_connects_it() -> None:
+    source = HEADER + UNRELATED + "\ndef train(w):\n    with tf.GradientTape() as tape:\n        y = prepare(w)\n"
+    first = source.splitlines().index("class Config:") + 1
+    assert blanked_lines(source) == [first, first + 1, first + 2]  # prepare is called from the tape: kept
+
+
+def test_offsets_lines_and_line_breaks_are_kept() -> None:
+    odd = "def odd():\r\n    return 'form\x0cfeed \u2028 separator'\r\n\r\n"
+    source = HEADER + odd + UNRELATED + "def train(w):\n    with tf.GradientTape() as tape:\n        y = np.floor(w)\n"
+    with mock.patch.object(slicing, "MIN_LINES", 0):
+        needed = slicing.needed_source(source)
+    assert len(needed) == len(source)
+    assert [m.start() for m in re.finditer(r"\r\n|\r|\n", needed)] == [
+        m.start() for m in re.finditer(r"\r\n|\r|\n", source)
+    ]
+    assert "odd" not in needed and "prepare" not in needed and "np.floor(w)" in needed
+    assert sliced(source) == whole(source)
+
+
+def test_a_short_module_is_parsed_whole() -> None:
+    source = HEADER + UNRELATED
+    assert slicing.needed_source(source) is source
+
+
+# ----------------------------------------------------------------------------- generated modules
+CALLEES = ["helper", "_helper", "scale"]
+OBJECTS = ["model", "net"]
+LISTS = ["history", "log"]
+ATTRIBUTES = ["dense", "loss_fn"]
+CLASSES = ["Block", "Head"]
+
+TEMPLATES = [
+    """
+def train_{n}(x, w):
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        h = {callee}(x * w)
+        y = np.floor(h)
+        if h > 0:
+            y = y * 2.0
+        r = 1 / y
+        p = {obj}.predict(x)
+        {lst}.append(r)
+    return tape.gradient(r, [w])
+""",
+    """
+def {callee}(v):
+    return tf.math.sqrt(v) / v
+""",
+    """
+def build_{n}():
+    {obj} = keras.Sequential([keras.layers.Dense(1)])
+    return {obj}
+""",
+    """
+def remember_{n}(t):
+    {lst}.append(tf.Variable(t))
+    return {callee}(t)
+""",
+    """
+class {cls}(keras.layers.Layer):
+    def __init__(self):
+        super().__init__()
+        self.{attr} = keras.layers.Dense(2)
+
+    def call(self, x):
+        return self.{attr}(x) / x
+""",
+    """
+class Trainer{n}:
+    def __init__(self):
+        self.{attr} = {callee}
+
+    def step(self, x):
+        with tf.GradientTape() as tape:
+            y = self.{attr}(x)
+            z = np.round(y)
+        return tape.gradient(z, x)
+""",
+    """
+{lst} = []
+""",
+    """
+{obj} = build_{n}()
+""",
+]
+
+
+@st.composite
+def modules(draw) -> str:
+    parts = [HEADER]
+    for _ in range(draw(st.integers(2, 7))):
+        template = draw(st.sampled_from(TEMPLATES))
+        parts.append(
+            template.format(
+                n=draw(st.integers(0, 2)),
+                callee=draw(st.sampled_from(CALLEES)),
+                obj=draw(st.sampled_from(OBJECTS)),
+                lst=draw(st.sampled_from(LISTS)),
+                attr=draw(st.sampled_from(ATTRIBUTES)),
+                cls=draw(st.sampled_from(CLASSES)),
+            )
+        )
+    return "".join(parts)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(modules())
+def test_generated_modules_give_the_same_findings_and_fixes_sliced_or_whole(source: str) -> None:
+    assert sliced(source) == whole(source)
