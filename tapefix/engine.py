@@ -59,8 +59,8 @@ def check_source(
     functions of this module that tapes in other modules of the project run (see tapefix.project)."""
     if not might_run_under_tape(source, entry_points):
         return []
-    module = parse(needed_source(source, entry_points))
-    return _analyze(source, module, rules_for(config), entry_points)
+    needed = needed_source(source, entry_points)
+    return _analyze(source, parse(needed), rules_for(config), entry_points, needed)
 
 
 def external_calls(
@@ -75,12 +75,18 @@ def external_calls(
 
 
 def _analyze(
-    source: str, module: cst.Module, rules: Sequence[Type[Rule]], entry_points: Sequence[EntryPoint] = ()
+    source: str,
+    module: cst.Module,
+    rules: Sequence[Type[Rule]],
+    entry_points: Sequence[EntryPoint] = (),
+    code: Optional[str] = None,
 ) -> List[Finding]:
+    """The findings of the rules in ``module``, parsed from ``code`` (``source``, or the part of it the
+    analysis needs: tapefix.analysis.slicing)."""
     analysis = ModuleAnalysis(module, entry_points)
     if not analysis.regions:
         return []
-    context = RuleContext(source, module, analysis)
+    context = RuleContext(source, module, analysis, code)
     walk(module, _Dispatcher(context, [rule(context) for rule in rules]))
     findings = _unsuppressed(source, context.findings)
     return sorted(findings, key=lambda f: (f.start_offset, f.end_offset, f.code))
@@ -227,8 +233,8 @@ def fix_source(
     if not might_run_under_tape(source, entry_points):
         return SourceResult(source, source, ())
     current = source
-    module = parse(needed_source(source, entry_points))
-    findings = _analyze(current, module, rules, entry_points)
+    needed = needed_source(source, entry_points)
+    findings = _analyze(current, parse(needed), rules, entry_points, needed)
     original = list(findings)
     # Where each original finding now starts (None once an edit rewrote it).
     where: List[Optional[int]] = [f.start_offset for f in original]
@@ -260,7 +266,8 @@ def fix_source(
         _, edits = _choose(chosen)
         candidate_source = apply_edits(current, edits)
         try:
-            new_module = parse(needed_source(candidate_source, entry_points))
+            needed = needed_source(candidate_source, entry_points)
+            new_module = parse(needed)
         except SourceError:
             # A fix that yields code that does not parse is a tapefix bug; never write it.
             for finding in chosen:
@@ -274,7 +281,7 @@ def fix_source(
             (code, shifted) for (code, offset) in rejected if (shifted := _shift(offset, edits_sorted)) is not None
         }
         current = candidate_source
-        findings = _analyze(current, new_module, rules, entry_points)
+        findings = _analyze(current, new_module, rules, entry_points, needed)
     outcomes = []
     for index, finding in enumerate(original):
         state = status.get(index)

@@ -45,8 +45,13 @@ class Invalid:
 class RuleContext:
     """Everything a rule may ask about the module it is looking at."""
 
-    def __init__(self, source: str, module: cst.Module, analysis: ModuleAnalysis) -> None:
+    def __init__(
+        self, source: str, module: cst.Module, analysis: ModuleAnalysis, code: Optional[str] = None
+    ) -> None:
+        """``code`` is what was parsed into ``module`` when it is not all of ``source``: the same lines and
+        columns with the definitions the analysis does not need left out (tapefix.analysis.slicing)."""
         self.source = source
+        self.code = source if code is None else code
         self.module = module
         self.analysis = analysis
         self.scope: Scope = Scope.DIRECT
@@ -76,7 +81,7 @@ class RuleContext:
         if self._positions is None:
             # Only modules with a finding pay for positions, and mostly only for the top-level
             # statement being visited (tapefix.analysis.walk.Positions).
-            self._positions = Positions(self.module, self.source)
+            self._positions = Positions(self.module, self.code)
         return self._positions.get(node, self.ancestors[1] if len(self.ancestors) > 1 else None)
 
     def offset(self, line: int, column: int) -> int:

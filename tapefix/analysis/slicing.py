@@ -3,9 +3,10 @@
 libcst parses about five times slower than Python's own parser, and a module that holds a tape is
 mostly other code: layers, data pipelines, utilities. ``needed_source`` reads the module with ``ast``,
 finds the top-level ``def`` and ``class`` statements that cannot change what the analysis says about
-code that may run under a tape, and blanks them out: every character but the line breaks becomes a
-space. libcst then parses, and the analysis walks, only what matters, while every offset, line and
-column stays that of the original source, so findings and fixes are those of the whole module.
+code that may run under a tape, and leaves them out: each of their lines becomes an empty line. libcst
+then parses, and the analysis walks, only what matters, while every line and column stays that of the
+original source, so findings and fixes (their offsets are counted in the original) are those of the
+whole module. (Empty lines, not lines of spaces: libcst would hang those on the block before them.)
 
 Kept are every top-level statement that is not a ``def`` or ``class`` (imports, module-level code,
 definitions under ``if`` or ``try``); every definition that names ``GradientTape`` (or an alias of
@@ -61,8 +62,8 @@ _LINES = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
 
 
 def needed_source(source: str, entry_points: Sequence[EntryPoint] = ()) -> str:
-    """``source`` with the top-level definitions the analysis does not need blanked out, same length and
-    same lines; ``source`` itself when nothing can be left out or it does not parse."""
+    """``source`` with the top-level definitions the analysis does not need left out, each of their lines
+    left empty; ``source`` itself when nothing can be left out or it does not parse."""
     if source.count("\n") < MIN_LINES:
         return source
     try:
@@ -113,13 +114,12 @@ def needed_source(source: str, entry_points: Sequence[EntryPoint] = ()) -> str:
 
 
 def _blank(lines: List[str], spans: Iterable[Tuple[int, int]]) -> str:
-    """Every character of the given line spans (1-based, inclusive) but the line breaks, as spaces."""
+    """The lines with those of the given spans (1-based, inclusive) emptied, their line breaks kept."""
     out = list(lines)
     for first, last in spans:
         for index in range(first - 1, last):
             line = out[index]
-            body = line.rstrip("\r\n")
-            out[index] = " " * len(body) + line[len(body) :]
+            out[index] = line[len(line.rstrip("\r\n")) :]
     return "".join(out)
 
 
