@@ -13,7 +13,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple, Type
 import libcst as cst
 
 from tapefix.analysis.scope import ModuleAnalysis, Scope
-from tapefix.analysis.slicing import needed_source
+from tapefix.analysis.slicing import EditPlan, needed_source, plan_edit
 from tapefix.analysis.walk import walk
 from tapefix.prefilter import SUPPRESSION, might_run_under_tape
 from tapefix.rule import Rule, RuleContext
@@ -24,6 +24,7 @@ from tapefix.types import (
     EntryPoint,
     Finding,
     Outcome,
+    Position,
     Safety,
     SourceError,
     SourceResult,
@@ -61,6 +62,58 @@ def check_source(
         return []
     needed = needed_source(source, entry_points)
     return _analyze(source, parse(needed), rules_for(config), entry_points, needed)
+
+
+def check_edited_source(
+    source: str, config: Config, previous_source: str, previous_findings: Sequence[Finding]
+) -> List[Finding]:
+    """``check_source(source, config)`` for an editor: ``previous_findings`` are those of
+    ``previous_source``, the same module before an edit, checked with the same ``config``. When the edit
+    changed only top-level definitions, only they and the definitions connected to them are analysed
+    again; the findings elsewhere are the previous ones, moved. Otherwise the whole module is checked."""
+    if not might_run_under_tape(source):
+        return []
+    plan = plan_edit(previous_source, source) if might_run_under_tape(previous_source) else None
+    if plan is None:
+        return check_source(source, config)
+    found = [
+        f
+        for f in _analyze(source, parse(plan.needed), rules_for(config), (), plan.needed)
+        if plan.is_fresh(f.start_offset)
+    ]
+    for finding in previous_findings:
+        if plan.is_replaced(finding.start_offset):
+            continue
+        moved = _moved(finding, plan)
+        if moved is None:
+            return check_source(source, config)  # a fix reaches into the edited text
+        found.append(moved)
+    return sorted(found, key=lambda f: (f.start_offset, f.end_offset, f.code))
+
+
+def _moved(finding: Finding, plan: EditPlan) -> Optional[Finding]:
+    """The finding where it is after the edit; None when it or its fix reaches into the edited lines."""
+    start, end = plan.moved(finding.start_offset), plan.moved(finding.end_offset)
+    edits: List[Edit] = []
+    for edit in finding.fix.edits if finding.fix is not None else ():
+        edit_start, edit_end = plan.moved(edit.start), plan.moved(edit.end)
+        if edit_start is None or edit_end is None:
+            return None
+        edits.append(Edit(edit_start, edit_end, edit.text))
+    if start is None or end is None:
+        return None
+
+    def line(position: Position, offset: int) -> Position:
+        return Position(position.line + plan.lines, position.column) if offset >= plan.old_end else position
+
+    return replace(
+        finding,
+        start=line(finding.start, finding.start_offset),
+        end=line(finding.end, finding.end_offset),
+        start_offset=start,
+        end_offset=end,
+        fix=replace(finding.fix, edits=tuple(edits)) if finding.fix is not None else None,
+    )
 
 
 def external_calls(

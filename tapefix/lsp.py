@@ -39,7 +39,7 @@ except ImportError as error:  # pragma: no cover - depends on the installed extr
 from tapefix import __version__
 from tapefix import config as project_config
 from tapefix.config import Overrides
-from tapefix.engine import check_source, fix_source
+from tapefix.engine import check_edited_source, check_source, fix_source
 from tapefix.prefilter import SUPPRESSION
 from tapefix.ruledocs import page_name
 from tapefix.rules import ALL_RULES
@@ -164,6 +164,8 @@ class Analysis:
     config: Config
     findings: List[Finding] = field(default_factory=list)
     diagnostics: List[types.Diagnostic] = field(default_factory=list)
+    #: the source parsed (its findings are all there are, and an edit's re-check may start from them)
+    parsed: bool = False
 
 
 def analyse(
@@ -172,16 +174,24 @@ def analyse(
     config: Config,
     settings: Settings,
     encoding: str = types.PositionEncodingKind.Utf16,
+    previous: Optional[Analysis] = None,
 ) -> Analysis:
     """Findings and their diagnostics for one document version. A source that does not parse has none
-    (the syntax error is the Python tooling's to report, and our old ranges would point at wrong code)."""
+    (the syntax error is the Python tooling's to report, and our old ranges would point at wrong code).
+    With the ``previous`` analysis of the document (same configuration), only what an edit can have
+    changed is analysed again (tapefix.engine.check_edited_source)."""
     try:
-        findings = check_source(source, config)
+        if previous is not None and previous.config == config and previous.parsed:
+            findings = check_edited_source(source, config, previous.source, previous.findings)
+        else:
+            findings = check_source(source, config)
+        parsed = True
     except SourceError:
+        parsed = False
         findings = []
     index = LineIndex(source, encoding)
     diagnostics = [_diagnostic(finding, index, version, settings) for finding in findings]
-    return Analysis(version, source, config, findings, diagnostics)
+    return Analysis(version, source, config, findings, diagnostics, parsed)
 
 
 def _diagnostic(finding: Finding, index: LineIndex, version: Optional[int], settings: Settings) -> types.Diagnostic:
@@ -333,7 +343,14 @@ class TapefixServer(LanguageServer):
             loop = asyncio.get_running_loop()
             try:
                 result = await loop.run_in_executor(
-                    self.analyser, analyse, source, version, config, self.settings, self.encoding
+                    self.analyser,
+                    analyse,
+                    source,
+                    version,
+                    config,
+                    self.settings,
+                    self.encoding,
+                    self.analyses.get(uri),
                 )
             except Exception as error:  # a rule's bug must not take the editor's other documents down
                 logger.exception("tapefix: analysing %s failed", uri)

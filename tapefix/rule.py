@@ -45,9 +45,7 @@ class Invalid:
 class RuleContext:
     """Everything a rule may ask about the module it is looking at."""
 
-    def __init__(
-        self, source: str, module: cst.Module, analysis: ModuleAnalysis, code: Optional[str] = None
-    ) -> None:
+    def __init__(self, source: str, module: cst.Module, analysis: ModuleAnalysis, code: Optional[str] = None) -> None:
         """``code`` is what was parsed into ``module`` when it is not all of ``source``: the same lines and
         columns with the definitions the analysis does not need left out (tapefix.analysis.slicing)."""
         self.source = source

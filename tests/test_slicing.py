@@ -259,3 +259,64 @@ def modules(draw) -> str:
 @given(modules())
 def test_generated_modules_give_the_same_findings_and_fixes_sliced_or_whole(source: str) -> None:
     assert sliced(source) == whole(source)
+
+
+# ----------------------------------------------------------------------------- edits, as an editor makes them
+EDITS = ["change-a-number", "delete-a-definition", "insert-a-definition", "change-module-code", "suppress-a-line"]
+
+
+@st.composite
+def edited_modules(draw) -> tuple:
+    old = draw(modules())
+    lines = old.splitlines(keepends=True)
+    kind = draw(st.sampled_from(EDITS))
+    starts = [i for i, line in enumerate(lines) if line.startswith(("def ", "class "))]
+    if kind == "change-a-number":
+        numbered = [i for i, line in enumerate(lines) if re.search(r"\d", line)]
+        if numbered:
+            i = draw(st.sampled_from(numbered))
+            lines[i] = re.sub(r"\d", "7", lines[i], count=1)
+    elif kind == "delete-a-definition" and starts:
+        i = draw(st.sampled_from(starts))
+        end = next((j for j in range(i + 1, len(lines)) if lines[j][:1] not in ("", " ", "\n")), len(lines))
+        del lines[i:end]
+    elif kind == "insert-a-definition":
+        at = draw(st.sampled_from([*starts, len(lines)]))
+        template = draw(st.sampled_from(TEMPLATES[:6]))
+        text = template.format(n=9, callee="helper", obj="model", lst="history", attr="dense", cls="Block")
+        lines.insert(at, text.lstrip("\n") + "\n")
+    elif kind == "change-module-code":
+        lines.append("history = []\n")
+    else:
+        tape = [i for i, line in enumerate(lines) if "np.floor" in line or "np.round" in line]
+        if tape:
+            i = draw(st.sampled_from(tape))
+            lines[i] = lines[i].rstrip("\n") + "  # tapefix: ignore\n"
+    return old, "".join(lines)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(edited_modules())
+def test_after_an_edit_the_editor_check_equals_a_whole_check(case: tuple) -> None:
+    old, new = case
+    previous = engine.check_source(old, UNSAFE)
+    assert engine.check_edited_source(new, UNSAFE, old, previous) == engine.check_source(new, UNSAFE)
+
+
+def test_an_edit_inside_one_training_step_re_analyses_only_that_step() -> None:
+    steps = "".join(TEMPLATES[0].format(n=n, callee="tf.abs", obj=f"model_{n}", lst=f"history_{n}") for n in range(5))
+    old = HEADER + steps.replace("def train_", "def step_")
+    new = old.replace("y = y * 2.0", "y = y * 3.0", 1)
+    plan = slicing.plan_edit(old, new)
+    assert plan is not None
+    assert [new[start:end].split("(")[0].strip() for start, end in plan.fresh] == ["def step_0"]
+    assert "def step_1" not in plan.needed and "def step_0" in plan.needed
+    previous = engine.check_source(old, UNSAFE)
+    assert previous and engine.check_edited_source(new, UNSAFE, old, previous) == engine.check_source(new, UNSAFE)
+    # A module-level list every step appends to connects them all, and module-level code: all is fresh.
+    steps = "".join(TEMPLATES[0].format(n=n, callee="tf.abs", obj="model", lst="history") for n in range(5))
+    shared = HEADER + "history = []\n" + steps
+    plan = slicing.plan_edit(shared, shared.replace("y = y * 2.0", "y = y * 3.0", 1))
+    assert plan is not None and len(plan.fresh) == 5 + 4  # five steps, three imports and the list
+    # Module-level code edited: the whole module.
+    assert slicing.plan_edit(shared, shared.replace("history = []", "history = [0]")) is None

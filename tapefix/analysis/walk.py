@@ -14,7 +14,7 @@ node's children; ``on_leave`` (or ``leave_<Node>``) is called after them.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Dict, List, Optional, Set, Tuple, Type
+from typing import Callable, Dict, List, Optional, Tuple, Type
 
 import libcst as cst
 from libcst.metadata import CodePosition, CodeRange, MetadataWrapper, PositionProvider
@@ -280,14 +280,20 @@ class Positions:
             line=1,
             column=0,
         )
-        self.module.body[index]._codegen(state)
+        statement = self.module.body[index]
+        # Its leading blank and comment lines hold no node but itself: generate without them (a statement
+        # after left-out definitions has one such line for each line of theirs), then give it its range.
+        bare = statement.with_changes(leading_lines=()) if getattr(statement, "leading_lines", ()) else statement
+        bare._codegen(state)
+        if bare is not statement and bare in provider._computed:
+            provider._computed[statement] = provider._computed.pop(bare)
         code = "".join(state.tokens)
         source = self.source
         start = source.find(code) if source is not None and code else -1
         if source is not None and start >= 0 and source.find(code, start + 1) < 0:
             first_line = 1 + _count_newlines(source[:start])
         else:
-            first_line = self._line_of(index)
+            first_line = self._line_of(index) + len(getattr(statement, "leading_lines", ()))
         computed: Dict[cst.CSTNode, CodeRange] = provider._computed  # type: ignore[assignment]
         self._placed[index] = (computed, first_line - 1)
         return computed, first_line - 1
