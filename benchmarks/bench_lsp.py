@@ -1,8 +1,9 @@
 """How long after an edit the language server's diagnostics arrive, measured over the protocol.
 
 Starts ``python -m tapefix.lsp`` as a subprocess, opens a generated 2,000-line module, then makes
-one-character edits and times each from sending ``didChange`` to receiving the
-``publishDiagnostics`` for that version (the default debounce included). For comparison it also
+one-character edits, by turns in a comment at the end (``end``) and a digit inside a function that
+holds a tape in the middle of the module (``inside``), and times each from sending ``didChange`` to
+receiving the ``publishDiagnostics`` for that version (the default debounce of 50 ms included). For comparison it also
 times ``check_source`` on the same text in this process.
 
     python benchmarks/bench_lsp.py [--lines 2000] [--edits 10] [--shape dense|sparse|both] [--profile]
@@ -21,7 +22,7 @@ import statistics
 import sys
 import textwrap
 import time
-from typing import Dict, List
+from typing import Any, Dict, List
 
 from lsprotocol import types
 from pygls.lsp.client import LanguageClient
@@ -78,7 +79,7 @@ def module(lines: int, shape: str) -> str:
     return "".join(parts)
 
 
-async def measure(text: str, edits: int) -> Dict[str, object]:
+async def measure(text: str, edits: int) -> Dict[str, Any]:
     client = LanguageClient("tapefix-bench", "1")
     arrived: Dict[int, float] = {}
     counts: Dict[int, int] = {}
@@ -113,11 +114,20 @@ async def measure(text: str, edits: int) -> Dict[str, object]:
     )
     await until(1)
     open_ms = (arrived[1] - sent) * 1000
-    timings: List[float] = []
+    timings: Dict[str, List[float]] = {"end": [], "inside": []}
     current = text
+    # The function in the middle of the module that holds a tape (a step, in both shapes).
+    middle = current.find("with tf.GradientTape()", len(current) // 2)
+    if middle < 0:
+        middle = current.find("with tf.GradientTape()")
     for version in range(2, edits + 2):
-        # A one-character edit in a comment at the end, as when typing.
-        current = current + "#"
+        # One-character edits, as when typing: in a comment at the end, or a digit inside that function.
+        kind = "end" if version % 2 else "inside"
+        if kind == "end":
+            current = current + "#"
+        else:
+            at = current.index(".0", middle) - 1
+            current = current[:at] + str((int(current[at]) + 1) % 10) + current[at + 1 :]
         sent = time.perf_counter()
         client.text_document_did_change(
             types.DidChangeTextDocumentParams(
@@ -126,7 +136,7 @@ async def measure(text: str, edits: int) -> Dict[str, object]:
             )
         )
         await until(version)
-        timings.append((arrived[version] - sent) * 1000)
+        timings[kind].append((arrived[version] - sent) * 1000)
     await client.shutdown_async(None)
     client.exit(None)
     await client.stop()
@@ -147,12 +157,14 @@ def main() -> None:
         findings = check_source(text)
         engine_ms = (time.perf_counter() - started) * 1000
         result = asyncio.run(measure(text, options.edits))
-        timings = sorted(result["edit_ms"])  # type: ignore[arg-type]
+        edited = ", ".join(
+            f"{kind} median {statistics.median(times):.0f} ms (min {min(times):.0f}, max {max(times):.0f})"
+            for kind, times in result["edit_ms"].items()
+        )
         print(
             f"{shape}: {text.count(chr(10))} lines, {result['diagnostics']} diagnostics; "
             f"check_source in-process {engine_ms:.0f} ms; open -> diagnostics {result['open_ms']:.0f} ms; "
-            f"edit -> diagnostics over {len(timings)} edits: median {statistics.median(timings):.0f} ms, "
-            f"min {timings[0]:.0f} ms, max {timings[-1]:.0f} ms"
+            f"edit -> diagnostics over {options.edits} edits: {edited}"
         )
         assert len(findings) == result["diagnostics"]
         if options.profile:

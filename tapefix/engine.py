@@ -35,6 +35,8 @@ from tapefix.types import (
 )
 
 MAX_PASSES = 10
+#: why a finding whose fix would not parse is reported without it
+BROKEN_FIX = "tapefix's fix would not parse here (a tapefix bug: please report it)"
 #: Every rule, safe fixes only (Config is frozen, so one value serves every call).
 DEFAULT_CONFIG = Config()
 
@@ -322,9 +324,13 @@ def fix_source(
             needed = needed_source(candidate_source, entry_points)
             new_module = parse(needed)
         except SourceError:
-            # A fix that yields code that does not parse is a tapefix bug; never write it.
-            for finding in chosen:
+            # A fix that yields code that does not parse is a tapefix bug: never write it, and say so. The
+            # fixes that do not parse even alone are reported; the others are tried again in the next pass.
+            broken = [f for f in chosen if not _parses(apply_edits(current, f.fix.edits), entry_points)]  # type: ignore[union-attr]
+            for finding in broken or chosen:
                 rejected.add((finding.code, finding.start_offset))
+                unfixed = replace(finding, fix=None, no_fix_reason=BROKEN_FIX)
+                _record(original, where, unfixed, Status.MANUAL, None, status, verdicts, extra)
             continue
         for finding in chosen:
             _record(original, where, finding, Status.FIXED, pass_verdicts.get(id(finding)), status, verdicts, extra)
@@ -338,6 +344,8 @@ def fix_source(
     outcomes = []
     for index, finding in enumerate(original):
         state = status.get(index)
+        if state is Status.MANUAL:  # its fix would not parse
+            finding = replace(finding, fix=None, no_fix_reason=BROKEN_FIX)
         if state is None:
             state = (
                 Status.FIXABLE
@@ -347,6 +355,14 @@ def fix_source(
         outcomes.append(Outcome(finding, state, verdicts.get(index)))
     outcomes.extend(extra)
     return SourceResult(source, current, tuple(outcomes))
+
+
+def _parses(source: str, entry_points: Sequence[EntryPoint]) -> bool:
+    try:
+        parse(needed_source(source, entry_points))
+    except SourceError:
+        return False
+    return True
 
 
 def _record(

@@ -150,8 +150,9 @@ class RuleContext:
             _, end = self.span(last_import)
             return self._next_line_start(end)
         if index < len(body):
-            start, _ = self.span(body[index])
-            # The start of that statement's line (its leading comments stay above the import).
+            # The start of that statement's first line, its decorators' (its leading comments stay above).
+            decorators = getattr(body[index], "decorators", ())
+            start, _ = self.span(decorators[0] if decorators else body[index])
             return self._line_start(start)
         return len(self.source)
 

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from unittest import mock
+
+import pytest
+
 from tapefix import Config, Status, Verdict, fix_source
+from tapefix.engine import BROKEN_FIX
+from tapefix.rule import RuleContext
+from tapefix.types import Edit
 
 SOURCE = """\
 import numpy as np
@@ -45,3 +52,55 @@ def test_tf_compat_v2_is_tf_however_it_is_spelled():
     imports.add("tf", "tensorflow", True)
     assert imports.qualify(cst.parse_expression("tf.compat.v2.summary.scalar")) == "tensorflow.summary.scalar"
     assert imports.qualify(cst.parse_expression("tf.compat.v1.floor")) == "tensorflow.compat.v1.floor"
+
+
+BODY = """
+def train(w):
+    with GradientTape() as tape:
+        y = np.floor(w)
+    return tape.gradient(y, w)
+"""
+
+
+@pytest.mark.parametrize(
+    ("head", "expected"),
+    [
+        pytest.param(
+            "import numpy as np\nfrom tensorflow import GradientTape\n",
+            "import numpy as np\nfrom tensorflow import GradientTape\nimport tensorflow as tf\n",
+            id="after-the-leading-imports",
+        ),
+        pytest.param(
+            '"""Doc."""\nfrom __future__ import annotations\n# note\n\n\ndef first():\n    pass\n\n\n'
+            "import numpy as np\nfrom tensorflow import GradientTape\n",
+            '"""Doc."""\nfrom __future__ import annotations\n# note\n\n\nimport tensorflow as tf\ndef first():\n',
+            id="after-docstring-and-future-import",
+        ),
+        pytest.param(
+            "# helpers\n@staticmethod\ndef first(v):\n    return v\n\n\n"
+            "import numpy as np\nfrom tensorflow import GradientTape\n",
+            "# helpers\nimport tensorflow as tf\n@staticmethod\ndef first(v):\n",
+            id="above-the-decorators-of-the-first-statement",
+        ),
+    ],
+)
+def test_the_import_a_fix_needs_goes_where_it_keeps_the_module_valid(head, expected):
+    source = head + BODY
+    result = fix_source(source, Config(unsafe_fixes=True))
+    assert [o.status for o in result.outcomes] == [Status.FIXED]
+    assert result.fixed_source.startswith(expected)
+    compile(result.fixed_source, "<fixed>", "exec")
+
+
+def test_a_fix_that_would_not_parse_is_reported_without_it_and_the_others_still_land():
+    head = "import numpy as np\nfrom tensorflow import GradientTape, keras\n\nmodel = keras.Sequential([])\n"
+    source = head + BODY.replace("y = np.floor(w)", "y = np.floor(w) + model.predict(w)")
+    # Every import a fix adds comes out as code that does not parse.
+    with mock.patch.object(RuleContext, "tf", lambda self: ("tf", (Edit(0, 0, "def (\n"),))):
+        result = fix_source(source, Config(unsafe_fixes=True))
+    outcomes = {o.finding.code: o for o in result.outcomes}
+    assert outcomes["TF109"].status is Status.FIXED and "model(w, training=False)" in result.fixed_source
+    assert outcomes["TF101"].status is Status.MANUAL and outcomes["TF101"].finding.fix is None
+    assert outcomes["TF101"].finding.no_fix_reason == BROKEN_FIX
+    assert "np.floor(w)" in result.fixed_source
+    compile(result.fixed_source, "<fixed>", "exec")

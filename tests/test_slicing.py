@@ -8,6 +8,7 @@ them with colliding names: sliced or whole, every finding and every fixed source
 
 from __future__ import annotations
 
+import ast
 import re
 import textwrap
 from typing import List
@@ -163,7 +164,7 @@ def test_lines_columns_and_line_breaks_are_kept() -> None:
     breaks = re.compile(r"\r\n|\r|\n")
     assert breaks.findall(needed) == breaks.findall(source)
     for kept, original in zip(breaks.split(needed), breaks.split(source)):
-        assert kept in ("", original)
+        assert kept in ("", 'pass;"""', '"""', "pass", original)
     assert "odd" not in needed and "prepare" not in needed and "np.floor(w)" in needed
     assert sliced(source) == whole(source)
 
@@ -320,3 +321,67 @@ def test_an_edit_inside_one_training_step_re_analyses_only_that_step() -> None:
     assert plan is not None and len(plan.fresh) == 5 + 4  # five steps, three imports and the list
     # Module-level code edited: the whole module.
     assert slicing.plan_edit(shared, shared.replace("history = []", "history = [0]")) is None
+
+
+# ----------------------------------------------------------------------------- reading an edit's lines only
+def described(module: slicing._Module) -> tuple:
+    """All a read module tells, comparable."""
+    statements = [
+        (type(s).__name__, s.first, s.last, sorted(s.mentions), s.imports, sorted(getattr(s, "binds", ())))
+        + tuple(
+            (d.text, sorted(d.links), d.needed, d.name, [(n, ast.dump(c)) for n, c in d.constructed])
+            for d in [s]
+            if isinstance(d, slicing._Definition)
+        )
+        for s in module.statements
+    ]
+    return module.lines, module.starts, statements, module.imports, module.code_lines, module.tape_aliases
+
+
+def read_after_edit(old: str, new: str) -> slicing._Module | None:
+    """What plan_edit reads of ``new`` after ``old``: the edited lines only."""
+    old_module = slicing._read(old)
+    assert old_module is not None
+    start = slicing._common_length(old, new, 0, min(len(old), len(new)))
+    suffix = slicing._common_length(old, new, -1, min(len(old), len(new)) - start)
+    start = old.rfind("\n", 0, start) + 1
+    tail = old.find("\n", len(old) - suffix)
+    old_end = len(old) if tail < 0 else tail + 1
+    return slicing._read_edited(old_module, new, start, old_end, old_end + len(new) - len(old))
+
+
+@settings(max_examples=150, deadline=None)
+@given(edited_modules())
+def test_reading_only_the_edited_lines_reads_what_a_whole_read_does(case: tuple) -> None:
+    old, new = case
+    edited, whole_read = read_after_edit(old, new), slicing._read(new)
+    assert edited is not None and whole_read is not None
+    assert described(edited) == described(whole_read)
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        pytest.param(("    return v\n", "    return (v\n"), id="opens-a-bracket"),
+        pytest.param(("    return v\n", '    return """v\n'), id="opens-a-string"),
+        pytest.param(("\n\ndef b", "\n    w = 1\n\ndef b"), id="indented-line-joins-the-block-above"),
+        pytest.param(("def b(", "@decorate\ndef b("), id="adds-a-decorator"),
+        pytest.param(("def b(v):\n", "if v:\n  def b(v):\n"), id="nests-a-definition"),
+        pytest.param(("    return v\n", "    return v \\\n"), id="continues-a-line"),
+    ],
+)
+def test_an_edit_that_joins_its_lines_to_others_is_read_as_the_module_is(edit: tuple) -> None:
+    old = "def a(v):\n    return v\n\n\ndef b(v):\n    return v\n\n\nx = 1\r\ny = 2\n"
+    new = old.replace(*edit, 1)
+    edited, whole_read = read_after_edit(old, new), slicing._read(new)
+    assert (edited is None) == (whole_read is None)
+    if edited is not None and whole_read is not None:
+        assert described(edited) == described(whole_read)
+
+
+def test_common_length_from_either_end() -> None:
+    assert slicing._common_length("abcdef", "abcxef", 0, 6) == 3
+    assert slicing._common_length("abcdef", "abcxef", -1, 6) == 2
+    assert slicing._common_length("abc", "abc", 0, 3) == 3
+    assert slicing._common_length("abc", "abcd", -1, 3) == 0
+    assert slicing._common_length("", "a", 0, 0) == 0

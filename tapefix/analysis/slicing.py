@@ -3,10 +3,11 @@
 libcst parses about five times slower than Python's own parser, and a module that holds a tape is
 mostly other code: layers, data pipelines, utilities. ``needed_source`` reads the module with ``ast``,
 finds the top-level ``def`` and ``class`` statements that cannot change what the analysis says about
-code that may run under a tape, and leaves them out: each of their lines becomes an empty line. libcst
-then parses, and the analysis walks, only what matters, while every line and column stays that of the
+code that may run under a tape, and leaves them out: their lines become one ``pass`` statement and a
+string that spans them (one token each, where libcst would read an empty line per line). libcst then
+parses, and the analysis walks, only what matters, while every line and column stays that of the
 original source, so findings and fixes (their offsets are counted in the original) are those of the
-whole module. (Empty lines, not lines of spaces: libcst would hang those on the block before them.)
+whole module.
 
 Kept are every top-level statement that is not a ``def`` or ``class`` (imports, module-level code,
 definitions under ``if`` or ``try``); every definition that names ``GradientTape`` (or an alias of
@@ -27,8 +28,10 @@ Anything else a definition holds only concerns itself, and nothing in it runs un
 from __future__ import annotations
 
 import ast
+import bisect
+import copy
 import re
-from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
 from tapefix.types import EntryPoint
 
@@ -48,48 +51,81 @@ class _Definition:
         self.text = text
         #: every identifier it mentions (names, attributes, definition and parameter names)
         self.mentions: Set[str] = set()
-        #: the names through which it may change what the analysis says of other code
+        #: the names it reads
+        self.read: Set[str] = set()
+        #: its own name and the names of the classes defined in it (attributes of ``self`` go by class)
+        self.own: Set[str] = set()
+        #: the names through which it may change what the analysis says of other code (set by its module)
         self.links: Set[str] = set()
         #: it holds an import (module-wide to the analysis), a global statement or a compile() call
         self.needed = False
         self.name: str = getattr(node, "name", "")
         #: ``x = <call>`` and ``self.x = <call>`` in it: x, and the call (a Keras object is known by name)
         self.constructed: List[Tuple[str, ast.Call]] = []
+        #: what the imports in it bind, in order (local name, what it stands for)
+        self.imports: List[Tuple[str, str]] = []
 
+    def moved(self, lines: int) -> _Definition:
+        """The same definition ``lines`` further down (a copy: its links are its module's)."""
+        other = copy.copy(self)
+        other.first += lines
+        other.last += lines
+        return other
+
+
+class _Code:
+    """One top-level statement that is not a definition: module-level code, always analysed."""
+
+    def __init__(self, first: int, last: int) -> None:
+        self.first = first
+        self.last = last
+        #: every identifier it mentions
+        self.mentions: Set[str] = set()
+        #: the names it binds (the analysis's module-level values); none for an import
+        self.binds: Set[str] = set()
+        self.imports: List[Tuple[str, str]] = []
+
+    def moved(self, lines: int) -> _Code:
+        other = copy.copy(self)
+        other.first += lines
+        other.last += lines
+        return other
+
+
+_Statement = Union[_Definition, _Code]
 
 #: lines as Python counts them (str.splitlines also breaks at form feeds and other separators)
 _LINES = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
 
 
 class _Module:
-    """A module read with ``ast``: its lines, its top-level definitions and what the rest of it mentions."""
+    """A module read with ``ast``: its lines, its top-level statements and how its definitions connect."""
 
-    def __init__(self, source: str, tree: ast.Module) -> None:
-        self.lines: List[str] = _LINES.findall(source)
+    def __init__(self, lines: List[str], statements: List[_Statement]) -> None:
+        self.lines = lines
         #: the offset at which each line starts (1-based lines: ``starts[line - 1]``), and the end
         self.starts = [0]
-        for line in self.lines:
+        for line in lines:
             self.starts.append(self.starts[-1] + len(line))
-        top_names = self.top_names = {s.name for s in tree.body if isinstance(s, _DEFINITION)}
-        module_names = self.code_names = _module_level_names(tree.body)
-        self.imports: Dict[str, str] = {}
-        #: every identifier module-level code (everything but the top-level definitions) mentions
-        self.code_mentions: Set[str] = set()
-        self.definitions: List[_Definition] = []
+        self.statements = statements
+        self.definitions = [s for s in statements if isinstance(s, _Definition)]
+        code = [s for s in statements if isinstance(s, _Code)]
         #: the (first, last) lines of each top-level statement that is not a definition
-        self.code_lines: List[Tuple[int, int]] = []
-        for statement in tree.body:
-            first = min([statement.lineno, *(d.lineno for d in getattr(statement, "decorator_list", ()))])
-            last = statement.end_lineno or statement.lineno
-            if not isinstance(statement, _DEFINITION):
-                self.code_mentions.update(_identifiers(statement, self.imports))
-                self.code_lines.append((first, last))
-                continue
-            definition = _Definition(statement, first, last, "".join(self.lines[first - 1 : last]))
-            _describe(definition, statement, top_names, module_names, self.imports)
-            self.definitions.append(definition)
-        # Imports anywhere count, as they do for the analysis's names: only now are they all known.
+        self.code_lines = [(s.first, s.last) for s in code]
+        #: every identifier module-level code (everything but the top-level definitions) mentions
+        self.code_mentions: Set[str] = set().union(*(s.mentions for s in code))
+        #: names bound by module-level code other than imports and definitions
+        self.code_names: Set[str] = set().union(*(s.binds for s in code))
+        self.top_names = {d.name for d in self.definitions}
+        # Imports anywhere count, as they do for the analysis's names.
+        self.imports: Dict[str, str] = {}
+        for statement in statements:
+            self.imports.update(statement.imports)
         for definition in self.definitions:
+            read = definition.read
+            # Bound here or not (a nested scope may bind what this one reads), a module-level name it reads
+            # may be one it appends a tensor to or watches.
+            definition.links = definition.own | (read & self.top_names) | (read & self.code_names)
             definition.links.update(
                 name for name, call in definition.constructed if _makes_keras_object(call, self.imports)
             )
@@ -100,19 +136,74 @@ class _Module:
         return self.starts[first - 1], self.starts[last]
 
 
+def _statements(tree: ast.Module, lines: List[str], below: int = 0) -> List[_Statement]:
+    """What each top-level statement of ``tree`` tells; it was parsed from ``lines`` after the first
+    ``below`` lines of the module."""
+    described: List[_Statement] = []
+    for node in tree.body:
+        first = min([node.lineno, *(d.lineno for d in getattr(node, "decorator_list", ()))]) + below
+        last = (node.end_lineno or node.lineno) + below
+        if isinstance(node, _DEFINITION):
+            definition = _Definition(node, first, last, "".join(lines[first - 1 : last]))
+            _describe(definition, node)
+            described.append(definition)
+        else:
+            code = _Code(first, last)
+            code.mentions = _identifiers(node, code.imports)
+            if not isinstance(node, (ast.Import, ast.ImportFrom)):
+                code.binds = _bound_names(node)
+            described.append(code)
+    return described
+
+
 def _read(source: str) -> Optional[_Module]:
     try:
-        return _Module(source, ast.parse(source))
+        tree = ast.parse(source)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return None  # libcst's parse says why
+    lines: List[str] = _LINES.findall(source)
+    return _Module(lines, _statements(tree, lines))
+
+
+def _read_edited(old: _Module, new: str, start: int, old_end: int, new_end: int) -> Optional[_Module]:
+    """``_read(new)``, where ``new`` is ``old``'s source with the whole lines ``start:old_end`` replaced by
+    ``new[start:new_end]``: only the top-level statements the edit touched are read again.
+
+    They, and the edited lines, are parsed on their own. The statements around them are whole and start
+    at column 0, so when that part parses alone, the module is the statements before it, its own and
+    those after it (an open bracket, string or block in it would not parse alone). When it does not,
+    the whole source is read."""
+    low, high = start, old_end
+    before: List[_Statement] = []
+    after: List[_Statement] = []
+    for statement in old.statements:
+        statement_low, statement_high = old.span(statement.first, statement.last)
+        if statement_high <= start:
+            before.append(statement)
+        elif statement_low >= old_end:
+            after.append(statement)
+        else:
+            low, high = min(low, statement_low), max(high, statement_high)
+    region = new[low : high + new_end - old_end]
+    try:
+        tree = ast.parse(region)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return _read(new)
+    first = bisect.bisect_left(old.starts, low)  # the lines before the region
+    last = bisect.bisect_left(old.starts, high)  # the lines up to its end
+    region_lines: List[str] = _LINES.findall(region)
+    lines = old.lines[:first] + region_lines + old.lines[last:]
+    moved = len(region_lines) - (last - first)
+    statements = [s.moved(0) for s in before] + _statements(tree, lines, first) + [s.moved(moved) for s in after]
+    return _Module(lines, statements)
 
 
 def needed_source(source: str, entry_points: Sequence[EntryPoint] = ()) -> str:
-    """``source`` with the top-level definitions the analysis does not need left out, each of their lines
-    left empty; ``source`` itself when nothing can be left out or it does not parse."""
+    """``source`` with the top-level definitions the analysis does not need left out (``_blank``: the
+    lines stay); ``source`` itself when nothing can be left out or it does not parse."""
     if source.count("\n") < MIN_LINES:
         return source
-    module = _read(source)
+    module = _read_cached(source)
     if module is None:
         return source
     markers = _MARKERS + module.tape_aliases + tuple(e.function for e in entry_points)
@@ -145,17 +236,22 @@ def _left_out(module: _Module, kept: Sequence[_Definition]) -> List[_Definition]
 
 
 def _blank(lines: List[str], spans: Iterable[Tuple[int, int]]) -> str:
-    """The lines with those of the given spans (1-based, inclusive) emptied, their line breaks kept."""
+    """The lines with those of each span (1-based, inclusive) left out, their line breaks kept. One
+    statement stands in for each span, so that libcst reads one token where it would read an empty line
+    per line: ``pass`` on its first line, and a string that runs from there to its last line."""
     out = list(lines)
     for first, last in spans:
         for index in range(first - 1, last):
             line = out[index]
             out[index] = line[len(line.rstrip("\r\n")) :]
+        out[first - 1] = ("pass" if first == last else 'pass;"""') + out[first - 1]
+        if first < last:
+            out[last - 1] = '"""' + out[last - 1]
     return "".join(out)
 
 
-def _identifiers(node: ast.AST, imports: Dict[str, str]) -> Set[str]:
-    """Every identifier in ``node``; its imports go into ``imports``."""
+def _identifiers(node: ast.AST, imports: List[Tuple[str, str]]) -> Set[str]:
+    """Every identifier in ``node``; what its imports bind goes into ``imports``."""
     found: Set[str] = set()
     for inner in ast.walk(node):
         if isinstance(inner, ast.Name):
@@ -167,17 +263,14 @@ def _identifiers(node: ast.AST, imports: Dict[str, str]) -> Set[str]:
         elif isinstance(inner, ast.arg):
             found.add(inner.arg)
         elif isinstance(inner, (ast.Import, ast.ImportFrom)):
-            _add_import(inner, imports)
+            imports.extend(_imported(inner))
     return found
 
 
-def _describe(
-    definition: _Definition, node: ast.stmt, top_names: Set[str], module_names: Set[str], imports: Dict[str, str]
-) -> None:
+def _describe(definition: _Definition, node: ast.stmt) -> None:
     mentions = definition.mentions
-    links = definition.links
-    read: Set[str] = set()
-    links.add(definition.name)
+    read = definition.read
+    definition.own.add(definition.name)
     for inner in ast.walk(node):
         if isinstance(inner, ast.Name):
             mentions.add(inner.id)
@@ -188,11 +281,11 @@ def _describe(
         elif isinstance(inner, _DEFINITION):
             mentions.add(inner.name)
             if isinstance(inner, ast.ClassDef):
-                links.add(inner.name)
+                definition.own.add(inner.name)
         elif isinstance(inner, ast.arg):
             mentions.add(inner.arg)
         elif isinstance(inner, (ast.Import, ast.ImportFrom)):
-            _add_import(inner, imports)
+            definition.imports.extend(_imported(inner))
             definition.needed = True
         elif isinstance(inner, ast.Global):
             definition.needed = True
@@ -204,38 +297,32 @@ def _describe(
                     definition.constructed.append((target.id, inner.value))
                 elif isinstance(target, ast.Attribute):
                     definition.constructed.append((target.attr, inner.value))
-    links.update(read & top_names)
-    # Bound here or not (a nested scope may bind what this one reads), a module-level name it reads may be
-    # one it appends a tensor to or watches.
-    links.update(read & module_names)
 
 
-def _module_level_names(body: Sequence[ast.stmt]) -> Set[str]:
-    """Names bound by module-level code other than imports and definitions (the analysis's module values)."""
+def _bound_names(statement: ast.stmt) -> Set[str]:
+    """Names a module-level statement binds (the analysis's module values)."""
     names: Set[str] = set()
-    for statement in body:
-        if isinstance(statement, (*_DEFINITION, ast.Import, ast.ImportFrom)):
-            continue
-        for inner in ast.walk(statement):
-            if isinstance(inner, ast.Name) and not isinstance(inner.ctx, ast.Load):
-                names.add(inner.id)
-            elif isinstance(inner, _DEFINITION):
-                names.add(inner.name)
+    for inner in ast.walk(statement):
+        if isinstance(inner, ast.Name) and not isinstance(inner.ctx, ast.Load):
+            names.add(inner.id)
+        elif isinstance(inner, _DEFINITION):
+            names.add(inner.name)
     return names
 
 
-def _add_import(node: ast.Import | ast.ImportFrom, imports: Dict[str, str]) -> None:
+def _imported(node: ast.Import | ast.ImportFrom) -> List[Tuple[str, str]]:
     """What each imported name stands for (``layers``: ``tensorflow.keras.layers``)."""
     if isinstance(node, ast.Import):
-        for alias in node.names:
-            if alias.asname:
-                imports[alias.asname] = alias.name
-            else:
-                head = alias.name.split(".")[0]
-                imports[head] = head
-    elif node.module and not node.level:
-        for alias in node.names:
-            imports[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+        # ``import a.b`` binds ``a``, ``import a.b as c`` binds ``c`` to ``a.b``
+        return [(alias.asname, alias.name) if alias.asname else _head(alias.name) for alias in node.names]
+    if node.module and not node.level:
+        return [(alias.asname or alias.name, f"{node.module}.{alias.name}") for alias in node.names]
+    return []
+
+
+def _head(name: str) -> Tuple[str, str]:
+    head = name.split(".")[0]
+    return head, head
 
 
 def _makes_keras_object(value: ast.Call, imports: Dict[str, str]) -> bool:
@@ -295,20 +382,18 @@ class EditPlan:
 def plan_edit(old: str, new: str) -> Optional[EditPlan]:
     """The plan for re-checking ``new`` after ``old``, or None when the whole module must be analysed
     again (the edit touched module-level code, or what it changed may change what that code means)."""
-    shortest = min(len(old), len(new))
-    start = 0
-    while start < shortest and old[start] == new[start]:
-        start += 1
-    suffix = 0
-    while suffix < shortest - start and old[-1 - suffix] == new[-1 - suffix]:
-        suffix += 1
+    start = _common_length(old, new, 0, min(len(old), len(new)))
+    suffix = _common_length(old, new, -1, min(len(old), len(new)) - start)
     # Whole lines: from the start of the first line the edit touches to the end of its last one.
     start = old.rfind("\n", 0, start) + 1
     tail = old.find("\n", len(old) - suffix)
     old_end = len(old) if tail < 0 else tail + 1
     new_end = old_end + len(new) - len(old)
-    old_module, new_module = _read_cached(old), _read_cached(new)
-    if old_module is None or new_module is None:
+    old_module = _read_cached(old)
+    if old_module is None:
+        return None
+    new_module = _RECENT.get(new) or _remember(new, _read_edited(old_module, new, start, old_end, new_end))
+    if new_module is None:
         return None
     for module, end in ((old_module, old_end), (new_module, new_end)):
         for first, last in module.code_lines:
@@ -371,8 +456,28 @@ _RECENT: Dict[str, Optional[_Module]] = {}
 
 def _read_cached(source: str) -> Optional[_Module]:
     """``_read``, remembering the last few sources (an editor re-checks each version after the one before)."""
-    if source not in _RECENT:
-        if len(_RECENT) >= 4:
-            _RECENT.pop(next(iter(_RECENT)))
-        _RECENT[source] = _read(source)
-    return _RECENT[source]
+    return _RECENT[source] if source in _RECENT else _remember(source, _read(source))
+
+
+def _remember(source: str, module: Optional[_Module]) -> Optional[_Module]:
+    if len(_RECENT) >= 4:
+        _RECENT.pop(next(iter(_RECENT)))
+    _RECENT[source] = module
+    return module
+
+
+def _common_length(a: str, b: str, direction: int, limit: int) -> int:
+    """How many characters ``a`` and ``b`` share at their start (``direction`` 0) or end (-1), at most
+    ``limit``: a binary search, its comparisons of slices made in C."""
+    low, high = 0, limit
+    while low < high:
+        middle = (low + high + 1) // 2
+        if direction == 0:
+            same = a[low:middle] == b[low:middle]
+        else:
+            same = a[len(a) - middle : len(a) - low] == b[len(b) - middle : len(b) - low]
+        if same:
+            low = middle
+        else:
+            high = middle - 1
+    return low

@@ -281,8 +281,8 @@ class Positions:
             column=0,
         )
         statement = self.module.body[index]
-        # Its leading blank and comment lines hold no node but itself: generate without them (a statement
-        # after left-out definitions has one such line for each line of theirs), then give it its range.
+        # Its leading blank and comment lines hold no node but itself: generate without them (a module may
+        # have hundreds before a statement), then give it its range.
         bare = statement.with_changes(leading_lines=()) if getattr(statement, "leading_lines", ()) else statement
         bare._codegen(state)
         if bare is not statement and bare in provider._computed:
