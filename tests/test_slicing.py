@@ -9,9 +9,10 @@ them with colliding names: sliced or whole, every finding and every fixed source
 from __future__ import annotations
 
 import ast
+import contextlib
 import re
 import textwrap
-from typing import List
+from typing import Iterator, List
 from unittest import mock
 
 import pytest
@@ -44,8 +45,15 @@ def whole(source: str) -> tuple:
         return _results(source)
 
 
+@contextlib.contextmanager
+def always_sliced() -> Iterator[None]:
+    """Slicing for every module, however short and however little it may leave out."""
+    with mock.patch.object(slicing, "MIN_LINES", 0), mock.patch.object(slicing, "MIN_SHARE", 0):
+        yield
+
+
 def sliced(source: str) -> tuple:
-    with mock.patch.object(slicing, "MIN_LINES", 0):
+    with always_sliced():
         return _results(source)
 
 
@@ -54,7 +62,7 @@ def _results(source: str) -> tuple:
 
 
 def blanked_lines(source: str) -> List[int]:
-    with mock.patch.object(slicing, "MIN_LINES", 0):
+    with always_sliced():
         needed = slicing.needed_source(source)
     return [i + 1 for i, (a, b) in enumerate(zip(source.splitlines(), needed.splitlines())) if a.strip() != b.strip()]
 
@@ -159,7 +167,7 @@ def test_a_definition_is_left_out_only_when_nothing_connects_it() -> None:
 def test_lines_columns_and_line_breaks_are_kept() -> None:
     odd = "def odd():\r\n    return 'form\x0cfeed \u2028 separator'\r\n\r\n"
     source = HEADER + odd + UNRELATED + "def train(w):\n    with tf.GradientTape() as tape:\n        y = np.floor(w)\n"
-    with mock.patch.object(slicing, "MIN_LINES", 0):
+    with always_sliced():
         needed = slicing.needed_source(source)
     breaks = re.compile(r"\r\n|\r|\n")
     assert breaks.findall(needed) == breaks.findall(source)
@@ -172,6 +180,23 @@ def test_lines_columns_and_line_breaks_are_kept() -> None:
 def test_a_short_module_is_parsed_whole() -> None:
     source = HEADER + UNRELATED
     assert slicing.needed_source(source) is source
+
+
+def test_a_module_mostly_in_definitions_that_name_the_tape_is_parsed_whole() -> None:
+    # One class holds the tape and most of the module, as in real packages: little could be left out.
+    method = "    def helper_{n}(self, x):\n" + "        x = x + {n}\n" * 8 + "        return x\n\n"
+    trainer = "class Trainer:\n" + "".join(method.format(n=n) for n in range(25))
+    trainer += "    def step(self, x):\n        with tf.GradientTape() as tape:\n            y = np.floor(x)\n"
+    source = HEADER + UNRELATED + "\n\n" + trainer
+    assert source.count("\n") > slicing.MIN_LINES
+    assert slicing._room(source, ("GradientTape",)) < slicing.MIN_SHARE
+    assert slicing.needed_source(source) is source
+    # The same module with the helpers outside the class: most of it may go, and does.
+    helpers = "".join(method.format(n=n).replace("    ", "", 1).replace("self, ", "") for n in range(25))
+    spread = HEADER + UNRELATED + helpers
+    spread += "\n\ndef step(x):\n    with tf.GradientTape() as tape:\n        y = np.floor(x)\n"
+    assert slicing._room(spread, ("GradientTape",)) > slicing.MIN_SHARE
+    assert "def helper_3" not in slicing.needed_source(spread)
 
 
 # ----------------------------------------------------------------------------- generated modules

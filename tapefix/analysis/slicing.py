@@ -23,6 +23,13 @@ every definition that shares with kept code a name through which the analysis co
 * module-level names it reads (it may mark them watched, or append a tensor to them).
 
 Anything else a definition holds only concerns itself, and nothing in it runs under a tape.
+
+The ``ast`` read costs about a fifth of libcst's parse, so a module is read only when it is long
+(``MIN_LINES``) and its text alone shows that much of it might go (``MIN_SHARE``): in real packages the
+tape often sits in one class that spans the module.
+
+For an editor, ``plan_edit`` re-reads only the top-level statements an edit touched, and says which
+definitions must be analysed again and where the other findings moved.
 """
 
 from __future__ import annotations
@@ -40,6 +47,12 @@ _MARKERS = ("GradientTape", "compute_loss")
 _DEFINITION = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 #: below this many lines a module is parsed whole: the ``ast`` pass would cost more than it saves
 MIN_LINES = 200
+#: nor when less than this share of its text is in top-level definitions that name no marker (measured on
+#: 21 real packages: reading every long module cost 11% more than parsing it whole, with this 2%)
+MIN_SHARE = 0.5
+#: the first character of a line that starts a top-level statement (or closes a bracket at column 0)
+_COLUMN_0 = re.compile(r"^[^\s#]", re.M)
+_DEFINITION_START = ("def ", "async def ", "class ", "@")
 
 
 class _Definition:
@@ -201,7 +214,7 @@ def _read_edited(old: _Module, new: str, start: int, old_end: int, new_end: int)
 def needed_source(source: str, entry_points: Sequence[EntryPoint] = ()) -> str:
     """``source`` with the top-level definitions the analysis does not need left out (``_blank``: the
     lines stay); ``source`` itself when nothing can be left out or it does not parse."""
-    if source.count("\n") < MIN_LINES:
+    if source.count("\n") < MIN_LINES or _room(source, _MARKERS + tuple(e.function for e in entry_points)) < MIN_SHARE:
         return source
     module = _read_cached(source)
     if module is None:
@@ -212,6 +225,18 @@ def needed_source(source: str, entry_points: Sequence[EntryPoint] = ()) -> str:
     if not dropped:
         return source
     return _blank(module.lines, [(d.first, d.last) for d in dropped])
+
+
+def _room(source: str, markers: Sequence[str]) -> float:
+    """About what share of ``source`` could be left out, judged from its text: that of the top-level
+    ``def`` and ``class`` blocks (up to the next line that starts at column 0) that name no marker."""
+    starts = [match.start() for match in _COLUMN_0.finditer(source)]
+    starts.append(len(source))
+    free = 0
+    for start, end in zip(starts, starts[1:]):
+        if source.startswith(_DEFINITION_START, start) and not any(m in source[start:end] for m in markers):
+            free += end - start
+    return free / len(source)
 
 
 def _left_out(module: _Module, kept: Sequence[_Definition]) -> List[_Definition]:
