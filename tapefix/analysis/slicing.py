@@ -38,7 +38,7 @@ import ast
 import bisect
 import copy
 import re
-from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
+from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple, TypeVar
 
 from tapefix.types import EntryPoint
 
@@ -55,15 +55,34 @@ _COLUMN_0 = re.compile(r"^[^\s#]", re.M)
 _DEFINITION_START = ("def ", "async def ", "class ", "@")
 
 
-class _Definition:
-    """One top-level def or class: its lines and the names through which it connects to other code."""
+class _Statement:
+    """One top-level statement: its lines, and what it tells of the module."""
 
-    def __init__(self, node: ast.stmt, first: int, last: int, text: str) -> None:
+    def __init__(self, first: int, last: int) -> None:
         self.first = first
         self.last = last
-        self.text = text
         #: every identifier it mentions (names, attributes, definition and parameter names)
         self.mentions: Set[str] = set()
+        #: what the imports in it bind, in order (local name, what it stands for)
+        self.imports: List[Tuple[str, str]] = []
+
+    def moved(self: _S, lines: int) -> _S:
+        """The same statement ``lines`` further down (a copy: a definition's links are its module's)."""
+        other = copy.copy(self)
+        other.first += lines
+        other.last += lines
+        return other
+
+
+_S = TypeVar("_S", bound=_Statement)
+
+
+class _Definition(_Statement):
+    """One top-level def or class: the names through which it connects to other code."""
+
+    def __init__(self, node: ast.stmt, first: int, last: int, text: str) -> None:
+        super().__init__(first, last)
+        self.text = text
         #: the names it reads
         self.read: Set[str] = set()
         #: its own name and the names of the classes defined in it (attributes of ``self`` go by class)
@@ -75,37 +94,16 @@ class _Definition:
         self.name: str = getattr(node, "name", "")
         #: ``x = <call>`` and ``self.x = <call>`` in it: x, and the call (a Keras object is known by name)
         self.constructed: List[Tuple[str, ast.Call]] = []
-        #: what the imports in it bind, in order (local name, what it stands for)
-        self.imports: List[Tuple[str, str]] = []
-
-    def moved(self, lines: int) -> _Definition:
-        """The same definition ``lines`` further down (a copy: its links are its module's)."""
-        other = copy.copy(self)
-        other.first += lines
-        other.last += lines
-        return other
 
 
-class _Code:
+class _Code(_Statement):
     """One top-level statement that is not a definition: module-level code, always analysed."""
 
     def __init__(self, first: int, last: int) -> None:
-        self.first = first
-        self.last = last
-        #: every identifier it mentions
-        self.mentions: Set[str] = set()
+        super().__init__(first, last)
         #: the names it binds (the analysis's module-level values); none for an import
         self.binds: Set[str] = set()
-        self.imports: List[Tuple[str, str]] = []
 
-    def moved(self, lines: int) -> _Code:
-        other = copy.copy(self)
-        other.first += lines
-        other.last += lines
-        return other
-
-
-_Statement = Union[_Definition, _Code]
 
 #: lines as Python counts them (str.splitlines also breaks at form feeds and other separators)
 _LINES = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
