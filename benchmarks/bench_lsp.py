@@ -1,12 +1,13 @@
 """How long after an edit the language server's diagnostics arrive, measured over the protocol.
 
-Starts ``python -m tapefix.lsp`` as a subprocess, opens a generated 2,000-line module, then makes
-one-character edits, by turns in a comment at the end (``end``) and a digit inside a function that
-holds a tape in the middle of the module (``inside``), and times each from sending ``didChange`` to
-receiving the ``publishDiagnostics`` for that version (the default debounce of 50 ms included). For comparison it also
-times ``check_source`` on the same text in this process.
+Starts ``python -m tapefix.lsp`` as a subprocess, opens a generated 2,000-line module (or ``--file``),
+then makes one-character edits, by turns in a comment at the end (``end``) and in the first number
+after a tape (the first tape in the second half of the module, if any: ``inside``), and times each from
+sending ``didChange`` to receiving the ``publishDiagnostics`` for that version (the default debounce of
+50 ms included). For comparison it also times ``check_source`` on the same text in this process.
 
     python benchmarks/bench_lsp.py [--lines 2000] [--edits 10] [--shape dense|sparse|both] [--profile]
+    python benchmarks/bench_lsp.py --file path/to/module.py
 
 ``dense``: every function holds a tape block (the worst case: everything is analysed).
 ``sparse``: one training step with a tape, the rest ordinary code (the common case).
@@ -18,6 +19,7 @@ import argparse
 import asyncio
 import cProfile
 import pstats
+import re
 import statistics
 import sys
 import textwrap
@@ -29,6 +31,8 @@ from pygls.lsp.client import LanguageClient
 
 from tapefix.engine import check_source
 
+#: the first digit of a number
+_NUMBER = re.compile(r"\b\d")
 TAPE_BLOCK = textwrap.dedent(
     '''
     def step_{i}(w, x, targets):
@@ -117,16 +121,19 @@ async def measure(text: str, edits: int) -> Dict[str, Any]:
     timings: Dict[str, List[float]] = {"end": [], "inside": []}
     current = text
     # The function in the middle of the module that holds a tape (a step, in both shapes).
-    middle = current.find("with tf.GradientTape()", len(current) // 2)
+    middle = current.find("GradientTape(", len(current) // 2)
     if middle < 0:
-        middle = current.find("with tf.GradientTape()")
+        middle = max(current.find("GradientTape("), 0)
     for version in range(2, edits + 2):
-        # One-character edits, as when typing: in a comment at the end, or a digit inside that function.
+        # One-character edits, as when typing: in a comment at the end, or the first digit of a number
+        # after the tape.
         kind = "end" if version % 2 else "inside"
         if kind == "end":
             current = current + "#"
         else:
-            at = current.index(".0", middle) - 1
+            found = _NUMBER.search(current, middle) or _NUMBER.search(current)
+            assert found is not None, "the module has no number to edit"
+            at = found.start()
             current = current[:at] + str((int(current[at]) + 1) % 10) + current[at + 1 :]
         sent = time.perf_counter()
         client.text_document_did_change(
@@ -148,11 +155,14 @@ def main() -> None:
     parser.add_argument("--lines", type=int, default=2000)
     parser.add_argument("--edits", type=int, default=10)
     parser.add_argument("--shape", choices=("dense", "sparse", "both"), default="both")
+    parser.add_argument("--file", help="measure this module instead of a generated one")
     parser.add_argument("--profile", action="store_true", help="also print where check_source spends its time")
     options = parser.parse_args()
     shapes = ("sparse", "dense") if options.shape == "both" else (options.shape,)
+    if options.file:
+        shapes = (options.file,)
     for shape in shapes:
-        text = module(options.lines, shape)
+        text = module(options.lines, shape) if not options.file else open(options.file, encoding="utf-8").read()
         started = time.perf_counter()
         findings = check_source(text)
         engine_ms = (time.perf_counter() - started) * 1000
