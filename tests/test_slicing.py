@@ -146,6 +146,79 @@ CASES = {
                     y = self.encoder.predict(x)
                 return tape.gradient(y, x)
         """,
+    "instance-called-in-the-tape-runs-its-call": """
+        class Block(keras.layers.Layer):
+            def __init__(self):
+                super().__init__()
+                self.dense = keras.layers.Dense(2)
+
+            def call(self, x):
+                return self.dense(x) / x
+
+        def fit(x):
+            layer = Block()
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = layer(x)
+            return tape.gradient(y, x)
+        """,
+    "attribute-assigned-by-another-method": """
+        class Scaled:
+            def build(self, shape):
+                self.w = tf.Variable(tf.ones(shape))
+
+            def step(self, x):
+                with tf.GradientTape() as tape:
+                    y = np.floor(self.w * x)
+                return tape.gradient(y, self.w)
+        """,
+    "method-called-through-self": """
+        class Trainer:
+            def _loss(self, y):
+                return 1 / y
+
+            def step(self, x):
+                with tf.GradientTape() as tape:
+                    tape.watch(x)
+                    z = self._loss(x * 2.0)
+                return tape.gradient(z, x)
+        """,
+    "method-whose-parameter-another-method-binds": """
+        class Trainer:
+            def scaled_loss(self, y):
+                return 1 / y
+
+            def warm_up(self, w):
+                return self.scaled_loss(tf.Variable(w))
+
+            def step(self, x):
+                with tf.GradientTape() as tape:
+                    z = self.scaled_loss(x)
+                return tape.gradient(z, x)
+        """,
+    # The analysis counts every use of a private function's name to decide whether it runs only under
+    # the tape (its fixes then as safe as the tape's): an attribute of the same name counts too.
+    "private-function-named-as-an-attribute": """
+        def _scale(v):
+            return 1 / v
+
+        def train(w):
+            with tf.GradientTape() as tape:
+                y = _scale(w)
+            return tape.gradient(y, w)
+
+        def configure(obj):
+            obj._scale = 3
+        """,
+    "gradient-of-a-module-level-name-elsewhere": """
+        def grads(tape, y):
+            return tape.gradient(y, w)
+
+        def train(x):
+            with tf.GradientTape() as tape:
+                y = np.floor(w * x)
+            return tape, y
+        """,
 }
 
 
@@ -260,7 +333,66 @@ class Trainer{n}:
     """
 {obj} = build_{n}()
 """,
+    """
+class Runner{n}:
+    def __init__(self):
+        self.{attr} = {callee}
+        self.count = 0
+
+    def describe(self):
+        return "runner " + str(self.count)
+
+    def _loss(self, y):
+        return np.floor(y) / y
+
+    def step(self, x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = self.{attr}(x)
+            z = self._loss(y)
+        return tape.gradient(z, x)
+
+    def reset(self, v):
+        self.count = v
+        return {callee}(v)
+""",
+    """
+class Net{n}(keras.Model):
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None):
+        return tf.reduce_mean(self.rounded(y_pred) - y)
+
+    def rounded(self, v):
+        return np.round(v) / v
+
+    def get_config(self):
+        return {{"n": {n}}}
+""",
+    """
+class Scaled{n}:
+    def build(self, shape):
+        self.{attr} = tf.Variable(tf.ones(shape))
+
+    def step(self, x):
+        with tf.GradientTape() as tape:
+            y = np.floor(self.{attr} * x)
+        return tape.gradient(y, self.{attr})
+""",
+    """
+def fit_{n}(x):
+    layer = {cls}()
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = layer(x)
+    return tape.gradient(y, x)
+""",
+    """
+def unrelated_{n}(obj):
+    obj.{callee} = 3
+    return obj
+""",
 ]
+#: the templates that are definitions (the others are module-level code)
+DEFINITIONS = [t for t in TEMPLATES if t.lstrip().startswith(("def ", "class "))]
 
 
 @st.composite
@@ -308,7 +440,7 @@ def edited_modules(draw) -> tuple:
         del lines[i:end]
     elif kind == "insert-a-definition":
         at = draw(st.sampled_from([*starts, len(lines)]))
-        template = draw(st.sampled_from(TEMPLATES[:6]))
+        template = draw(st.sampled_from(DEFINITIONS))
         text = template.format(n=9, callee="helper", obj="model", lst="history", attr="dense", cls="Block")
         lines.insert(at, text.lstrip("\n") + "\n")
     elif kind == "change-module-code":
@@ -410,3 +542,18 @@ def test_common_length_from_either_end() -> None:
     assert slicing._common_length("abc", "abc", 0, 3) == 3
     assert slicing._common_length("abc", "abcd", -1, 3) == 0
     assert slicing._common_length("", "a", 0, 0) == 0
+
+
+def test_methods_of_a_kept_class_that_nothing_kept_connects_to_are_left_out() -> None:
+    runner = TEMPLATES[8].format(n=1, attr="dense", callee="helper")
+    net = TEMPLATES[9].format(n=1)
+    source = HEADER + runner + net + TEMPLATES[1].format(callee="helper")
+    with always_sliced():
+        needed = slicing.needed_source(source)
+    # describe() only reads what others assign; get_config() is Keras's, not the tape's.
+    assert "def describe" not in needed and "def get_config" not in needed
+    # __init__ assigns self.dense, which step() calls; step() calls self._loss; compute_loss calls
+    # self.rounded; reset() assigns self.count, which __init__ mentions.
+    for kept in ("def __init__", "def _loss", "def step", "def reset", "def compute_loss", "def rounded"):
+        assert kept in needed
+    assert sliced(source) == whole(source)

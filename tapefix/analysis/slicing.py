@@ -44,6 +44,11 @@ from tapefix.types import EntryPoint
 
 #: text that makes a definition needed by itself
 _MARKERS = ("GradientTape", "compute_loss")
+#: calls that make a definition needed: ``compile(loss=...)`` (Keras runs the loss under its tape), and a
+#: tape's ``watch`` / ``gradient`` / ``jacobian`` (the analysis marks their arguments, module-wide names too)
+_NEEDING_METHODS = ("compile", "watch", "gradient", "jacobian")
+#: the methods the analysis enters when an instance of their class is called
+_CALLED_METHODS = ("call", "__call__")
 _DEFINITION = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 #: below this many lines a module is parsed whole: the ``ast`` pass would cost more than it saves
 MIN_LINES = 200
@@ -65,12 +70,16 @@ class _Statement:
         self.mentions: Set[str] = set()
         #: what the imports in it bind, in order (local name, what it stands for)
         self.imports: List[Tuple[str, str]] = []
+        #: the private functions (``_name``) it defines, at any depth (the analysis counts their uses)
+        self.private: Set[str] = set()
 
     def moved(self: _S, lines: int) -> _S:
         """The same statement ``lines`` further down (a copy: a definition's links are its module's)."""
         other = copy.copy(self)
         other.first += lines
         other.last += lines
+        if isinstance(other, _Definition):
+            other.members = [member.moved(lines) for member in other.members]
         return other
 
 
@@ -89,11 +98,22 @@ class _Definition(_Statement):
         self.own: Set[str] = set()
         #: the names through which it may change what the analysis says of other code (set by its module)
         self.links: Set[str] = set()
-        #: it holds an import (module-wide to the analysis), a global statement or a compile() call
+        #: it holds a global statement, or a call that makes it needed (``_NEEDING_METHODS``)
         self.needed = False
         self.name: str = getattr(node, "name", "")
         #: ``x = <call>`` and ``self.x = <call>`` in it: x, and the call (a Keras object is known by name)
         self.constructed: List[Tuple[str, ast.Call]] = []
+        #: attributes it assigns (``self.x = ...``), reads, and calls on ``self`` (``self.x(...)``): what a
+        #: method shares with the other methods of its class
+        self.stores: Set[str] = set()
+        self.loads: Set[str] = set()
+        self.calls_on_self: Set[str] = set()
+        #: a class's methods, each described on its own (a method of a kept class may still be left out)
+        self.members: List[_Definition] = []
+        #: what the rest of a class mentions and the attributes it reads: its header and the statements of
+        #: its body that are not methods
+        self.class_mentions: Set[str] = set()
+        self.class_loads: Set[str] = set()
 
 
 class _Code(_Statement):
@@ -132,19 +152,31 @@ class _Module:
         self.imports: Dict[str, str] = {}
         for statement in statements:
             self.imports.update(statement.imports)
+        #: private functions defined anywhere: the analysis counts their uses in the whole module
+        self.private: Set[str] = set().union(*(s.private for s in statements))
         for definition in self.definitions:
-            read = definition.read
-            # Bound here or not (a nested scope may bind what this one reads), a module-level name it reads
-            # may be one it appends a tensor to or watches.
-            definition.links = definition.own | (read & self.top_names) | (read & self.code_names)
-            definition.links.update(
-                name for name, call in definition.constructed if _makes_keras_object(call, self.imports)
-            )
+            self._link(definition)
+            for member in definition.members:
+                self._link(member)
+                # Code reaches a method through an attribute (``self.step(...)``), not by its bare name.
+                member.links.discard(member.name)
+                member.links.update(member.calls_on_self)
         self.tape_aliases = tuple(local for local, bound in self.imports.items() if bound.endswith(".GradientTape"))
 
     def span(self, first: int, last: int) -> Tuple[int, int]:
         """The offsets of lines first..last (1-based, inclusive), the last line break included."""
         return self.starts[first - 1], self.starts[last]
+
+    def _link(self, definition: _Definition) -> None:
+        read = definition.read
+        # Bound here or not (a nested scope may bind what this one reads), a module-level name it reads may
+        # be one it appends a tensor to or watches.
+        definition.links = definition.own | (read & self.top_names) | (read & self.code_names)
+        imports = self.imports
+        definition.links.update(name for name, call in definition.constructed if _makes_keras_object(call, imports))
+        definition.links.update(definition.mentions & self.private)
+        # An import anywhere binds its names for the whole module, as far as the analysis goes.
+        definition.links.update(local for local, _ in definition.imports)
 
 
 def _statements(tree: ast.Module, lines: List[str], below: int = 0) -> List[_Statement]:
@@ -154,15 +186,18 @@ def _statements(tree: ast.Module, lines: List[str], below: int = 0) -> List[_Sta
     for node in tree.body:
         first = min([node.lineno, *(d.lineno for d in getattr(node, "decorator_list", ()))]) + below
         last = (node.end_lineno or node.lineno) + below
-        if isinstance(node, _DEFINITION):
+        if isinstance(node, ast.ClassDef):
+            described.append(_describe_class(node, first, last, lines, below))
+        elif isinstance(node, _DEFINITION):
             definition = _Definition(node, first, last, "".join(lines[first - 1 : last]))
-            _describe(definition, node)
+            _describe(definition, [node])
             described.append(definition)
         else:
             code = _Code(first, last)
             code.mentions = _identifiers(node, code.imports)
             if not isinstance(node, (ast.Import, ast.ImportFrom)):
                 code.binds = _bound_names(node)
+                code.private = {name for name in code.binds if _is_private(name)}
             described.append(code)
     return described
 
@@ -220,9 +255,10 @@ def needed_source(source: str, entry_points: Sequence[EntryPoint] = ()) -> str:
     markers = _MARKERS + module.tape_aliases + tuple(e.function for e in entry_points)
     kept = [d for d in module.definitions if d.needed or any(marker in d.text for marker in markers)]
     dropped = _left_out(module, kept)
-    if not dropped:
+    spans = [(d.first, d.last) for d in dropped] + _left_out_members(module, dropped, markers)
+    if not spans:
         return source
-    return _blank(module.lines, [(d.first, d.last) for d in dropped])
+    return _blank(module.lines, spans)
 
 
 def _room(source: str, markers: Sequence[str]) -> float:
@@ -239,18 +275,59 @@ def _room(source: str, markers: Sequence[str]) -> float:
 
 def _left_out(module: _Module, kept: Sequence[_Definition]) -> List[_Definition]:
     """The definitions, besides ``kept``, that nothing kept (nor module-level code) connects to."""
-    mentions = set(module.code_mentions)
+    return _unconnected(module.definitions, kept, module.code_mentions)
+
+
+def _left_out_members(module: _Module, dropped: Sequence[_Definition], markers: Sequence[str]) -> List[Tuple[int, int]]:
+    """The lines of the methods of the classes left in (all definitions but ``dropped``) that nothing kept
+    connects to. A method is kept when it names a marker, is needed by itself, or is the ``call`` of its
+    class; then when kept code of its class reads an attribute of its name or one it assigns, or when it
+    shares with kept code a name as a definition does (a name it reads, a method it calls on ``self``)."""
+    gone = {id(d) for d in dropped}
+    kept = [d for d in module.definitions if id(d) not in gone]
+    spans: List[Tuple[int, int]] = []
+    for index, definition in enumerate(kept):
+        if len(definition.members) < 2:
+            continue
+        mentions = set(module.code_mentions) | definition.class_mentions
+        for other in kept[:index] + kept[index + 1 :]:
+            mentions |= other.mentions
+        seeds = [
+            m for m in definition.members if m.needed or m.name in _CALLED_METHODS or any(k in m.text for k in markers)
+        ]
+        # What the class's own statements name (``forward = call``) counts as read.
+        loads = definition.class_loads | definition.class_mentions
+        left_out = _unconnected(definition.members, seeds, mentions, loads)
+        spans.extend((m.first, m.last) for m in left_out)
+    return spans
+
+
+def _unconnected(
+    candidates: Sequence[_Definition],
+    kept: Sequence[_Definition],
+    mentions: Set[str],
+    loads: Optional[Set[str]] = None,
+) -> List[_Definition]:
+    """The ``candidates``, besides ``kept``, that share no link with what ``kept`` and ``mentions`` name, to a
+    fixed point; with ``loads`` (methods of one class), nor are, or assign, an attribute read there."""
+    mentions = set(mentions)
     for definition in kept:
         mentions.update(definition.mentions)
+        if loads is not None:
+            loads.update(definition.loads)
     chosen = {id(d) for d in kept}
-    dropped = [d for d in module.definitions if id(d) not in chosen]
+    dropped = [d for d in candidates if id(d) not in chosen]
     changed = bool(dropped)
     while changed:
         changed = False
         remaining = []
         for definition in dropped:
-            if definition.links & mentions:
+            if definition.links & mentions or (
+                loads is not None and (definition.name in loads or definition.stores & loads)
+            ):
                 mentions.update(definition.mentions)
+                if loads is not None:
+                    loads.update(definition.loads)
                 changed = True
             else:
                 remaining.append(definition)
@@ -267,7 +344,8 @@ def _blank(lines: List[str], spans: Iterable[Tuple[int, int]]) -> str:
         for index in range(first - 1, last):
             line = out[index]
             out[index] = line[len(line.rstrip("\r\n")) :]
-        out[first - 1] = ("pass" if first == last else 'pass;"""') + out[first - 1]
+        indent = lines[first - 1][: len(lines[first - 1]) - len(lines[first - 1].lstrip(" \t\f"))]
+        out[first - 1] = indent + ("pass" if first == last else 'pass;"""') + out[first - 1]
         if first < last:
             out[last - 1] = '"""' + out[last - 1]
     return "".join(out)
@@ -290,36 +368,77 @@ def _identifiers(node: ast.AST, imports: List[Tuple[str, str]]) -> Set[str]:
     return found
 
 
-def _describe(definition: _Definition, node: ast.stmt) -> None:
+def _describe_class(node: ast.ClassDef, first: int, last: int, lines: List[str], below: int) -> _Definition:
+    """A top-level class: each method described on its own, the class as all of them and the rest."""
+    definition = _Definition(node, first, last, "".join(lines[first - 1 : last]))
+    rest: List[ast.AST] = [*node.decorator_list, *node.bases, *node.keywords]
+    for statement in node.body:
+        if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            member_first = min([statement.lineno, *(d.lineno for d in statement.decorator_list)]) + below
+            member_last = (statement.end_lineno or statement.lineno) + below
+            member = _Definition(statement, member_first, member_last, "".join(lines[member_first - 1 : member_last]))
+            _describe(member, [statement])
+            definition.members.append(member)
+        else:
+            rest.append(statement)
+    _describe(definition, rest)
+    definition.class_mentions = set(definition.mentions)
+    definition.class_loads = set(definition.loads)
+    definition.own.add(definition.name)
+    definition.mentions.add(definition.name)
+    for member in definition.members:
+        definition.mentions.update(member.mentions)
+        definition.read.update(member.read)
+        definition.own.update(member.own - {member.name})
+        definition.needed = definition.needed or member.needed
+        definition.constructed.extend(member.constructed)
+        definition.imports.extend(member.imports)
+        definition.private.update(member.private)
+    return definition
+
+
+def _describe(definition: _Definition, parts: Sequence[ast.AST]) -> None:
+    """What ``parts`` (a definition, or the parts of one) tell of ``definition``."""
     mentions = definition.mentions
     read = definition.read
-    definition.own.add(definition.name)
-    for inner in ast.walk(node):
+    if definition.name:
+        definition.own.add(definition.name)
+    for inner in (inner for part in parts for inner in ast.walk(part)):
         if isinstance(inner, ast.Name):
             mentions.add(inner.id)
             if isinstance(inner.ctx, ast.Load):
                 read.add(inner.id)
         elif isinstance(inner, ast.Attribute):
             mentions.add(inner.attr)
+            (definition.loads if isinstance(inner.ctx, ast.Load) else definition.stores).add(inner.attr)
         elif isinstance(inner, _DEFINITION):
             mentions.add(inner.name)
             if isinstance(inner, ast.ClassDef):
                 definition.own.add(inner.name)
+            elif _is_private(inner.name):
+                definition.private.add(inner.name)
         elif isinstance(inner, ast.arg):
             mentions.add(inner.arg)
         elif isinstance(inner, (ast.Import, ast.ImportFrom)):
             definition.imports.extend(_imported(inner))
-            definition.needed = True
         elif isinstance(inner, ast.Global):
             definition.needed = True
-        elif isinstance(inner, ast.Call) and isinstance(inner.func, ast.Attribute) and inner.func.attr == "compile":
-            definition.needed = True  # compile(loss=...): Keras runs the loss under its tape
-        elif isinstance(inner, (ast.Assign, ast.AnnAssign)) and isinstance(inner.value, ast.Call):
+        elif isinstance(inner, ast.Call) and isinstance(inner.func, ast.Attribute):
+            if inner.func.attr in _NEEDING_METHODS:
+                definition.needed = True
+            elif isinstance(inner.func.value, ast.Name) and inner.func.value.id == "self":
+                definition.calls_on_self.add(inner.func.attr)
+        if isinstance(inner, (ast.Assign, ast.AnnAssign)) and isinstance(inner.value, ast.Call):
             for target in inner.targets if isinstance(inner, ast.Assign) else [inner.target]:
                 if isinstance(target, ast.Name):
                     definition.constructed.append((target.id, inner.value))
                 elif isinstance(target, ast.Attribute):
                     definition.constructed.append((target.attr, inner.value))
+
+
+def _is_private(name: str) -> bool:
+    """A name the analysis may find private (``_helper``; not ``__init__``)."""
+    return name.startswith("_") and not name.startswith("__")
 
 
 def _bound_names(statement: ast.stmt) -> Set[str]:
@@ -451,7 +570,9 @@ def plan_edit(old: str, new: str) -> Optional[EditPlan]:
                 mentions.update(definition.mentions)
                 grown = True
     dropped = _left_out(new_module, component)
-    needed = _blank(new_module.lines, [(d.first, d.last) for d in dropped]) if dropped else new
+    spans = [(d.first, d.last) for d in dropped]
+    spans += _left_out_members(new_module, dropped, _MARKERS + new_module.tape_aliases)
+    needed = _blank(new_module.lines, spans) if spans else new
     plan = EditPlan(start, old_end, new_end, lines, needed)
     seeds = {id(d) for d in component if _touches(new_module, d, start, new_end)}
     for definition in component:
