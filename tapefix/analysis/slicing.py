@@ -110,10 +110,8 @@ class _Definition(_Statement):
         self.calls_on_self: Set[str] = set()
         #: a class's methods, each described on its own (a method of a kept class may still be left out)
         self.members: List[_Definition] = []
-        #: what the rest of a class mentions and the attributes it reads: its header and the statements of
-        #: its body that are not methods
-        self.class_mentions: Set[str] = set()
-        self.class_loads: Set[str] = set()
+        #: the rest of a class: its header and the statements of its body that are not methods
+        self.rest: Optional[_Definition] = None
 
 
 class _Code(_Statement):
@@ -156,10 +154,14 @@ class _Module:
         self.private: Set[str] = set().union(*(s.private for s in statements))
         for definition in self.definitions:
             self._link(definition)
+            if definition.rest is not None:
+                self._link(definition.rest)
             for member in definition.members:
                 self._link(member)
-                # Code reaches a method through an attribute (``self.step(...)``), not by its bare name.
-                member.links.discard(member.name)
+                # Code reaches a method through an attribute (``self.step(...)``), not by its bare name;
+                # but a function of the same name counts it among its namesakes.
+                if member.name not in self.private:
+                    member.links.discard(member.name)
                 member.links.update(member.calls_on_self)
         self.tape_aliases = tuple(local for local, bound in self.imports.items() if bound.endswith(".GradientTape"))
 
@@ -253,9 +255,7 @@ def needed_source(source: str, entry_points: Sequence[EntryPoint] = ()) -> str:
     if module is None:
         return source
     markers = _MARKERS + module.tape_aliases + tuple(e.function for e in entry_points)
-    kept = [d for d in module.definitions if d.needed or any(marker in d.text for marker in markers)]
-    dropped = _left_out(module, kept)
-    spans = [(d.first, d.last) for d in dropped] + _left_out_members(module, dropped, markers)
+    spans = _left_out_units(module, markers)
     if not spans:
         return source
     return _blank(module.lines, spans)
@@ -278,43 +278,84 @@ def _left_out(module: _Module, kept: Sequence[_Definition]) -> List[_Definition]
     return _unconnected(module.definitions, kept, module.code_mentions)
 
 
-def _left_out_members(module: _Module, dropped: Sequence[_Definition], markers: Sequence[str]) -> List[Tuple[int, int]]:
-    """The lines of the methods of the classes left in (all definitions but ``dropped``) that nothing kept
-    connects to. A method is kept when it names a marker, is needed by itself, or is the ``call`` of its
-    class; then when kept code of its class reads an attribute of its name or one it assigns, or when it
-    shares with kept code a name as a definition does (a name it reads, a method it calls on ``self``)."""
-    gone = {id(d) for d in dropped}
-    kept = [d for d in module.definitions if id(d) not in gone]
-    spans: List[Tuple[int, int]] = []
-    for index, definition in enumerate(kept):
-        if len(definition.members) < 2:
+def _left_out_units(module: _Module, markers: Sequence[str]) -> List[Tuple[int, int]]:
+    """The lines of what nothing that may run under a tape connects to: top-level functions, classes,
+    and methods of the classes kept. Kept to begin with is every function and method that names a marker
+    or is needed by itself (and a class whose own statements do); then, to a fixed point:
+
+    * a function, or the rest of a class (its header and statements), that shares a link with what kept
+      code mentions, as ``_left_out`` has it;
+    * with the rest of its class, a method that shares a link with kept code (a name it reads, a method
+      it calls on ``self``), or whose name, or an attribute it assigns, kept code of its class reads; the
+      ``call`` of a class kept.
+
+    A method kept keeps the rest of its class."""
+    mentions = set(module.code_mentions)
+    loads: Dict[int, Set[str]] = {}
+    kept: Set[int] = set()
+    owner: Dict[int, _Definition] = {}
+    units: List[_Definition] = []
+    for definition in module.definitions:
+        if definition.rest is None:
+            units.append(definition)
             continue
-        mentions = set(module.code_mentions) | definition.class_mentions
-        for other in kept[:index] + kept[index + 1 :]:
-            mentions |= other.mentions
-        seeds = [
-            m for m in definition.members if m.needed or m.name in _CALLED_METHODS or any(k in m.text for k in markers)
-        ]
-        # What the class's own statements name (``forward = call``) counts as read.
-        loads = definition.class_loads | definition.class_mentions
-        left_out = _unconnected(definition.members, seeds, mentions, loads)
-        spans.extend((m.first, m.last) for m in left_out)
+        units.append(definition.rest)
+        owner[id(definition.rest)] = definition
+        loads[id(definition)] = set()
+        for member in definition.members:
+            units.append(member)
+            owner[id(member)] = definition
+
+    def keep(unit: _Definition) -> None:
+        if id(unit) in kept:
+            return
+        kept.add(id(unit))
+        mentions.update(unit.mentions)
+        cls = owner.get(id(unit))
+        if cls is None:
+            return
+        assert cls.rest is not None
+        loads[id(cls)].update(unit.loads)
+        if unit is cls.rest:
+            loads[id(cls)].update(unit.mentions)  # what its own statements name (``forward = call``)
+            for member in cls.members:
+                if member.name in _CALLED_METHODS:
+                    keep(member)
+        else:
+            keep(cls.rest)
+
+    for unit in units:
+        if unit.needed or any(marker in unit.text for marker in markers):
+            keep(unit)
+    changed = True
+    while changed:
+        changed = False
+        for unit in units:
+            if id(unit) in kept:
+                continue
+            cls = owner.get(id(unit))
+            read = loads[id(cls)] if cls is not None and unit is not cls.rest else set()
+            if unit.links & mentions or unit.name in read or unit.stores & read:
+                keep(unit)
+                changed = True
+    spans: List[Tuple[int, int]] = []
+    for definition in module.definitions:
+        whole = definition if definition.rest is None else definition.rest
+        if id(whole) not in kept:
+            spans.append((definition.first, definition.last))
+        else:
+            spans.extend((m.first, m.last) for m in definition.members if id(m) not in kept)
     return spans
 
 
 def _unconnected(
-    candidates: Sequence[_Definition],
-    kept: Sequence[_Definition],
-    mentions: Set[str],
-    loads: Optional[Set[str]] = None,
+    candidates: Sequence[_Definition], kept: Sequence[_Definition], mentions: Set[str]
 ) -> List[_Definition]:
-    """The ``candidates``, besides ``kept``, that share no link with what ``kept`` and ``mentions`` name, to a
-    fixed point; with ``loads`` (methods of one class), nor are, or assign, an attribute read there."""
+    """The ``candidates``, besides ``kept``, that share no link with what ``kept`` and ``mentions`` name,
+    to a fixed point."""
     mentions = set(mentions)
     for definition in kept:
         mentions.update(definition.mentions)
-        if loads is not None:
-            loads.update(definition.loads)
     chosen = {id(d) for d in kept}
     dropped = [d for d in candidates if id(d) not in chosen]
     changed = bool(dropped)
@@ -322,17 +363,22 @@ def _unconnected(
         changed = False
         remaining = []
         for definition in dropped:
-            if definition.links & mentions or (
-                loads is not None and (definition.name in loads or definition.stores & loads)
-            ):
+            if definition.links & mentions:
                 mentions.update(definition.mentions)
-                if loads is not None:
-                    loads.update(definition.loads)
                 changed = True
             else:
                 remaining.append(definition)
         dropped = remaining
     return dropped
+
+
+def _outermost(spans: Iterable[Tuple[int, int]]) -> List[Tuple[int, int]]:
+    """The spans (of definitions and their methods) that no other of them holds."""
+    out: List[Tuple[int, int]] = []
+    for first, last in sorted(set(spans), key=lambda span: (span[0], -span[1])):
+        if not out or first > out[-1][1]:
+            out.append((first, last))
+    return out
 
 
 def _blank(lines: List[str], spans: Iterable[Tuple[int, int]]) -> str:
@@ -369,38 +415,43 @@ def _identifiers(node: ast.AST, imports: List[Tuple[str, str]]) -> Set[str]:
 
 
 def _describe_class(node: ast.ClassDef, first: int, last: int, lines: List[str], below: int) -> _Definition:
-    """A top-level class: each method described on its own, the class as all of them and the rest."""
+    """A top-level class: each method described on its own, the rest of the class on its own, and the
+    class as all of them."""
     definition = _Definition(node, first, last, "".join(lines[first - 1 : last]))
-    rest: List[ast.AST] = [*node.decorator_list, *node.bases, *node.keywords]
+    parts: List[ast.AST] = [*node.decorator_list, *node.bases, *node.keywords]
+    inside: Set[int] = set()
     for statement in node.body:
         if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef)):
             member_first = min([statement.lineno, *(d.lineno for d in statement.decorator_list)]) + below
             member_last = (statement.end_lineno or statement.lineno) + below
             member = _Definition(statement, member_first, member_last, "".join(lines[member_first - 1 : member_last]))
-            _describe(member, [statement])
+            _describe(member, [statement], {id(statement)})
             definition.members.append(member)
+            inside.update(range(member_first, member_last + 1))
         else:
-            rest.append(statement)
-    _describe(definition, rest)
-    definition.class_mentions = set(definition.mentions)
-    definition.class_loads = set(definition.loads)
-    definition.own.add(definition.name)
-    definition.mentions.add(definition.name)
-    for member in definition.members:
-        definition.mentions.update(member.mentions)
-        definition.read.update(member.read)
-        definition.own.update(member.own - {member.name})
-        definition.needed = definition.needed or member.needed
-        definition.constructed.extend(member.constructed)
-        definition.imports.extend(member.imports)
-        definition.private.update(member.private)
+            parts.append(statement)
+    rest_text = "".join(lines[line - 1] for line in range(first, last + 1) if line not in inside)
+    rest = definition.rest = _Definition(node, first, last, rest_text)
+    _describe(rest, parts)
+    rest.mentions.add(rest.name)
+    for part in [rest, *definition.members]:
+        definition.mentions.update(part.mentions)
+        definition.read.update(part.read)
+        definition.loads.update(part.loads)
+        definition.own.update(part.own - {part.name} if part is not rest else part.own)
+        definition.needed = definition.needed or part.needed
+        definition.constructed.extend(part.constructed)
+        definition.imports.extend(part.imports)
+        definition.private.update(part.private)
     return definition
 
 
-def _describe(definition: _Definition, parts: Sequence[ast.AST]) -> None:
-    """What ``parts`` (a definition, or the parts of one) tell of ``definition``."""
+def _describe(definition: _Definition, parts: Sequence[ast.AST], methods: Optional[Set[int]] = None) -> None:
+    """What ``parts`` (a definition, or the parts of one) tell of ``definition``; ``methods`` holds the
+    ids of the defs among them that are methods (of a class outside them)."""
     mentions = definition.mentions
     read = definition.read
+    methods = set(methods or ())
     if definition.name:
         definition.own.add(definition.name)
     for inner in (inner for part in parts for inner in ast.walk(part)):
@@ -415,8 +466,9 @@ def _describe(definition: _Definition, parts: Sequence[ast.AST]) -> None:
             mentions.add(inner.name)
             if isinstance(inner, ast.ClassDef):
                 definition.own.add(inner.name)
-            elif _is_private(inner.name):
-                definition.private.add(inner.name)
+                methods.update(id(s) for s in inner.body if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef)))
+            elif _is_private(inner.name) and id(inner) not in methods:
+                definition.private.add(inner.name)  # a function (the analysis counts uses of those)
         elif isinstance(inner, ast.arg):
             mentions.add(inner.arg)
         elif isinstance(inner, (ast.Import, ast.ImportFrom)):
@@ -570,9 +622,9 @@ def plan_edit(old: str, new: str) -> Optional[EditPlan]:
                 mentions.update(definition.mentions)
                 grown = True
     dropped = _left_out(new_module, component)
-    spans = [(d.first, d.last) for d in dropped]
-    spans += _left_out_members(new_module, dropped, _MARKERS + new_module.tape_aliases)
-    needed = _blank(new_module.lines, spans) if spans else new
+    # Left out too: what nothing under a tape connects to, as for a whole check.
+    spans = [(d.first, d.last) for d in dropped] + _left_out_units(new_module, _MARKERS + new_module.tape_aliases)
+    needed = _blank(new_module.lines, _outermost(spans)) if spans else new
     plan = EditPlan(start, old_end, new_end, lines, needed)
     seeds = {id(d) for d in component if _touches(new_module, d, start, new_end)}
     for definition in component:
