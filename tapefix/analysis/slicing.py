@@ -2,31 +2,38 @@
 
 libcst parses about five times slower than Python's own parser, and a module that holds a tape is
 mostly other code: layers, data pipelines, utilities. ``needed_source`` reads the module with ``ast``,
-finds the top-level ``def`` and ``class`` statements that cannot change what the analysis says about
-code that may run under a tape, and leaves them out: their lines become one ``pass`` statement and a
-string that spans them (one token each, where libcst would read an empty line per line). libcst then
-parses, and the analysis walks, only what matters, while every line and column stays that of the
-original source, so findings and fixes (their offsets are counted in the original) are those of the
-whole module.
+finds the top-level ``def`` and ``class`` statements, and the methods of the classes, that cannot change
+what the analysis says about code that may run under a tape, and leaves them out: their lines become
+one ``pass`` statement (indented as they were) and a string that spans them (one token each, where
+libcst would read an empty line per line). libcst then parses, and the analysis walks, only what
+matters, while every line and column stays that of the original source, so findings and fixes (their
+offsets are counted in the original) are those of the whole module.
 
 Kept are every top-level statement that is not a ``def`` or ``class`` (imports, module-level code,
-definitions under ``if`` or ``try``); every definition that names ``GradientTape`` (or an alias of
-it), ``compute_loss`` or an entry point, or that holds an import, a ``global`` statement or a
-``.compile(...)`` call; and, to a fixed point,
-every definition that shares with kept code a name through which the analysis connects statements:
+definitions under ``if`` or ``try``); every function or method that names ``GradientTape`` (or an
+alias of it), ``compute_loss`` or an entry point, or that holds a ``global`` statement or a call of
+``compile``, ``watch``, ``gradient`` or ``jacobian``; and, to a fixed point (``_left_out_units``),
+every function, class or method that shares with kept code a name through which the analysis
+connects statements:
 
-* the definition's own name, and the names of classes defined in it (calls resolve by name;
-  attributes of ``self`` are kept per class name);
-* names of top-level definitions it uses (a call from it binds a callee's parameters, and a private
-  function counts its uses);
+* a function's own name, and the names of classes defined in it (calls resolve by name; attributes
+  of ``self`` are kept per class name);
+* names of top-level definitions it reads (a call from it binds a callee's parameters);
 * names it assigns a call result to, as ``x`` or ``self.x`` (a Keras object is known by that name);
-* module-level names it reads (it may mark them watched, or append a tensor to them).
+* module-level names it reads (it may mark them watched, or append a tensor to them);
+* names its imports bind (an import anywhere binds for the whole module, to the analysis);
+* any mention of a private function's name (the analysis counts them to decide whether the
+  function runs only under a tape).
+
+A class is kept as its header and statements (when kept code names it, or a method of it is kept)
+plus the methods something kept connects to: its ``call``; a method whose name, or an attribute it
+assigns, kept code of the class reads (``self.step(...)``, ``self.w``); a method that shares a link as
+above, or calls a kept method on ``self`` (binding its parameters).
 
 Anything else a definition holds only concerns itself, and nothing in it runs under a tape.
 
 The ``ast`` read costs about a fifth of libcst's parse, so a module is read only when it is long
-(``MIN_LINES``) and its text alone shows that much of it might go (``MIN_SHARE``): in real packages the
-tape often sits in one class that spans the module.
+(``MIN_LINES``) and its text alone shows that much of it might go (``MIN_SHARE``).
 
 For an editor, ``plan_edit`` re-reads only the top-level statements an edit touched, and says which
 definitions must be analysed again and where the other findings moved.
