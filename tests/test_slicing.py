@@ -420,7 +420,14 @@ def test_generated_modules_give_the_same_findings_and_fixes_sliced_or_whole(sour
 
 
 # ----------------------------------------------------------------------------- edits, as an editor makes them
-EDITS = ["change-a-number", "delete-a-definition", "insert-a-definition", "change-module-code", "suppress-a-line"]
+EDITS = [
+    "change-a-number",
+    "delete-a-definition",
+    "insert-a-definition",
+    "delete-a-method",
+    "change-module-code",
+    "suppress-a-line",
+]
 
 
 @st.composite
@@ -438,6 +445,13 @@ def edited_modules(draw) -> tuple:
         i = draw(st.sampled_from(starts))
         end = next((j for j in range(i + 1, len(lines)) if lines[j][:1] not in ("", " ", "\n")), len(lines))
         del lines[i:end]
+    elif kind == "delete-a-method":
+        methods = [i for i, line in enumerate(lines) if line.startswith("    def ")]
+        if methods:
+            i = draw(st.sampled_from(methods))
+            outdented = (j for j in range(i + 1, len(lines)) if lines[j].strip() and not lines[j].startswith(" " * 5))
+            end = next(outdented, len(lines))
+            del lines[i:end]
     elif kind == "insert-a-definition":
         at = draw(st.sampled_from([*starts, len(lines)]))
         template = draw(st.sampled_from(DEFINITIONS))
@@ -483,15 +497,17 @@ def test_an_edit_inside_one_training_step_re_analyses_only_that_step() -> None:
 # ----------------------------------------------------------------------------- reading an edit's lines only
 def described(module: slicing._Module) -> tuple:
     """All a read module tells, comparable."""
-    statements = [
-        (type(s).__name__, s.first, s.last, sorted(s.mentions), s.imports, sorted(getattr(s, "binds", ())))
-        + tuple(
-            (d.text, sorted(d.links), d.needed, d.name, [(n, ast.dump(c)) for n, c in d.constructed])
-            for d in [s]
-            if isinstance(d, slicing._Definition)
-        )
-        for s in module.statements
-    ]
+
+    def unit(s: slicing._Statement) -> tuple:
+        common = (type(s).__name__, s.first, s.last, sorted(s.mentions), s.imports, sorted(s.private))
+        if not isinstance(s, slicing._Definition):
+            return common + (sorted(s.binds),)  # type: ignore[attr-defined]
+        facts = (s.text, sorted(s.links), s.needed, s.name, sorted(s.stores), sorted(s.loads))
+        constructed = [(n, ast.dump(c)) for n, c in s.constructed]
+        parts = (unit(s.rest) if s.rest is not None else None, [unit(m) for m in s.members])
+        return common + facts + (constructed, parts)
+
+    statements = [unit(s) for s in module.statements]
     return module.lines, module.starts, statements, module.imports, module.code_lines, module.tape_aliases
 
 
@@ -557,3 +573,22 @@ def test_methods_of_a_kept_class_that_nothing_kept_connects_to_are_left_out() ->
     for kept in ("def __init__", "def _loss", "def step", "def reset", "def compute_loss", "def rounded"):
         assert kept in needed
     assert sliced(source) == whole(source)
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        # ``t = tf.GradientTape()`` in one function makes ``with t:`` a tape block anywhere.
+        "def make():\n    t = tf.GradientTape()\n    return t\n\n\n"
+        "def train(w):\n    with t:\n        y = np.floor(w)\n    return t.gradient(y, w)\n",
+        # A tape's gradient of a name no function binds marks it for the whole module.
+        "def grads(tape, y):\n    return tape.gradient(y, w)\n\n\ndef train(x):\n    with tf.GradientTape() as tape:\n"
+        "        y = np.floor(w * x)\n    return y\n",
+    ],
+    ids=["tape-opened-elsewhere", "module-wide-mark"],
+)
+def test_an_edit_keeps_what_reaches_it_through_module_wide_names(module: str) -> None:
+    old = HEADER + UNRELATED + module
+    new = old.replace("np.floor(w", "np.floor(2.0 * w")
+    previous = engine.check_source(old, UNSAFE)
+    assert previous and engine.check_edited_source(new, UNSAFE, old, previous) == engine.check_source(new, UNSAFE)

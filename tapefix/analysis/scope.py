@@ -887,10 +887,17 @@ class _Binder(cst.CSTVisitor):
             if isinstance(element, cst.Name):
                 current = self._lookup(element.value)
                 shape = current.shape if current is not None else Shape.UNKNOWN
-                for env in self.a.env_chain(self._function()):
-                    if element.value in env or env is self.a.module_env:
-                        self._bind(element.value, Value(True, shape), env)
-                        break
+                self._bind(element.value, Value(True, shape), self._scope_of(element.value))
+
+    def _scope_of(self, name: str) -> Dict[str, Value]:
+        """The environment ``name`` belongs to where it is used: the nearest function that binds it (a
+        parameter, an assignment), else the module. (A watched parameter is that function's own.)"""
+        function = self._function()
+        while function is not None:
+            if name in function.env or name in function.params or name in function.defs:
+                return function.env
+            function = function.parent
+        return self.a.module_env
 
     def _lookup(self, name: str) -> Optional[Value]:
         for env in self.a.env_chain(self._function()):

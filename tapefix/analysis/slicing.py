@@ -45,15 +45,16 @@ import ast
 import bisect
 import copy
 import re
-from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple, TypeVar
+from typing import Dict, FrozenSet, Iterable, List, Optional, Sequence, Set, Tuple, TypeVar
 
 from tapefix.types import EntryPoint
 
 #: text that makes a definition needed by itself
 _MARKERS = ("GradientTape", "compute_loss")
-#: calls that make a definition needed: ``compile(loss=...)`` (Keras runs the loss under its tape), and a
-#: tape's ``watch`` / ``gradient`` / ``jacobian`` (the analysis marks their arguments, module-wide names too)
-_NEEDING_METHODS = ("compile", "watch", "gradient", "jacobian")
+#: calls that make a definition needed: ``compile(loss=...)`` (Keras runs the loss under its tape)
+_NEEDING_METHODS = ("compile",)
+#: a tape's methods that mark their arguments (a name no function binds is marked for the whole module)
+_MARKING_METHODS = ("watch", "gradient", "jacobian")
 #: the methods the analysis enters when an instance of their class is called
 _CALLED_METHODS = ("call", "__call__")
 _DEFINITION = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
@@ -87,6 +88,7 @@ class _Statement:
         other.last += lines
         if isinstance(other, _Definition):
             other.members = [member.moved(lines) for member in other.members]
+            other.rest = other.rest.moved(lines) if other.rest is not None else None
         return other
 
 
@@ -119,6 +121,11 @@ class _Definition(_Statement):
         self.members: List[_Definition] = []
         #: the rest of a class: its header and the statements of its body that are not methods
         self.rest: Optional[_Definition] = None
+        #: names it passes to a tape's watch / gradient / jacobian that no function around binds: the
+        #: analysis marks them module-wide
+        self.marked: Set[str] = set()
+        #: names it assigns a ``GradientTape(...)`` to (``with name:`` opens a tape wherever it stands)
+        self.tapes: Set[str] = set()
 
 
 class _Code(_Statement):
@@ -159,6 +166,8 @@ class _Module:
             self.imports.update(statement.imports)
         #: private functions defined anywhere: the analysis counts their uses in the whole module
         self.private: Set[str] = set().union(*(s.private for s in statements))
+        #: names a ``GradientTape(...)`` is assigned to in a definition: ``with name:`` anywhere opens it
+        self.tape_vars: Set[str] = set().union(*(d.tapes for d in self.definitions))
         for definition in self.definitions:
             self._link(definition)
             if definition.rest is not None:
@@ -186,6 +195,8 @@ class _Module:
         definition.links.update(definition.mentions & self.private)
         # An import anywhere binds its names for the whole module, as far as the analysis goes.
         definition.links.update(local for local, _ in definition.imports)
+        definition.links.update(definition.marked)
+        definition.links.update(definition.mentions & self.tape_vars)
 
 
 def _statements(tree: ast.Module, lines: List[str], below: int = 0) -> List[_Statement]:
@@ -280,38 +291,41 @@ def _room(source: str, markers: Sequence[str]) -> float:
     return free / len(source)
 
 
-def _left_out(module: _Module, kept: Sequence[_Definition]) -> List[_Definition]:
-    """The definitions, besides ``kept``, that nothing kept (nor module-level code) connects to."""
-    return _unconnected(module.definitions, kept, module.code_mentions)
+def _units(module: _Module) -> Tuple[List[_Definition], Dict[int, _Definition]]:
+    """What the slicing keeps or leaves out one by one: each top-level function, and for each class its
+    rest (header and statements) and each of its methods; with the class of each rest and method."""
+    units: List[_Definition] = []
+    owner: Dict[int, _Definition] = {}
+    for definition in module.definitions:
+        if definition.rest is None:
+            units.append(definition)
+            continue
+        for unit in [definition.rest, *definition.members]:
+            units.append(unit)
+            owner[id(unit)] = definition
+    return units, owner
 
 
-def _left_out_units(module: _Module, markers: Sequence[str]) -> List[Tuple[int, int]]:
+def _left_out_units(
+    module: _Module, markers: Sequence[str], seeds: Optional[Sequence[_Definition]] = None
+) -> List[Tuple[int, int]]:
     """The lines of what nothing that may run under a tape connects to: top-level functions, classes,
     and methods of the classes kept. Kept to begin with is every function and method that names a marker
-    or is needed by itself (and a class whose own statements do); then, to a fixed point:
+    or is needed by itself (and a class whose own statements do), or else the ``seeds``; then, to a
+    fixed point:
 
     * a function, or the rest of a class (its header and statements), that shares a link with what kept
-      code mentions, as ``_left_out`` has it;
+      code mentions;
     * with the rest of its class, a method that shares a link with kept code (a name it reads, a method
       it calls on ``self``), or whose name, or an attribute it assigns, kept code of its class reads; the
       ``call`` of a class kept.
 
     A method kept keeps the rest of its class."""
     mentions = set(module.code_mentions)
-    loads: Dict[int, Set[str]] = {}
+    #: per class name (the analysis knows the attributes of ``self`` by class name): what kept code reads
+    loads: Dict[str, Set[str]] = {d.name: set() for d in module.definitions}
     kept: Set[int] = set()
-    owner: Dict[int, _Definition] = {}
-    units: List[_Definition] = []
-    for definition in module.definitions:
-        if definition.rest is None:
-            units.append(definition)
-            continue
-        units.append(definition.rest)
-        owner[id(definition.rest)] = definition
-        loads[id(definition)] = set()
-        for member in definition.members:
-            units.append(member)
-            owner[id(member)] = definition
+    units, owner = _units(module)
 
     def keep(unit: _Definition) -> None:
         if id(unit) in kept:
@@ -322,17 +336,17 @@ def _left_out_units(module: _Module, markers: Sequence[str]) -> List[Tuple[int, 
         if cls is None:
             return
         assert cls.rest is not None
-        loads[id(cls)].update(unit.loads)
+        loads[cls.name].update(unit.loads)
         if unit is cls.rest:
-            loads[id(cls)].update(unit.mentions)  # what its own statements name (``forward = call``)
+            loads[cls.name].update(unit.mentions)  # what its own statements name (``forward = call``)
             for member in cls.members:
                 if member.name in _CALLED_METHODS:
                     keep(member)
         else:
             keep(cls.rest)
 
-    for unit in units:
-        if unit.needed or any(marker in unit.text for marker in markers):
+    for unit in units if seeds is None else seeds:
+        if seeds is not None or unit.needed or any(marker in unit.text for marker in markers):
             keep(unit)
     changed = True
     while changed:
@@ -341,7 +355,7 @@ def _left_out_units(module: _Module, markers: Sequence[str]) -> List[Tuple[int, 
             if id(unit) in kept:
                 continue
             cls = owner.get(id(unit))
-            read = loads[id(cls)] if cls is not None and unit is not cls.rest else set()
+            read = loads[cls.name] if cls is not None and unit is not cls.rest else set()
             if unit.links & mentions or unit.name in read or unit.stores & read:
                 keep(unit)
                 changed = True
@@ -353,30 +367,6 @@ def _left_out_units(module: _Module, markers: Sequence[str]) -> List[Tuple[int, 
         else:
             spans.extend((m.first, m.last) for m in definition.members if id(m) not in kept)
     return spans
-
-
-def _unconnected(
-    candidates: Sequence[_Definition], kept: Sequence[_Definition], mentions: Set[str]
-) -> List[_Definition]:
-    """The ``candidates``, besides ``kept``, that share no link with what ``kept`` and ``mentions`` name,
-    to a fixed point."""
-    mentions = set(mentions)
-    for definition in kept:
-        mentions.update(definition.mentions)
-    chosen = {id(d) for d in kept}
-    dropped = [d for d in candidates if id(d) not in chosen]
-    changed = bool(dropped)
-    while changed:
-        changed = False
-        remaining = []
-        for definition in dropped:
-            if definition.links & mentions:
-                mentions.update(definition.mentions)
-                changed = True
-            else:
-                remaining.append(definition)
-        dropped = remaining
-    return dropped
 
 
 def _outermost(spans: Iterable[Tuple[int, int]]) -> List[Tuple[int, int]]:
@@ -450,6 +440,8 @@ def _describe_class(node: ast.ClassDef, first: int, last: int, lines: List[str],
         definition.constructed.extend(part.constructed)
         definition.imports.extend(part.imports)
         definition.private.update(part.private)
+        definition.marked.update(part.marked)
+        definition.tapes.update(part.tapes)
     return definition
 
 
@@ -459,6 +451,7 @@ def _describe(definition: _Definition, parts: Sequence[ast.AST], methods: Option
     mentions = definition.mentions
     read = definition.read
     methods = set(methods or ())
+    marks = False
     if definition.name:
         definition.own.add(definition.name)
     for inner in (inner for part in parts for inner in ast.walk(part)):
@@ -485,14 +478,57 @@ def _describe(definition: _Definition, parts: Sequence[ast.AST], methods: Option
         elif isinstance(inner, ast.Call) and isinstance(inner.func, ast.Attribute):
             if inner.func.attr in _NEEDING_METHODS:
                 definition.needed = True
-            elif isinstance(inner.func.value, ast.Name) and inner.func.value.id == "self":
+            marks = marks or inner.func.attr in _MARKING_METHODS
+            if isinstance(inner.func.value, ast.Name) and inner.func.value.id == "self":
                 definition.calls_on_self.add(inner.func.attr)
         if isinstance(inner, (ast.Assign, ast.AnnAssign)) and isinstance(inner.value, ast.Call):
+            opens_tape = _called_name(inner.value).endswith("GradientTape")
             for target in inner.targets if isinstance(inner, ast.Assign) else [inner.target]:
                 if isinstance(target, ast.Name):
                     definition.constructed.append((target.id, inner.value))
+                    if opens_tape:
+                        definition.tapes.add(target.id)
                 elif isinstance(target, ast.Attribute):
                     definition.constructed.append((target.attr, inner.value))
+    if marks:
+        for part in parts:
+            definition.marked.update(_free_marks(part, frozenset()))
+
+
+def _free_marks(node: ast.AST, bound: FrozenSet[str]) -> Set[str]:
+    """The names ``node`` passes to a tape's watch / gradient / jacobian that no function around the call
+    binds as a parameter or by a plain assignment (``bound``: those of the functions around ``node``)."""
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+        bound = bound | _locals(node)
+    found: Set[str] = set()
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in _MARKING_METHODS:
+        for argument in node.args:
+            elements = argument.elts if isinstance(argument, (ast.List, ast.Tuple)) else [argument]
+            found.update(e.id for e in elements if isinstance(e, ast.Name) and e.id not in bound)
+    for child in ast.iter_child_nodes(node):
+        found |= _free_marks(child, bound)
+    return found
+
+
+def _locals(function: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> FrozenSet[str]:
+    """A function's parameters and the names its own body assigns plainly (``x = ...``)."""
+    arguments = function.args
+    names = {a.arg for a in [*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs]}
+    names.update(a.arg for a in (arguments.vararg, arguments.kwarg) if a is not None)
+    stack: List[ast.AST] = list(function.body) if isinstance(function.body, list) else [function.body]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.Assign):
+            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+            stack.extend(ast.iter_child_nodes(node))
+    return frozenset(names)
+
+
+def _called_name(call: ast.Call) -> str:
+    """The last name of what ``call`` calls (``GradientTape`` for ``tf.GradientTape(...)``)."""
+    func = call.func
+    return func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
 
 
 def _is_private(name: str) -> bool:
@@ -602,18 +638,35 @@ def plan_edit(old: str, new: str) -> Optional[EditPlan]:
             if low < end and start < high:
                 return None  # module-level code changed
     lines = len(_BREAKS.findall(new, start, new_end)) - len(_BREAKS.findall(old, start, old_end))
-    old_seeds = [d for d in old_module.definitions if _touches(old_module, d, start, old_end)]
-    component = [d for d in new_module.definitions if _touches(new_module, d, start, new_end)]
+    units, owner = _units(new_module)
+    old_seeds = _touched(old_module, start, old_end)
+    component = _touched(new_module, start, new_end)
     links: Set[str] = set()
     mentions: Set[str] = set()
-    for definition in old_seeds + component:
-        links.update(definition.links)
-        mentions.update(definition.mentions)
+    #: per class name: the attributes its units in the component read, and the names and attributes of
+    #: its methods there (a method of the class that assigns one of the first, or reads one of the
+    #: second, joins)
+    reads: Dict[str, Set[str]] = {}
+    attributes: Dict[str, Set[str]] = {}
+    chosen: Set[int] = set()
+
+    def join(unit: _Definition, cls: Optional[_Definition]) -> None:
+        links.update(unit.links)
+        mentions.update(unit.mentions)
+        if cls is not None:
+            reads.setdefault(cls.name, set()).update(unit.loads)
+            attributes.setdefault(cls.name, set()).update(unit.stores | {unit.name} if unit is not cls.rest else ())
+
+    _, old_owner = _units(old_module)
+    for unit in old_seeds:
+        join(unit, old_owner.get(id(unit)))
+    for unit in component:
+        chosen.add(id(unit))
+        join(unit, owner.get(id(unit)))
     # Module-level code is always analysed; when the edit may change what it means, its findings are new
     # too, and so are those of the definitions it connects to (the names it binds, the functions it calls).
     code_links = new_module.code_names | (new_module.code_mentions & new_module.top_names)
     code_joined = False
-    chosen = {id(d) for d in component}
     grown = True
     while grown:
         grown = False
@@ -621,32 +674,61 @@ def plan_edit(old: str, new: str) -> Optional[EditPlan]:
             code_joined = True
             links.update(code_links)
             mentions.update(new_module.code_mentions)
-        for definition in new_module.definitions:
-            if id(definition) not in chosen and (definition.links & mentions or links & definition.mentions):
-                chosen.add(id(definition))
-                component.append(definition)
-                links.update(definition.links)
-                mentions.update(definition.mentions)
+        for unit in units:
+            if id(unit) in chosen:
+                continue
+            cls = owner.get(id(unit))
+            joins = bool(unit.links & mentions or links & unit.mentions)
+            if cls is not None and unit is not cls.rest:
+                joins = joins or bool((unit.stores | {unit.name}) & reads.get(cls.name, set()))
+                joins = joins or bool(unit.loads & attributes.get(cls.name, set()))
+            # The rest of a class, its header and statements, is fresh only with all of its methods.
+            rest = cls.rest if cls is not None and unit is not cls.rest else None
+            joins = joins or (rest is not None and id(rest) in chosen)
+            if joins:
+                chosen.add(id(unit))
+                component.append(unit)
+                join(unit, cls)
                 grown = True
-    dropped = _left_out(new_module, component)
-    # Left out too: what nothing under a tape connects to, as for a whole check.
-    spans = [(d.first, d.last) for d in dropped] + _left_out_units(new_module, _MARKERS + new_module.tape_aliases)
+    # Left out: what the component does not need, and what nothing under a tape connects to.
+    spans = _left_out_units(new_module, (), component + [u for u in units if u.needed])
+    spans += _left_out_units(new_module, _MARKERS + new_module.tape_aliases)
     needed = _blank(new_module.lines, _outermost(spans)) if spans else new
     plan = EditPlan(start, old_end, new_end, lines, needed)
-    seeds = {id(d) for d in component if _touches(new_module, d, start, new_end)}
-    for definition in component:
-        low, high = new_module.span(definition.first, definition.last)
+    seeds = {id(u) for u in _touched(new_module, start, new_end)}
+    for unit in component:
+        low, high = new_module.span(unit.first, unit.last)
         plan.fresh.append((low, high))
-        if id(definition) not in seeds:
+        if id(unit) not in seeds:
             before = (low, high) if high <= start else (low - plan.delta, high - plan.delta)
             plan.replaced.append(before)
-    plan.replaced.extend(old_module.span(d.first, d.last) for d in old_seeds)
+    plan.replaced.extend(old_module.span(u.first, u.last) for u in old_seeds)
     if code_joined:
         for first, last in new_module.code_lines:
             low, high = new_module.span(first, last)
             plan.fresh.append((low, high))
             plan.replaced.append((low, high) if high <= start else (low - plan.delta, high - plan.delta))
     return plan
+
+
+def _touched(module: _Module, start: int, end: int) -> List[_Definition]:
+    """The units (``_units``) the edited offsets ``start:end`` touch: a method, when the edit lies within
+    it; else the class's rest and all of its methods."""
+    touched: List[_Definition] = []
+    for definition in module.definitions:
+        if not _touches(module, definition, start, end):
+            continue
+        if definition.rest is None:
+            touched.append(definition)
+            continue
+        inside = [m for m in definition.members if _within(module, m, start, end)]
+        touched.extend(inside if inside else [definition.rest, *definition.members])
+    return touched
+
+
+def _within(module: _Module, definition: _Definition, start: int, end: int) -> bool:
+    low, high = module.span(definition.first, definition.last)
+    return low <= start and end <= high
 
 
 def _touches(module: _Module, definition: _Definition, start: int, end: int) -> bool:
