@@ -6,7 +6,7 @@ from unittest import mock
 
 import pytest
 
-from tapefix import Config, Status, Verdict, fix_source
+from tapefix import Config, Status, Verdict, check_source, fix_source
 from tapefix.engine import BROKEN_FIX
 from tapefix.rule import RuleContext
 from tapefix.types import Edit
@@ -104,3 +104,27 @@ def test_a_fix_that_would_not_parse_is_reported_without_it_and_the_others_still_
     assert outcomes["TF101"].finding.no_fix_reason == BROKEN_FIX
     assert "np.floor(w)" in result.fixed_source
     compile(result.fixed_source, "<fixed>", "exec")
+
+
+def test_a_parameter_watched_in_one_function_is_that_functions_own():
+    # ``tape.watch(x)`` of a parameter marks that parameter, not every ``x`` of the module.
+    step = """\
+import numpy as np
+import tensorflow as tf
+
+
+class Scaled:
+    def step(self, x):
+        with tf.GradientTape() as tape:
+            y = np.floor(self.scale * x)
+        return tape.gradient(y, self.scale)
+
+
+def probe(x):
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = np.floor(x)
+    return tape.gradient(y, x)
+"""
+    findings = check_source(step, Config(unsafe_fixes=True))
+    assert [(f.code, f.start.line) for f in findings] == [("TF101", 15)]

@@ -36,7 +36,8 @@ The ``ast`` read costs about a fifth of libcst's parse, so a module is read only
 (``MIN_LINES``) and its text alone shows that much of it might go (``MIN_SHARE``).
 
 For an editor, ``plan_edit`` re-reads only the top-level statements an edit touched, and says which
-definitions must be analysed again and where the other findings moved.
+functions and methods must be analysed again (those the edit touched and those connected to them,
+either way) and where the other findings moved.
 """
 
 from __future__ import annotations
