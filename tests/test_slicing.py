@@ -592,3 +592,19 @@ def test_an_edit_keeps_what_reaches_it_through_module_wide_names(module: str) ->
     new = old.replace("np.floor(w", "np.floor(2.0 * w")
     previous = engine.check_source(old, UNSAFE)
     assert previous and engine.check_edited_source(new, UNSAFE, old, previous) == engine.check_source(new, UNSAFE)
+
+
+def test_an_edit_inside_a_method_of_a_class_whose_own_statements_are_re_analysed() -> None:
+    # step() names its class, so the class's rest, which holds the edited lines, is analysed again too;
+    # the findings just above the class stay where they are.
+    old = HEADER + (
+        "def train(w):\n    with tf.GradientTape() as tape:\n        y = np.floor(w)\n    return tape.gradient(y, w)\n"
+        "class Model:\n    def step(self, x):\n        Model.count = 1\n        with tf.GradientTape() as tape:\n"
+        "            z = np.round(x)\n        return tape.gradient(z, x)\n"
+    )
+    new = old.replace("        Model.count = 1\n", "        Model.count = 1  # " + "x" * 200 + "\n")
+    plan = slicing.plan_edit(old, new)
+    assert plan is not None and any(low < plan.start < high for low, high in plan.fresh)  # the class's rest
+    previous = engine.check_source(old, UNSAFE)
+    assert len(previous) == 2
+    assert engine.check_edited_source(new, UNSAFE, old, previous) == engine.check_source(new, UNSAFE)

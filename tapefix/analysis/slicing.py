@@ -608,6 +608,10 @@ class EditPlan:
     def is_replaced(self, offset: int) -> bool:
         return any(start <= offset < end for start, end in self.replaced)
 
+    def before(self, offset: int) -> int:
+        """Where an offset of the new source outside the edited text was in the old one."""
+        return offset if offset <= self.start else offset - self.delta
+
     def moved(self, offset: int) -> Optional[int]:
         """Where an offset of the old source is in the new one; None inside the edited text."""
         if offset <= self.start:
@@ -701,14 +705,14 @@ def plan_edit(old: str, new: str) -> Optional[EditPlan]:
         low, high = new_module.span(unit.first, unit.last)
         plan.fresh.append((low, high))
         if id(unit) not in seeds:
-            before = (low, high) if high <= start else (low - plan.delta, high - plan.delta)
-            plan.replaced.append(before)
+            # As it was: a class's rest may hold the edited lines (an edit inside one of its methods).
+            plan.replaced.append((plan.before(low), plan.before(high)))
     plan.replaced.extend(old_module.span(u.first, u.last) for u in old_seeds)
     if code_joined:
         for first, last in new_module.code_lines:
             low, high = new_module.span(first, last)
             plan.fresh.append((low, high))
-            plan.replaced.append((low, high) if high <= start else (low - plan.delta, high - plan.delta))
+            plan.replaced.append((plan.before(low), plan.before(high)))
     return plan
 
 
