@@ -196,6 +196,16 @@ CASES = {
                     z = self.scaled_loss(x)
                 return tape.gradient(z, x)
         """,
+    # The analysis keeps what a class body assigns with the module's values.
+    "class-level-assignment-read-as-a-module-name": """
+        class Settings:
+            scale = tf.Variable(2.0)
+
+        def train(w):
+            with tf.GradientTape() as tape:
+                y = np.floor(scale) * w
+            return tape.gradient(y, w)
+        """,
     # The analysis counts every use of a private function's name to decide whether it runs only under
     # the tape (its fixes then as safe as the tape's): an attribute of the same name counts too.
     "private-function-named-as-an-attribute": """
@@ -604,7 +614,8 @@ def test_an_edit_inside_a_method_of_a_class_whose_own_statements_are_re_analysed
     )
     new = old.replace("        Model.count = 1\n", "        Model.count = 1  # " + "x" * 200 + "\n")
     plan = slicing.plan_edit(old, new)
-    assert plan is not None and any(low < plan.start < high for low, high in plan.fresh)  # the class's rest
+    header = new.index("class Model:")
+    assert plan is not None and any(low <= header < high for low, high in plan.fresh)  # the class's rest
     previous = engine.check_source(old, UNSAFE)
     assert len(previous) == 2
     assert engine.check_edited_source(new, UNSAFE, old, previous) == engine.check_source(new, UNSAFE)

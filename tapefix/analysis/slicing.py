@@ -127,6 +127,8 @@ class _Definition(_Statement):
         self.marked: Set[str] = set()
         #: names it assigns a ``GradientTape(...)`` to (``with name:`` opens a tape wherever it stands)
         self.tapes: Set[str] = set()
+        #: names it assigns (the statements of a class body bind them where the analysis keeps the module's)
+        self.assigned: Set[str] = set()
 
 
 class _Code(_Statement):
@@ -173,6 +175,8 @@ class _Module:
             self._link(definition)
             if definition.rest is not None:
                 self._link(definition.rest)
+                definition.rest.links.update(definition.rest.assigned)
+                definition.links.update(definition.rest.assigned)
             for member in definition.members:
                 self._link(member)
                 # Code reaches a method through an attribute (``self.step(...)``), not by its bare name;
@@ -460,6 +464,8 @@ def _describe(definition: _Definition, parts: Sequence[ast.AST], methods: Option
             mentions.add(inner.id)
             if isinstance(inner.ctx, ast.Load):
                 read.add(inner.id)
+            else:
+                definition.assigned.add(inner.id)
         elif isinstance(inner, ast.Attribute):
             mentions.add(inner.attr)
             (definition.loads if isinstance(inner.ctx, ast.Load) else definition.stores).add(inner.attr)
@@ -649,8 +655,8 @@ def plan_edit(old: str, new: str) -> Optional[EditPlan]:
     links: Set[str] = set()
     mentions: Set[str] = set()
     #: per class name: the attributes its units in the component read, and the names and attributes of
-    #: its methods there (a method of the class that assigns one of the first, or reads one of the
-    #: second, joins)
+    #: its methods there (a method of the class called by the first, or that reads one of the second,
+    #: joins)
     reads: Dict[str, Set[str]] = {}
     attributes: Dict[str, Set[str]] = {}
     chosen: Set[int] = set()
@@ -685,11 +691,10 @@ def plan_edit(old: str, new: str) -> Optional[EditPlan]:
             cls = owner.get(id(unit))
             joins = bool(unit.links & mentions or links & unit.mentions)
             if cls is not None and unit is not cls.rest:
-                joins = joins or bool((unit.stores | {unit.name}) & reads.get(cls.name, set()))
+                # What the component changes: attributes it assigns and methods it calls (their parameters),
+                # and the methods that call it (its value) or read what it assigns.
+                joins = joins or unit.name in reads.get(cls.name, set())
                 joins = joins or bool(unit.loads & attributes.get(cls.name, set()))
-            # The rest of a class, its header and statements, is fresh only with all of its methods.
-            rest = cls.rest if cls is not None and unit is not cls.rest else None
-            joins = joins or (rest is not None and id(rest) in chosen)
             if joins:
                 chosen.add(id(unit))
                 component.append(unit)
@@ -702,18 +707,34 @@ def plan_edit(old: str, new: str) -> Optional[EditPlan]:
     plan = EditPlan(start, old_end, new_end, lines, needed)
     seeds = {id(u) for u in _touched(new_module, start, new_end)}
     for unit in component:
-        low, high = new_module.span(unit.first, unit.last)
-        plan.fresh.append((low, high))
-        if id(unit) not in seeds:
-            # As it was: a class's rest may hold the edited lines (an edit inside one of its methods).
-            plan.replaced.append((plan.before(low), plan.before(high)))
-    plan.replaced.extend(old_module.span(u.first, u.last) for u in old_seeds)
+        for low, high in _own_spans(new_module, unit, owner.get(id(unit))):
+            plan.fresh.append((low, high))
+            if id(unit) not in seeds:
+                plan.replaced.append((plan.before(low), plan.before(high)))
+    for unit in old_seeds:
+        plan.replaced.extend(_own_spans(old_module, unit, old_owner.get(id(unit))))
     if code_joined:
         for first, last in new_module.code_lines:
             low, high = new_module.span(first, last)
             plan.fresh.append((low, high))
             plan.replaced.append((plan.before(low), plan.before(high)))
     return plan
+
+
+def _own_spans(module: _Module, unit: _Definition, cls: Optional[_Definition]) -> List[Tuple[int, int]]:
+    """The offsets of a unit's own lines: a class's rest has those of its class but its methods'."""
+    low, high = module.span(unit.first, unit.last)
+    if cls is None or unit is not cls.rest:
+        return [(low, high)]
+    spans: List[Tuple[int, int]] = []
+    for member in sorted(cls.members, key=lambda m: m.first):
+        member_low, member_high = module.span(member.first, member.last)
+        if low < member_low:
+            spans.append((low, member_low))
+        low = max(low, member_high)
+    if low < high:
+        spans.append((low, high))
+    return spans
 
 
 def _touched(module: _Module, start: int, end: int) -> List[_Definition]:
