@@ -25,10 +25,11 @@ connects statements:
 * any mention of a private function's name (the analysis counts them to decide whether the
   function runs only under a tape).
 
-A class is kept as its header and statements (when kept code names it, or a method of it is kept)
-plus the methods something kept connects to: its ``call``; a method whose name, or an attribute it
-assigns, kept code of the class reads (``self.step(...)``, ``self.w``); a method that shares a link as
-above, or calls a kept method on ``self`` (binding its parameters).
+A class is kept as its header and statements (when kept code names it or a name they assign, which
+the analysis keeps with the module's, or a method of it is kept) plus the methods something kept
+connects to: its ``call``; a method whose name, or an attribute it assigns, kept code of the class
+reads (``self.step(...)``, ``self.w``); a method that shares a link as above, or calls a kept method
+on ``self`` (binding its parameters).
 
 Anything else a definition holds only concerns itself, and nothing in it runs under a tape.
 
