@@ -173,11 +173,11 @@ class _Module:
         #: names a ``GradientTape(...)`` is assigned to in a definition: ``with name:`` anywhere opens it
         self.tape_vars: Set[str] = set().union(*(d.tapes for d in self.definitions))
         for definition in self.definitions:
-            self._link(definition)
-            if definition.rest is not None:
-                self._link(definition.rest)
-                definition.rest.links.update(definition.rest.assigned)
-                definition.links.update(definition.rest.assigned)
+            if definition.rest is None:
+                self._link(definition)
+                continue
+            self._link(definition.rest)
+            definition.rest.links.update(definition.rest.assigned)
             for member in definition.members:
                 self._link(member)
                 # Code reaches a method through an attribute (``self.step(...)``), not by its bare name;
@@ -418,8 +418,7 @@ def _identifiers(node: ast.AST, imports: List[Tuple[str, str]]) -> Set[str]:
 
 
 def _describe_class(node: ast.ClassDef, first: int, last: int, lines: List[str], below: int) -> _Definition:
-    """A top-level class: each method described on its own, the rest of the class on its own, and the
-    class as all of them."""
+    """A top-level class: each method described on its own, and the rest of the class (``rest``)."""
     definition = _Definition(node, first, last, "".join(lines[first - 1 : last]))
     parts: List[ast.AST] = [*node.decorator_list, *node.bases, *node.keywords]
     inside: Set[int] = set()
@@ -437,16 +436,10 @@ def _describe_class(node: ast.ClassDef, first: int, last: int, lines: List[str],
     rest = definition.rest = _Definition(node, first, last, rest_text)
     _describe(rest, parts)
     rest.mentions.add(rest.name)
+    # The class as a whole is sliced by its parts; the module takes from it what is module-wide.
     for part in [rest, *definition.members]:
-        definition.mentions.update(part.mentions)
-        definition.read.update(part.read)
-        definition.loads.update(part.loads)
-        definition.own.update(part.own - {part.name} if part is not rest else part.own)
-        definition.needed = definition.needed or part.needed
-        definition.constructed.extend(part.constructed)
         definition.imports.extend(part.imports)
         definition.private.update(part.private)
-        definition.marked.update(part.marked)
         definition.tapes.update(part.tapes)
     return definition
 
