@@ -16,7 +16,7 @@ from typing import Iterator, List
 from unittest import mock
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tapefix import engine
@@ -477,8 +477,22 @@ def edited_modules(draw) -> tuple:
     return old, "".join(lines)
 
 
+def _module(*parts: tuple) -> str:
+    """A module of templates, each given as (index, n, callee, obj, lst, attr, cls)."""
+    keys = ("n", "callee", "obj", "lst", "attr", "cls")
+    return HEADER + "".join(TEMPLATES[i].format(**dict(zip(keys, rest))) for i, *rest in parts)
+
+
+#: the only caller of a Keras layer deleted: the finding in its ``call`` (reached through that call) goes
+_LAYER = (4, 0, "helper", "model", "history", "dense", "Block")
+_FIT = (11, 0, "helper", "model", "history", "dense", "Block")
+_TRAIN = (0, 0, "helper", "model", "history", "dense", "Block")
+
+
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(edited_modules())
+@example((_module(_LAYER, _FIT, _TRAIN, _TRAIN, _TRAIN, _TRAIN), _module(_LAYER, _TRAIN, _TRAIN, _TRAIN, _TRAIN)))
+@example((_module(_LAYER, _TRAIN), _module(_LAYER, _FIT, _TRAIN)))
 def test_after_an_edit_the_editor_check_equals_a_whole_check(case: tuple) -> None:
     old, new = case
     previous = engine.check_source(old, UNSAFE)

@@ -689,6 +689,8 @@ def plan_edit(old: str, new: str) -> Optional[EditPlan]:
                 # and the methods that call it (its value) or read what it assigns.
                 joins = joins or unit.name in reads.get(cls.name, set())
                 joins = joins or bool(unit.loads & attributes.get(cls.name, set()))
+                # An instance of a class in the component is called: its ``call`` runs where it is called.
+                joins = joins or (unit.name in _CALLED_METHODS and id(cls.rest) in chosen)
             if joins:
                 chosen.add(id(unit))
                 component.append(unit)
