@@ -11,12 +11,14 @@ from __future__ import annotations
 import bisect
 import re
 from dataclasses import dataclass
-from typing import ClassVar, List, Optional, Sequence, Tuple
+from typing import ClassVar, Dict, List, Optional, Sequence, Tuple
 
 import libcst as cst
 from libcst.metadata import CodeRange
 
 from tapefix.analysis.scope import Function, ModuleAnalysis, Scope, Value
+from tapefix.analysis.syntax import assigned_in, target_names
+from tapefix.analysis.tfops import GRADIENT_METHODS
 from tapefix.analysis.walk import Positions
 from tapefix.types import Edit, Finding, Fix, Forward, Position, Safety
 
@@ -261,3 +263,114 @@ class Rule:
     @classmethod
     def has_fix(cls) -> bool:
         return any(example.expected is not None for example in cls.INVALID)
+
+
+@dataclass(frozen=True)
+class TapeBlock:
+    """A ``with`` statement that opens a gradient tape, seen from one of its tape names."""
+
+    node: cst.With
+    name: str
+    #: the ``tf.GradientTape(...)`` call that made the tape, when tapefix can see it
+    constructor: Optional[cst.Call]
+    #: the nodes from the module down to the ``with`` statement (excluded)
+    ancestors: Tuple[cst.CSTNode, ...]
+    #: when the walk met the ``with`` statement (source order)
+    order: int = 0
+
+
+class TapeBlockRule(Rule):
+    """A rule that the engine calls on every node (``EVERYWHERE``) and that knows, at each
+    ``tape.gradient`` / ``tape.jacobian`` call, which tape block recorded for it: the nearest ``with``
+    before the call, in the same function, that binds the tape's name."""
+
+    EVERYWHERE = True
+
+    def __init__(self, context: RuleContext) -> None:
+        super().__init__(context)
+        self._tape_names: Dict[cst.With, Tuple[str, ...]] = dict(context.analysis.tape_blocks)
+        self._latest: Dict[Tuple[int, str], TapeBlock] = {}
+        #: the latest assignment of each plain name, per function: (order, the nodes above it)
+        self._assignments: Dict[Tuple[int, str], Tuple[int, Tuple[cst.CSTNode, ...]]] = {}
+        self._order = 0
+        self._recorded: Dict[cst.With, Dict[str, List[cst.BaseExpression]]] = {}
+
+    def visit_With(self, node: cst.With) -> None:
+        names = self._tape_names.get(node)
+        if not names:
+            return
+        self._order += 1
+        ancestors = tuple(self.context.ancestors[:-1])
+        for name in names:
+            block = TapeBlock(node, name, _constructor(node, name, self.context), ancestors, self._order)
+            self._latest[(id(self.context.function), name)] = block
+
+    def visit_Assign(self, node: cst.Assign) -> None:
+        self._order += 1
+        ancestors = tuple(self.context.ancestors)
+        for target in node.targets:
+            for name in target_names(target.target):
+                self._assignments[(id(self.context.function), name)] = (self._order, ancestors)
+
+    def assigned_after(self, block: TapeBlock, name: str) -> bool:
+        """True when the latest assignment of ``name`` so far comes after the block, outside it."""
+        latest = self._assignments.get((id(self.context.function), name))
+        return latest is not None and latest[0] > block.order and block.node.body not in latest[1]
+
+    def assigned_before(self, block: TapeBlock, name: str) -> bool:
+        """True when the latest assignment of ``name`` so far comes before the block."""
+        latest = self._assignments.get((id(self.context.function), name))
+        return latest is not None and latest[0] < block.order
+
+    def tape_call(self, node: cst.Call) -> Optional[Tuple[TapeBlock, str]]:
+        """The tape block and the method (``gradient``, ``jacobian``) when ``node`` asks a tape for
+        gradients, else None."""
+        func = node.func
+        if not (
+            isinstance(func, cst.Attribute)
+            and func.attr.value in GRADIENT_METHODS
+            and isinstance(func.value, cst.Name)
+            and func.value.value in self.context.analysis.tape_names
+        ):
+            return None
+        block = self._latest.get((id(self.context.function), func.value.value))
+        if block is None:
+            return None
+        return block, func.attr.value
+
+    def recorded(self, block: TapeBlock) -> Dict[str, List[cst.BaseExpression]]:
+        """What the block assigns to each name (``assigned_in`` of its body, computed once per block)."""
+        found = self._recorded.get(block.node)
+        if found is None:
+            found = self._recorded[block.node] = assigned_in(block.node.body)
+        return found
+
+    def inside(self, block: TapeBlock) -> bool:
+        """True when the node being visited is in the block's body."""
+        return block.node.body in self.context.ancestors
+
+
+def _constructor(node: cst.With, name: str, context: RuleContext) -> Optional[cst.Call]:
+    for item in node.items:
+        expr = item.item
+        bound = item.asname.name.value if item.asname is not None and isinstance(item.asname.name, cst.Name) else None
+        if isinstance(expr, cst.Call) and bound == name:
+            return expr
+        if isinstance(expr, cst.Name) and expr.value == name:
+            definitions = context.analysis.definitions(name, context.function)
+            if len(definitions) == 1 and isinstance(definitions[0], cst.Call):
+                return definitions[0]
+    return None
+
+
+def report_fix(
+    rule: Rule,
+    node: cst.CSTNode,
+    edits: Sequence[Edit],
+    description: str,
+    safety: Safety,
+    forward: Forward,
+    message: Optional[str] = None,
+) -> None:
+    """Report with a fix whose safety and forward contract are this finding's own, not the rule's default."""
+    rule.report(node, message=message, edits=edits, description=description, safety=safety, forward=forward)

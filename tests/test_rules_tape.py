@@ -259,3 +259,25 @@ def test_watch_fix_keeps_crlf_line_endings():
     fixed = fix_source(source, Config(select=("TF110",))).fixed_source
     assert "    tape.watch(x)\r\n    y = x\r\n" in fixed
     assert "\n" not in fixed.replace("\r\n", "")
+
+
+_EVERY_METHOD = [
+    # a parameter (a variable) marked a source by the gradient call alone, cut by NumPy rounding
+    "import numpy as np\n\ndef step(w):\n    with tf.GradientTape() as tape:\n"
+    "        y = np.floor(w * 2.0)\n    return tape.{method}(y, w)\n",
+    # a constant the tape never watches
+    "x = tf.constant([[1.0, 2.0]])\nwith tf.GradientTape() as tape:\n    y = x * x\nj = tape.{method}(y, x)\n",
+    # a second call on a non-persistent tape
+    "x = tf.Variable([[1.0, 2.0]])\nwith tf.GradientTape() as tape:\n    y = x * x\n"
+    "a = tape.{method}(y, x)\nb = tape.{method}(y, x)\n",
+]
+
+
+@pytest.mark.parametrize("module", _EVERY_METHOD)
+def test_a_jacobian_or_batch_jacobian_is_a_gradient_call_like_any_other(module: str) -> None:
+    found = {
+        m: [f.code for f in check_source(HEADER + module.format(method=m))]
+        for m in ("gradient", "jacobian", "batch_jacobian")
+    }
+    assert found["gradient"], module
+    assert found["jacobian"] == found["gradient"] == found["batch_jacobian"]

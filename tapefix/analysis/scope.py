@@ -25,6 +25,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Set, Tupl
 import libcst as cst
 
 from tapefix.analysis.names import ImportMap, dotted, is_under
+from tapefix.analysis.tfops import GRADIENT_METHODS
 from tapefix.analysis.walk import Recording, walk
 from tapefix.types import EntryPoint
 
@@ -844,7 +845,7 @@ class _Binder(cst.CSTVisitor):
             receiver = dotted(func.value)
             if receiver is not None:
                 self._mark_source(node.args[0].value)
-        if isinstance(func, cst.Attribute) and func.attr.value in ("gradient", "jacobian") and len(node.args) >= 2:
+        if isinstance(func, cst.Attribute) and func.attr.value in GRADIENT_METHODS and len(node.args) >= 2:
             self._mark_source(node.args[1].value)
         # ``losses.append(loss)``: a list that collects tensors on the path holds them (tensorflow#30190).
         if isinstance(func, cst.Attribute) and func.attr.value in _COLLECT_METHODS and isinstance(func.value, cst.Name):
@@ -1020,7 +1021,7 @@ class _Evaluator:
                 return NOTHING
             if self._is_model(func):
                 return Value(True, Shape.NONSCALAR)
-            if receiver.on_path and method not in ("gradient", "jacobian"):
+            if receiver.on_path and method not in GRADIENT_METHODS:
                 return Value(True, Shape.UNKNOWN)
         if self._is_model(func):
             return Value(True, Shape.NONSCALAR)

@@ -49,6 +49,7 @@ import copy
 import re
 from typing import Dict, FrozenSet, Iterable, List, Optional, Sequence, Set, Tuple, TypeVar
 
+from tapefix.analysis.tfops import MARKING_METHODS
 from tapefix.types import EntryPoint
 
 #: text that makes a definition needed by itself
@@ -56,7 +57,7 @@ _MARKERS = ("GradientTape", "compute_loss")
 #: calls that make a definition needed: ``compile(loss=...)`` (Keras runs the loss under its tape)
 _NEEDING_METHODS = ("compile",)
 #: a tape's methods that mark their arguments (a name no function binds is marked for the whole module)
-_MARKING_METHODS = ("watch", "gradient", "jacobian")
+_MARKING_METHODS = MARKING_METHODS
 #: the methods the analysis enters when an instance of their class is called
 _CALLED_METHODS = ("call", "__call__")
 _DEFINITION = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)

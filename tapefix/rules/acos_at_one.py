@@ -5,8 +5,8 @@ from __future__ import annotations
 import libcst as cst
 
 from tapefix.analysis.expressions import first_argument, is_pure, names_in, numeric_literal
+from tapefix.analysis.uses import feeds_computation
 from tapefix.rule import Invalid, Rule, Valid
-from tapefix.rules.reduce_std import feeds_computation
 from tapefix.types import Forward, Safety
 
 _ARC = {"acos", "math.acos", "asin", "math.asin"}

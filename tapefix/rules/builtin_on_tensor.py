@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import libcst as cst
 
-from tapefix.rule import Invalid, Rule, Valid
-from tapefix.rules._uses import UseFinder, decide, has_star, is_number, keywords, positional, report_fix
+from tapefix.analysis.syntax import has_star, is_number, keywords, positional
+from tapefix.analysis.uses import UseFinder, decide
+from tapefix.rule import Invalid, Rule, Valid, report_fix
 from tapefix.types import Forward, Safety
 
 _TF_OPS = {"max": "maximum", "min": "minimum"}

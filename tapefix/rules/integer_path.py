@@ -6,8 +6,8 @@ from typing import Dict, List, Optional, Set, Tuple
 
 import libcst as cst
 
-from tapefix.rule import Invalid, RuleContext, Valid
-from tapefix.rules.unwatched_source import TapeBlockRule, argument, is_integer_dtype
+from tapefix.analysis.syntax import argument, is_integer_dtype
+from tapefix.rule import Invalid, RuleContext, TapeBlockRule, Valid
 from tapefix.types import Safety
 
 _ARGMAX = {"argmax", "argmin", "math.argmax", "math.argmin"}

@@ -7,16 +7,9 @@ from typing import List, Optional, Set
 
 import libcst as cst
 
+from tapefix.analysis.syntax import argument, integer_tensor, is_integer_dtype, keyword, source_names
 from tapefix.analysis.walk import children
-from tapefix.rule import Invalid, RuleContext, Valid
-from tapefix.rules.unwatched_source import (
-    TapeBlockRule,
-    argument,
-    integer_tensor,
-    is_integer_dtype,
-    keyword,
-    source_names,
-)
+from tapefix.rule import Invalid, RuleContext, TapeBlockRule, Valid
 from tapefix.types import Edit, Forward, Safety
 
 _DECIMAL = re.compile(r"[0-9][0-9_]*\Z")

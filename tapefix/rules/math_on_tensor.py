@@ -7,8 +7,9 @@ from typing import Dict, Tuple
 import libcst as cst
 
 from tapefix.analysis.scope import Shape
-from tapefix.rule import Invalid, Rule, Valid
-from tapefix.rules._uses import UseFinder, decide, forward_after, has_star, keywords, positional, report_fix
+from tapefix.analysis.syntax import has_star, keywords, positional
+from tapefix.analysis.uses import UseFinder, decide, forward_after
+from tapefix.rule import Invalid, Rule, Valid, report_fix
 from tapefix.types import Forward, Safety
 
 # math.<name> -> (TensorFlow name, number of arguments, forward contract). sqrt and fabs are

@@ -6,9 +6,9 @@ from typing import Optional
 
 import libcst as cst
 
+from tapefix.analysis.syntax import argument, keyword
+from tapefix.analysis.uses import feeds_computation
 from tapefix.rule import Invalid, Rule, Valid
-from tapefix.rules.reduce_std import feeds_computation
-from tapefix.rules.unwatched_source import argument, keyword
 from tapefix.types import Safety
 
 # TensorFlow functions whose op has no entry in the gradient registry (each raised

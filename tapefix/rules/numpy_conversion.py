@@ -8,8 +8,9 @@ import libcst as cst
 
 from tapefix.analysis.names import is_under
 from tapefix.analysis.scope import KERAS
-from tapefix.rule import Invalid, Rule, Valid
-from tapefix.rules._uses import UseFinder, decide, forward_after, has_star, keywords, positional, report_fix
+from tapefix.analysis.syntax import has_star, keywords, positional
+from tapefix.analysis.uses import UseFinder, decide, forward_after
+from tapefix.rule import Invalid, Rule, Valid, report_fix
 from tapefix.types import Edit, Forward, Safety
 
 _NUMPY_CONVERTERS = {"array", "asarray", "asanyarray", "copy"}

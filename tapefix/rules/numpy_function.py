@@ -6,9 +6,9 @@ from typing import Optional
 
 import libcst as cst
 
+from tapefix.analysis.syntax import argument
 from tapefix.analysis.walk import children
 from tapefix.rule import Invalid, Rule, Valid
-from tapefix.rules.unwatched_source import argument
 from tapefix.types import Safety
 
 _NUMPY_METHODS = ("numpy", "item", "tolist")

@@ -6,17 +6,9 @@ from typing import Dict, List, Tuple
 
 import libcst as cst
 
-from tapefix.rule import Invalid, Rule, Valid
-from tapefix.rules._uses import (
-    UseFinder,
-    decide,
-    forward_after,
-    has_star,
-    is_number,
-    keywords,
-    positional,
-    report_fix,
-)
+from tapefix.analysis.syntax import has_star, is_number, keywords, positional
+from tapefix.analysis.uses import UseFinder, decide, forward_after
+from tapefix.rule import Invalid, Rule, Valid, report_fix
 from tapefix.types import Edit, Forward, Safety
 
 EXACT, ULP = Forward.EXACT, Forward.ULP

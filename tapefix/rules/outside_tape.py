@@ -7,8 +7,8 @@ from typing import Optional
 import libcst as cst
 
 from tapefix.analysis.expressions import names_in
-from tapefix.rule import Invalid, Valid
-from tapefix.rules.unwatched_source import TapeBlock, TapeBlockRule, argument
+from tapefix.analysis.syntax import argument
+from tapefix.rule import Invalid, TapeBlock, TapeBlockRule, Valid
 from tapefix.types import Forward, Safety
 
 _SUM = {"reduce_sum", "math.reduce_sum"}

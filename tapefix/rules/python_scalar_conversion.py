@@ -5,8 +5,9 @@ from __future__ import annotations
 import libcst as cst
 
 from tapefix.analysis.scope import Shape
-from tapefix.rule import Invalid, Rule, Valid
-from tapefix.rules._uses import UseFinder, decide, forward_after, has_star, keywords, positional, report_fix
+from tapefix.analysis.syntax import has_star, keywords, positional
+from tapefix.analysis.uses import UseFinder, decide, forward_after
+from tapefix.rule import Invalid, Rule, Valid, report_fix
 from tapefix.types import Forward, Safety
 
 

@@ -5,15 +5,13 @@ from __future__ import annotations
 import libcst as cst
 
 from tapefix.analysis.expressions import is_pure
-from tapefix.rule import Invalid, Rule, RuleContext, Valid
-from tapefix.rules._uses import Use, UseFinder
-from tapefix.rules.unwatched_source import argument
+from tapefix.analysis.syntax import argument
+from tapefix.analysis.uses import feeds_computation
+from tapefix.rule import Invalid, Rule, Valid
 from tapefix.types import Forward, Safety
 
 _REDUCE_STD = {"math.reduce_std"}
 _KNOWN_KEYWORDS = {"input_tensor", "axis", "keepdims", "name"}
-# TensorFlow calls that only show a value (``tf.compat.v2.summary.scalar`` included).
-_DISPLAY = ("print", "summary.", "debugging.")
 
 
 class ReduceStd(Rule):
@@ -180,18 +178,3 @@ with tf.GradientTape() as tape:
             edits=(context.replace(node, text), *import_edits),
             description="double-where square root of the same variance: identical forward, gradient 0 where it was NaN",
         )
-
-
-def feeds_computation(context: RuleContext, node: cst.CSTNode) -> bool:
-    """False when the value of ``node`` (the node being visited) is only printed, logged or written to a
-    summary, so no gradient flows through it; True otherwise (an unused value included, as for the
-    other rules)."""
-    for ancestor in context.ancestors:
-        if isinstance(ancestor, cst.Call) and ancestor is not node:
-            name = context.analysis.is_tf_call(ancestor) or ""
-            for prefix in ("compat.v1.", "compat.v2."):
-                name = name[len(prefix) :] if name.startswith(prefix) else name
-            if name.startswith(_DISPLAY):
-                return False
-    uses = UseFinder(context).of_node(node)
-    return Use.COMPUTE in uses or Use.DISPLAY not in uses

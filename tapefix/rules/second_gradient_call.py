@@ -6,8 +6,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import libcst as cst
 
-from tapefix.rule import Invalid, RuleContext, Valid
-from tapefix.rules.unwatched_source import TapeBlock, TapeBlockRule, keyword
+from tapefix.analysis.syntax import keyword
+from tapefix.rule import Invalid, RuleContext, TapeBlock, TapeBlockRule, Valid
 from tapefix.types import Edit, Forward, Safety
 
 _LOOPS = (cst.For, cst.While, cst.ListComp, cst.SetComp, cst.DictComp, cst.GeneratorExp)

@@ -7,8 +7,8 @@ from typing import List
 
 import libcst as cst
 
-from tapefix.rule import Invalid, Valid
-from tapefix.rules.unwatched_source import TapeBlockRule, argument
+from tapefix.analysis.syntax import argument
+from tapefix.rule import Invalid, TapeBlockRule, Valid
 from tapefix.types import Safety
 
 _DATASET = {"data.Dataset.from_tensors", "data.Dataset.from_tensor_slices"}

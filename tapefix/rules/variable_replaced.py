@@ -6,8 +6,8 @@ from typing import Callable, List, Optional, Set, Tuple
 
 import libcst as cst
 
-from tapefix.rule import Invalid, RuleContext, Valid
-from tapefix.rules.unwatched_source import TapeBlockRule, argument, source_names, walk
+from tapefix.analysis.syntax import argument, source_names, walk
+from tapefix.rule import Invalid, RuleContext, TapeBlockRule, Valid
 from tapefix.types import Forward, Safety
 
 _LOOPS = (cst.For, cst.While)

@@ -6,8 +6,8 @@ from typing import Dict, List, Optional, Set, Tuple
 
 import libcst as cst
 
-from tapefix.rule import Invalid, RuleContext, Valid
-from tapefix.rules.unwatched_source import TapeBlock, TapeBlockRule, argument, walk
+from tapefix.analysis.syntax import argument, walk
+from tapefix.rule import Invalid, RuleContext, TapeBlock, TapeBlockRule, Valid
 from tapefix.types import Safety
 
 _ASSIGN = ("assign", "assign_add", "assign_sub")

@@ -7,8 +7,8 @@ from typing import Dict, List, Optional, Set, Tuple
 import libcst as cst
 
 from tapefix.analysis.names import dotted
-from tapefix.rule import Invalid, RuleContext, Valid
-from tapefix.rules.unwatched_source import TapeBlockRule, argument
+from tapefix.analysis.syntax import argument
+from tapefix.rule import Invalid, RuleContext, TapeBlockRule, Valid
 from tapefix.types import Edit, Forward, Safety
 
 #: model attributes that hold variables the optimizer must not (or cannot) train

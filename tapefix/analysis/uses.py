@@ -1,6 +1,6 @@
 """Where a value goes: into TensorFlow computation, into display code, or into foreign code.
 
-Shared by the rules about NumPy and Python values on the gradient path (TF104-TF109). A NumPy or
+Asked by the rules about NumPy and Python values on the gradient path (TF104-TF109) and others. A NumPy or
 Python value breaks the gradient only when it flows back into the computation the tape differentiates;
 the same conversion feeding ``print``, a logger, a comparison or an index is harmless, and one feeding
 non-TensorFlow code (scipy, a file, a subprocess) cannot be fixed by keeping the tensor.
@@ -10,14 +10,26 @@ from __future__ import annotations
 
 import enum
 import weakref
-from typing import Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
+from typing import Dict, FrozenSet, List, Optional, Protocol, Sequence, Set, Tuple
 
 import libcst as cst
 
 from tapefix.analysis.names import is_under
-from tapefix.analysis.scope import KERAS, NP, TF, ModuleAnalysis
-from tapefix.rule import Rule, RuleContext
-from tapefix.types import Edit, Forward, Safety
+from tapefix.analysis.scope import KERAS, NP, TF, Function, ModuleAnalysis, Value
+from tapefix.analysis.tfops import GRADIENT_METHODS
+from tapefix.types import Forward
+
+
+class Cursor(Protocol):
+    """Where a question is asked: the module's analysis, the function and the nodes down to the node
+    being looked at (a rule's context is one)."""
+
+    module: cst.Module
+    analysis: ModuleAnalysis
+    function: Optional[Function]
+    ancestors: List[cst.CSTNode]
+
+    def value(self, expr: cst.BaseExpression) -> Value: ...
 
 
 class Use(enum.Enum):
@@ -55,7 +67,6 @@ _DISPLAY_METHODS = {
     "format",
 }
 _COLLECT_METHODS = {"append", "extend", "insert"}
-_GRADIENT_METHODS = {"gradient", "jacobian", "batch_jacobian"}
 # NumPy functions whose result is written out or carries no value a gradient could follow.
 _NUMPY_FOREIGN = ("save", "savez", "savetxt", "savez_compressed", "testing")
 _NUMPY_NONE = {
@@ -156,7 +167,7 @@ def _scan(analysis: ModuleAnalysis, root: cst.CSTNode) -> _Scan:
 class UseFinder:
     """Classifies where the value of an expression goes, following names it is bound to."""
 
-    def __init__(self, context: RuleContext, python_number: bool = False) -> None:
+    def __init__(self, context: Cursor, python_number: bool = False) -> None:
         self.context = context
         self.analysis = context.analysis
         #: the value is a Python float: its arithmetic runs in float64, so every operator rounds
@@ -378,7 +389,7 @@ class UseFinder:
             return Use.COMPUTE  # the module's own functions, Keras objects, callables passed in
         if isinstance(func, cst.Attribute):
             method = func.attr.value
-            if method in _GRADIENT_METHODS:
+            if method in GRADIENT_METHODS:
                 return Use.COMPUTE
             if method in _COLLECT_METHODS and isinstance(func.value, cst.Name):
                 return "collect"
@@ -393,7 +404,7 @@ def _is_gradient_target(read: cst.Name, stack: Sequence[cst.CSTNode]) -> bool:
     if len(stack) < 2 or not isinstance(stack[-1], cst.Arg) or not isinstance(stack[-2], cst.Call):
         return False
     func = stack[-2].func
-    return isinstance(func, cst.Attribute) and func.attr.value in _GRADIENT_METHODS
+    return isinstance(func, cst.Attribute) and func.attr.value in GRADIENT_METHODS
 
 
 def forward_after(finder: UseFinder, forward: Forward) -> Forward:
@@ -408,33 +419,20 @@ def decide(uses: FrozenSet[Use]) -> Tuple[bool, bool, bool]:
     return True, Use.FOREIGN not in uses, Use.DISPLAY in uses
 
 
-def report_fix(
-    rule: Rule,
-    node: cst.CSTNode,
-    edits: Sequence[Edit],
-    description: str,
-    safety: Safety,
-    forward: Forward,
-    message: Optional[str] = None,
-) -> None:
-    """Report with a fix whose safety and forward contract are this finding's own, not the rule's default."""
-    rule.report(node, message=message, edits=edits, description=description, safety=safety, forward=forward)
+# TensorFlow calls that only show a value (``tf.compat.v2.summary.scalar`` included).
+_TF_DISPLAY_CALLS = ("print", "summary.", "debugging.")
 
 
-def is_number(expr: cst.BaseExpression) -> bool:
-    """A (possibly negated) int or float literal."""
-    while isinstance(expr, cst.UnaryOperation) and isinstance(expr.operator, (cst.Minus, cst.Plus)):
-        expr = expr.expression
-    return isinstance(expr, (cst.Integer, cst.Float))
-
-
-def positional(call: cst.Call) -> List[cst.Arg]:
-    return [a for a in call.args if a.keyword is None and not a.star]
-
-
-def keywords(call: cst.Call) -> Dict[str, cst.Arg]:
-    return {a.keyword.value: a for a in call.args if a.keyword is not None}
-
-
-def has_star(call: cst.Call) -> bool:
-    return any(a.star for a in call.args)
+def feeds_computation(context: Cursor, node: cst.CSTNode) -> bool:
+    """False when the value of ``node`` (the node being visited) is only printed, logged or written to a
+    summary, so no gradient flows through it; True otherwise (an unused value included, as for the
+    other rules)."""
+    for ancestor in context.ancestors:
+        if isinstance(ancestor, cst.Call) and ancestor is not node:
+            name = context.analysis.is_tf_call(ancestor) or ""
+            for prefix in ("compat.v1.", "compat.v2."):
+                name = name[len(prefix) :] if name.startswith(prefix) else name
+            if name.startswith(_TF_DISPLAY_CALLS):
+                return False
+    uses = UseFinder(context).of_node(node)
+    return Use.COMPUTE in uses or Use.DISPLAY not in uses

@@ -1,0 +1,133 @@
+"""Facts read off the syntax of a call or a block: its arguments, the names it assigns, integer
+literals and dtypes."""
+
+from __future__ import annotations
+
+from typing import Dict, Iterator, List, Optional
+
+import libcst as cst
+
+from tapefix.analysis.tfops import INT_DTYPES
+from tapefix.analysis.walk import children
+
+
+def argument(call: cst.Call, index: int, keyword: str) -> Optional[cst.BaseExpression]:
+    """The call's argument at position ``index`` or named ``keyword``."""
+    positional = [a for a in call.args if a.keyword is None and not a.star]
+    if index < len(positional):
+        return positional[index].value
+    for arg in call.args:
+        if arg.keyword is not None and arg.keyword.value == keyword:
+            return arg.value
+    return None
+
+
+def keyword(call: cst.Call, name: str) -> Optional[cst.BaseExpression]:
+    for arg in call.args:
+        if arg.keyword is not None and arg.keyword.value == name:
+            return arg.value
+    return None
+
+
+def source_names(sources: cst.BaseExpression) -> List[cst.Name]:
+    """The plain names among the sources of a gradient call (``x``, ``[x, y]``, ``(x, y)``)."""
+    if isinstance(sources, cst.Name):
+        return [sources]
+    if isinstance(sources, (cst.List, cst.Tuple)):
+        return [e.value for e in sources.elements if isinstance(e.value, cst.Name)]
+    return []
+
+
+def walk(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
+    """Nodes under ``node`` in source order, not entering nested functions, classes or lambdas; the
+    attribute name of ``a.b`` (not a read of ``b``) left out."""
+    for child in children(node):
+        if isinstance(node, cst.Attribute) and child is node.attr:
+            continue
+        yield child
+        if not isinstance(child, (cst.FunctionDef, cst.ClassDef, cst.Lambda)):
+            yield from walk(child)
+
+
+def assigned_in(body: cst.CSTNode) -> Dict[str, List[cst.BaseExpression]]:
+    """Every expression assigned to each plain name in ``body`` (augmented assignments included)."""
+    out: Dict[str, List[cst.BaseExpression]] = {}
+    for node in walk(body):
+        if isinstance(node, cst.Assign):
+            for target in node.targets:
+                for name in target_names(target.target):
+                    out.setdefault(name, []).append(node.value)
+        elif isinstance(node, (cst.AugAssign, cst.AnnAssign)) and node.value is not None:
+            for name in target_names(node.target):
+                out.setdefault(name, []).append(node.value)
+        elif isinstance(node, cst.For):
+            for name in target_names(node.target):
+                out.setdefault(name, []).append(node.iter)
+    return out
+
+
+def target_names(target: cst.BaseExpression) -> List[str]:
+    if isinstance(target, cst.Name):
+        return [target.value]
+    if isinstance(target, (cst.Tuple, cst.List)):
+        return [n for e in target.elements for n in target_names(e.value)]
+    if isinstance(target, cst.StarredElement):
+        return target_names(target.value)
+    return []
+
+
+def is_integer_dtype(expr: Optional[cst.BaseExpression]) -> bool:
+    if expr is None:
+        return False
+    if isinstance(expr, cst.SimpleString):
+        return str(expr.evaluated_value) in INT_DTYPES
+    return isinstance(expr, (cst.Attribute, cst.Name)) and _last(expr) in INT_DTYPES
+
+
+def _last(expr: cst.BaseExpression) -> str:
+    if isinstance(expr, cst.Attribute):
+        return expr.attr.value
+    if isinstance(expr, cst.Name):
+        return expr.value
+    return ""
+
+
+def integer_literal(expr: cst.BaseExpression) -> bool:
+    """A number literal, or a (nested) list or tuple of them, with no float among them: TensorFlow
+    makes it an integer tensor."""
+    if isinstance(expr, (cst.List, cst.Tuple)):
+        return bool(expr.elements) and all(integer_literal(e.value) for e in expr.elements)
+    inner = expr
+    while isinstance(inner, cst.UnaryOperation) and isinstance(inner.operator, (cst.Minus, cst.Plus)):
+        inner = inner.expression
+    return isinstance(inner, cst.Integer)
+
+
+def integer_tensor(call: cst.Call, name: str) -> bool:
+    """``tf.constant(3)``, ``tf.Variable([1, 2])``, ``tf.zeros(3, dtype=tf.int32)``: an integer tensor."""
+    dtype = keyword(call, "dtype")
+    if dtype is not None:
+        return is_integer_dtype(dtype)
+    if name in ("constant", "convert_to_tensor", "Variable"):
+        value = argument(call, 0, "value" if name != "convert_to_tensor" else "value")
+        return value is not None and integer_literal(value)
+    return False
+
+
+def is_number(expr: cst.BaseExpression) -> bool:
+    """A (possibly negated) int or float literal."""
+    while isinstance(expr, cst.UnaryOperation) and isinstance(expr.operator, (cst.Minus, cst.Plus)):
+        expr = expr.expression
+    return isinstance(expr, (cst.Integer, cst.Float))
+
+
+def positional(call: cst.Call) -> List[cst.Arg]:
+    return [a for a in call.args if a.keyword is None and not a.star]
+
+
+def keywords(call: cst.Call) -> Dict[str, cst.Arg]:
+    return {a.keyword.value: a for a in call.args if a.keyword is not None}
+
+
+def has_star(call: cst.Call) -> bool:
+    return any(a.star for a in call.args)
