@@ -18,6 +18,7 @@ import os
 import signal
 import stat
 import tempfile
+import time
 import tokenize
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,8 @@ class Decoded:
     text: str
     encoding: str
     bom: bool
+    #: the bytes as read (compared again just before a write, so an edit made meanwhile is kept)
+    raw: bytes = field(default=b"", repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -132,7 +135,7 @@ def decode(data: bytes) -> Decoded:
         text = body.decode(encoding)
     except (UnicodeDecodeError, LookupError) as error:
         raise FileError(f"cannot decode as {encoding} (no coding cookie says otherwise): {error}") from None
-    return Decoded(text, encoding, bom)
+    return Decoded(text, encoding, bom, data)
 
 
 def encode(text: str, like: Decoded) -> bytes:
@@ -167,23 +170,56 @@ def read_source(path: str) -> Decoded:
     return decode(data)
 
 
-def write_atomic(path: str, data: bytes) -> None:
+#: a temporary of tapefix's own older than this was left by a killed write; the next write removes it
+STALE_TEMPORARY_SECONDS = 60.0
+TEMPORARY_PREFIX, TEMPORARY_SUFFIX = ".tapefix-", ".tmp"
+
+
+def writable_by_intent(info: os.stat_result, path: str) -> bool:
+    """Whether the file may be rewritten: the user can write it, and (for root, who can write anything)
+    some write bit is set, so a file made read-only on purpose (mode 0444) stays as it is."""
+    if not os.access(path, os.W_OK):
+        return False
+    return not (os.geteuid() == 0 and not stat.S_IMODE(info.st_mode) & 0o222) if hasattr(os, "geteuid") else True
+
+
+def write_atomic(path: str, data: bytes, expected: Optional[bytes] = None) -> None:
     """Write through a temporary file in the same folder, then rename: readers see the old file or
-    the new one, never a partial one. The file's mode is kept."""
-    directory = os.path.dirname(os.path.abspath(path))
+    the new one, never a partial one.
+
+    A symbolic link is written through: its target gets the new bytes and the link stays. The file's
+    mode, owner and group are kept; a file with more than one hard link is rewritten in place so that
+    every link sees the change. A file the user cannot write, or one made read-only (mode 0444, also
+    for root), is refused. With ``expected`` (the bytes the run read), a file that changed since is
+    not touched: ``FileError`` says so, and the user's edit is kept."""
+    target = os.path.realpath(path)
+    directory = os.path.dirname(target)
     try:
-        mode = stat.S_IMODE(os.stat(path).st_mode)
-    except OSError:
-        mode = None
-    fd, temporary = tempfile.mkstemp(prefix=".tapefix-", suffix=".tmp", dir=directory)
+        info = os.stat(target)
+    except FileNotFoundError:
+        info = None
+    if info is not None and not writable_by_intent(info, target):
+        raise FileError(f"cannot write: the file is read-only (mode {stat.S_IMODE(info.st_mode):04o}); not written")
+    _remove_stale_temporaries(directory)
+    if info is not None and info.st_nlink > 1:
+        _write_in_place(target, data, expected)
+        return
+    fd, temporary = tempfile.mkstemp(prefix=TEMPORARY_PREFIX, suffix=TEMPORARY_SUFFIX, dir=directory)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        if mode is not None:
-            os.chmod(temporary, mode)
-        os.replace(temporary, path)
+        if info is not None:
+            os.chmod(temporary, stat.S_IMODE(info.st_mode))
+            new = os.stat(temporary)
+            if (new.st_uid, new.st_gid) != (info.st_uid, info.st_gid):
+                try:
+                    os.chown(temporary, info.st_uid, info.st_gid)
+                except PermissionError:
+                    raise FileError("cannot keep the file's owner and group: not written") from None
+        _check_unchanged(target, expected)
+        os.replace(temporary, target)
     except BaseException:
         # Never leave the temporary behind, whatever stopped us (an error or Ctrl-C).
         try:
@@ -191,6 +227,48 @@ def write_atomic(path: str, data: bytes) -> None:
         except OSError:
             pass
         raise
+
+
+def _check_unchanged(target: str, expected: Optional[bytes]) -> None:
+    if expected is None:
+        return
+    try:
+        with open(target, "rb") as handle:
+            now = handle.read()
+    except FileNotFoundError:
+        now = None
+    if now != expected:
+        raise FileError("changed during the run, so it was not written (run tapefix again)")
+
+
+def _write_in_place(target: str, data: bytes, expected: Optional[bytes]) -> None:
+    """For a file with several hard links: replacing it would cut the other links off."""
+    with open(target, "r+b") as handle:
+        if expected is not None and handle.read() != expected:
+            raise FileError("changed during the run, so it was not written (run tapefix again)")
+        handle.seek(0)
+        handle.write(data)
+        handle.truncate()
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _remove_stale_temporaries(directory: str) -> None:
+    """Temporaries of tapefix's own left by a write that was killed (kill -9) before its rename. A
+    recent one may belong to another run still writing, so only old ones go."""
+    try:
+        names = [n for n in os.listdir(directory) if n.startswith(TEMPORARY_PREFIX) and n.endswith(TEMPORARY_SUFFIX)]
+    except OSError:
+        return
+    now = time.time()
+    for name in names:
+        candidate = os.path.join(directory, name)
+        try:
+            info = os.lstat(candidate)
+            if stat.S_ISREG(info.st_mode) and now - info.st_mtime > STALE_TEMPORARY_SECONDS:
+                os.unlink(candidate)
+        except OSError:
+            pass
 
 
 def _read_text(path: str) -> Optional[str]:
@@ -253,16 +331,17 @@ def process_file(
     written = False
     if mode is Mode.FIX and result.changed:
         try:
-            write_atomic(path, encode(result.fixed_source, decoded))
+            write_atomic(path, encode(result.fixed_source, decoded), decoded.raw)
             written = True
-        except (OSError, UnicodeEncodeError) as error:
+        except (OSError, UnicodeEncodeError, FileError) as error:
             message = getattr(error, "strerror", None) or str(error)
+            message = message if isinstance(error, FileError) else f"cannot write: {message}"
             # Nothing was written: what the run fixed is still only fixable.
             unwritten = tuple(
                 Outcome(o.finding, Status.FIXABLE, o.verdict) if o.status is Status.FIXED else o
                 for o in result.outcomes
             )
-            return FileResult(path, unwritten, decoded.text, decoded.text, error=f"cannot write: {message}")
+            return FileResult(path, unwritten, decoded.text, decoded.text, error=message)
     return FileResult(path, result.outcomes, decoded.text, result.fixed_source, written=written)
 
 
@@ -275,7 +354,8 @@ def process_notebook(path: str, mode: Mode, config: Config, verifier: Optional[V
             limit = MAX_NOTEBOOK_BYTES // (1024 * 1024)
             raise FileError(f"is {size // (1024 * 1024)} MiB, larger than the {limit} MiB limit for notebooks")
         with open(path, "rb") as handle:
-            text = handle.read().decode("utf-8")
+            raw = handle.read()
+        text = raw.decode("utf-8")
         script = notebook.to_script(text)
     except FileError as error:
         return FileResult(path, error=str(error))
@@ -297,9 +377,9 @@ def process_notebook(path: str, mode: Mode, config: Config, verifier: Optional[V
     if mode is Mode.FIX and result.changed:
         problem = ""
         try:
-            write_atomic(path, notebook.from_script(text, script, result.fixed_source).encode("utf-8"))
+            write_atomic(path, notebook.from_script(text, script, result.fixed_source).encode("utf-8"), raw)
             written = True
-        except notebook.NotebookError as error:
+        except (notebook.NotebookError, FileError) as error:
             problem = str(error)
         except OSError as error:
             problem = f"cannot write: {error.strerror or error}"

@@ -15,6 +15,7 @@ import libcst as cst
 from tapefix.analysis.scope import ModuleAnalysis, Scope
 from tapefix.analysis.slicing import EditPlan, needed_source, plan_edit
 from tapefix.analysis.walk import walk
+from tapefix.depth import check_depth
 from tapefix.prefilter import SUPPRESSION, might_run_under_tape
 from tapefix.rule import Rule, RuleContext
 from tapefix.rules import ALL_RULES
@@ -42,6 +43,7 @@ DEFAULT_CONFIG = Config()
 
 
 def parse(source: str) -> cst.Module:
+    check_depth(source)  # libcst's native parser would crash the process on very deep input
     try:
         return cst.parse_module(source)
     except cst.ParserSyntaxError as error:

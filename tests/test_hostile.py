@@ -1,0 +1,195 @@
+"""Hostile and unlucky input: very deep expressions, symbolic and hard links, read-only files, a file
+edited while tapefix runs, files of another owner, temporaries left by a killed write.
+
+Everything a crash could take down runs in a child process: without the guards, a deep expression
+kills the interpreter (a segmentation fault in libcst's native parser), not just the test.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import List, Sequence
+
+import pytest
+
+from tapefix import api
+from tapefix.cli import main
+from tapefix.types import Config, Verdict
+
+FLOOR_FIXED = "tf.stop_gradient(tf.floor(x)) + (x - tf.stop_gradient(x))"
+BUGGY = """\
+import numpy as np
+import tensorflow as tf
+
+x = tf.Variable(3.7)
+with tf.GradientTape() as tape:
+    y = np.floor(x)
+grad = tape.gradient(y, x)
+"""
+
+
+def deep_sum(terms: int) -> str:
+    """A tape whose block holds a sum of ``terms`` terms (CPython itself refuses 10,000)."""
+    return (
+        "import tensorflow as tf\n"
+        "x = tf.Variable(1.0)\n"
+        "with tf.GradientTape() as tape:\n"
+        f"    y = {' + '.join(['x'] * terms)}\n"
+    )
+
+
+def deep_lambda(levels: int) -> str:
+    return "import tensorflow as tf\nwith tf.GradientTape() as tape:\n    f = " + "lambda: " * levels + "1\n"
+
+
+def _tapefix(args: Sequence[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "tapefix", *args], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
+
+
+# ------------------------------------------------------------------ deep input never reaches libcst
+@pytest.mark.parametrize(
+    "source",
+    [
+        pytest.param(deep_sum(10_000), id="sum-of-10000-terms"),
+        pytest.param(deep_lambda(5_000), id="5000-nested-lambdas"),
+        pytest.param(
+            "import tensorflow as tf\nwith tf.GradientTape() as t:\n    y = " + "-" * 6000 + "x\n", id="unary"
+        ),
+    ],
+)
+def test_a_very_deep_expression_is_one_file_error_and_the_run_goes_on(tmp_path: Path, source: str) -> None:
+    (tmp_path / "deep.py").write_text(source)
+    (tmp_path / "other.py").write_text(BUGGY)
+    done = _tapefix(["--check", "--no-cache", "-j", "1", "deep.py", "other.py"], tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "deep.py: error: does not parse: nesting too deep" in done.stderr
+    assert "other.py:6:9: TF101" in done.stdout  # the other file's result is not lost
+
+
+def test_the_language_server_survives_a_very_deep_document() -> None:
+    script = textwrap.dedent(
+        f"""
+        from tapefix.lsp import analyse, Settings
+        from tapefix.types import Config
+        deep = analyse({deep_sum(10_000)!r}, 1, Config(), Settings())
+        fine = analyse({BUGGY!r}, 2, Config(), Settings())
+        print(deep.parsed, len(deep.diagnostics), len(fine.diagnostics))
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["False", "0", "1"]
+
+
+def test_depth_below_the_limit_is_still_analysed() -> None:
+    import ast
+
+    from tapefix.depth import MAX_DEPTH, depth_exceeds
+
+    assert not depth_exceeds(ast.parse(deep_sum(MAX_DEPTH // 2)), MAX_DEPTH)
+    assert depth_exceeds(ast.parse(deep_sum(MAX_DEPTH + 10)), MAX_DEPTH)
+
+
+# ------------------------------------------------------------------ links
+def test_a_symbolic_link_is_written_through_and_stays_a_link(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "d").mkdir()
+    target = tmp_path / "real" / "t.py"
+    target.write_text(BUGGY)
+    link = tmp_path / "d" / "link.py"
+    link.symlink_to(Path("..") / "real" / "t.py")
+    assert main(["--unsafe-fixes", "--no-cache", str(link)]) == 0
+    assert link.is_symlink() and os.readlink(link) == os.path.join("..", "real", "t.py")
+    assert FLOOR_FIXED in target.read_text()
+    assert sorted(os.listdir(tmp_path / "d")) == ["link.py"]
+
+
+def test_a_hard_linked_file_is_fixed_for_every_link(tmp_path: Path) -> None:
+    first = tmp_path / "a.py"
+    first.write_text(BUGGY)
+    second = tmp_path / "b.py"
+    os.link(first, second)
+    assert main(["--unsafe-fixes", "--no-cache", str(first)]) == 0
+    assert FLOOR_FIXED in second.read_text()
+    assert os.stat(first).st_ino == os.stat(second).st_ino
+
+
+# ------------------------------------------------------------------ permissions and owners
+def test_a_read_only_file_is_refused_even_for_root(tmp_path: Path, capsys) -> None:
+    locked = tmp_path / "locked.py"
+    locked.write_text(BUGGY)
+    locked.chmod(0o444)
+    other = tmp_path / "other.py"
+    other.write_text(BUGGY)
+    assert main(["--unsafe-fixes", "--no-cache", str(locked), str(other)]) == 2
+    assert locked.read_text() == BUGGY
+    assert oct(locked.stat().st_mode & 0o777) == oct(0o444)
+    assert FLOOR_FIXED in other.read_text()
+    errors = [line for line in capsys.readouterr().err.splitlines() if ": error: " in line]
+    assert len(errors) == 1 and "locked.py" in errors[0] and "read-only (mode 0444)" in errors[0]
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="giving a file away needs root")
+def test_owner_group_and_mode_are_kept(tmp_path: Path) -> None:
+    path = tmp_path / "theirs.py"
+    path.write_text(BUGGY)
+    os.chown(path, 1234, 5678)
+    path.chmod(0o640)
+    assert main(["--unsafe-fixes", "--no-cache", str(path)]) == 0
+    info = path.stat()
+    assert (info.st_uid, info.st_gid, info.st_mode & 0o7777) == (1234, 5678, 0o640)
+    assert FLOOR_FIXED in path.read_text()
+
+
+# ------------------------------------------------------------------ a file edited during the run
+def test_an_edit_made_during_the_run_is_kept(tmp_path: Path) -> None:
+    path = tmp_path / "model.py"
+    path.write_text(BUGGY)
+    edited = BUGGY + "# the user typed this while tapefix ran\n"
+
+    def verifier_that_lets_the_user_type(source: str, findings: Sequence) -> List[Verdict]:
+        path.write_text(edited)
+        return [Verdict("verified", "stand-in") for _ in findings]
+
+    result = api.process_file(str(path), api.Mode.FIX, Config(unsafe_fixes=True), verifier_that_lets_the_user_type)
+    assert not result.written
+    assert "changed during the run" in result.error
+    assert path.read_text() == edited
+    assert sorted(os.listdir(tmp_path)) == ["model.py"]
+
+
+def test_an_edit_made_during_the_run_gives_exit_2(tmp_path: Path, monkeypatch, capsys) -> None:
+    path = tmp_path / "model.py"
+    path.write_text(BUGGY)
+    real = api.encode
+
+    def encode_after_the_user_typed(text, like):  # the last step before the write
+        path.write_text(BUGGY.replace("3.7", "3.8"))
+        return real(text, like)
+
+    monkeypatch.setattr(api, "encode", encode_after_the_user_typed)
+    assert main(["--unsafe-fixes", "--no-cache", str(path)]) == 2
+    assert "3.8" in path.read_text() and FLOOR_FIXED not in path.read_text()
+    assert "changed during the run" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ temporaries of a killed write
+def test_stale_temporaries_are_removed_by_the_next_write(tmp_path: Path) -> None:
+    path = tmp_path / "model.py"
+    path.write_text(BUGGY)
+    stale = tmp_path / ".tapefix-killed.tmp"
+    stale.write_text("half a file")
+    old = time.time() - 3600
+    os.utime(stale, (old, old))
+    fresh = tmp_path / ".tapefix-another-run.tmp"
+    fresh.write_text("another run is writing this one right now")
+    assert main(["--unsafe-fixes", "--no-cache", str(path)]) == 0
+    assert not stale.exists()
+    assert fresh.exists()
