@@ -11,7 +11,7 @@ from __future__ import annotations
 import bisect
 import re
 from dataclasses import dataclass
-from typing import ClassVar, Dict, List, Optional, Sequence, Tuple
+from typing import ClassVar, Dict, List, Optional, Sequence, Set, Tuple
 
 import libcst as cst
 from libcst.metadata import CodeRange
@@ -63,6 +63,8 @@ class RuleContext:
         self.ancestors: List[cst.CSTNode] = []
         self._positions: Optional[Positions] = None
         self._line_starts: Optional[List[int]] = None
+        #: every identifier-like word of the source (names a fix binds must not clash with any)
+        self._identifiers: Optional[Set[str]] = None
 
     # --------------------------------------------------------------- values and names
     def value(self, expr: cst.BaseExpression) -> Value:
@@ -169,6 +171,39 @@ class RuleContext:
         assert self._line_starts is not None
         return self._line_starts[bisect.bisect_right(self._line_starts, offset) - 1]
 
+    def bind_above(self, value: str, hint: str) -> Optional[Tuple[str, Edit]]:
+        """A fresh name for ``value`` and the edit that binds it on a new line above the statement that
+        holds the node being visited (same indentation, the module's line ending), so that a fix can name
+        a value it would otherwise repeat; None where a new line cannot go: the node is in an expression-only context
+        (a lambda, a comprehension, a conditional expression, an ``and``/``or``), in the header of a
+        compound statement, or in a line of several statements."""
+        ancestors = self.ancestors
+        statement: Optional[cst.SimpleStatementLine] = None
+        for index in range(len(ancestors) - 1, 0, -1):
+            ancestor = ancestors[index]
+            if isinstance(ancestor, _EXPRESSION_ONLY) or isinstance(ancestor, cst.BaseCompoundStatement):
+                return None
+            if isinstance(ancestor, cst.SimpleStatementLine):
+                if len(ancestor.body) != 1 or not isinstance(ancestors[index - 1], (cst.IndentedBlock, cst.Module)):
+                    return None
+                statement = ancestor
+                break
+        if statement is None:
+            return None
+        start, _ = self.span(statement.body[0])
+        line_start = self._line_start(start)
+        indent = self.source[line_start:start]
+        if indent.strip(" \t"):
+            return None
+        if self._identifiers is None:
+            self._identifiers = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", self.source))
+        name, count = hint, 1
+        while name in self._identifiers:
+            count += 1
+            name = f"{hint}_{count}"
+        self._identifiers.add(name)
+        return name, Edit(line_start, line_start, f"{indent}{name} = {value}{self.newline}")
+
     def report(
         self,
         rule: Rule,
@@ -205,6 +240,20 @@ class RuleContext:
                 no_fix_reason="" if edits else no_fix_reason,
             )
         )
+
+
+#: where an expression cannot be bound to a name on the line above: it may run more or less often, or
+#: see names bound only there
+_EXPRESSION_ONLY = (
+    cst.Lambda,
+    cst.ListComp,
+    cst.SetComp,
+    cst.DictComp,
+    cst.GeneratorExp,
+    cst.IfExp,
+    cst.BooleanOperation,
+    cst.NamedExpr,
+)
 
 
 def _is_docstring(statement: cst.BaseStatement) -> bool:

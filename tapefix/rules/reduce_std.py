@@ -37,19 +37,23 @@ class ReduceStd(Rule):
     The double-where square root of the same variance: the inner `tf.where` feeds the square root a
     harmless 1.0 where the variance is 0, and the outer one returns the variance itself there (0, with
     gradient 0).
+    The fix binds the variance to a fresh name on a new line above the statement:
     ```python
     with tf.GradientTape() as tape:
-        spread = tf.where(tf.math.reduce_variance(x, axis=0) > 0, tf.sqrt(tf.where(tf.math.reduce_variance(x, \
-axis=0) > 0, tf.math.reduce_variance(x, axis=0), 1.0)), tf.math.reduce_variance(x, axis=0))
+        variance = tf.math.reduce_variance(x, axis=0)
+        spread = tf.where(variance > 0, tf.sqrt(tf.where(variance > 0, variance, 1.0)), variance)
     ```
+    Where no line can go above (in a lambda, a comprehension, a conditional expression), the variance
+    is written out in place three times.
 
     ## Fix safety
     Safe. `tf.math.reduce_std` computes exactly `tf.sqrt(tf.math.reduce_variance(...))`, so the forward
     values are bit-identical on every input, NaN and inf included (checked on float32 and float64, with
     and without `axis` and `keepdims`). The gradient is unchanged wherever it was finite; where the
     variance is 0 it becomes 0 (a valid subgradient: the standard deviation is a norm there) instead of
-    NaN. The rewrite evaluates the variance three times, so it is offered only when the arguments are
-    free of side effects; otherwise the rule reports without a fix.
+    NaN. The variance is computed on the line above, just before the statement; the rewrite is offered only
+    when the arguments are free of side effects (the in-place form evaluates them three times), otherwise
+    the rule reports without a fix.
 
     ## References
     - research/idioms.md, idiom 29 (E6, X-E6-fix); tensorflow#56830
@@ -114,8 +118,8 @@ import tensorflow as tf
 
 x = tf.Variable([2.0, 2.0, 2.0])
 with tf.GradientTape() as tape:
-    spread = tf.where(tf.math.reduce_variance(x) > 0, tf.sqrt(tf.where(tf.math.reduce_variance(x) > 0, \
-tf.math.reduce_variance(x), 1.0)), tf.math.reduce_variance(x))
+    variance = tf.math.reduce_variance(x)
+    spread = tf.where(variance > 0, tf.sqrt(tf.where(variance > 0, variance, 1.0)), variance)
 """,
             note="a constant vector: NaN gradient",
         ),
@@ -132,9 +136,8 @@ import tensorflow as tf
 
 w = tf.Variable([[1.0, 2.0], [1.0, 5.0]])
 with tf.GradientTape() as tape:
-    per_column = tf.where(tf.math.reduce_variance(w, axis=0, keepdims=True) > 0, \
-tf.sqrt(tf.where(tf.math.reduce_variance(w, axis=0, keepdims=True) > 0, tf.math.reduce_variance(w, axis=0, \
-keepdims=True), 1.0)), tf.math.reduce_variance(w, axis=0, keepdims=True))
+    variance = tf.math.reduce_variance(w, axis=0, keepdims=True)
+    per_column = tf.where(variance > 0, tf.sqrt(tf.where(variance > 0, variance, 1.0)), variance)
 """,
             note="a constant column",
         ),
@@ -172,9 +175,11 @@ with tf.GradientTape() as tape:
         start, _ = context.span(node.args[0])
         _, end = context.span(node.args[-1].value)
         variance = f"{tf}.math.reduce_variance({context.source[start:end]})"
-        text = f"{tf}.where({variance} > 0, {tf}.sqrt({tf}.where({variance} > 0, {variance}, 1.0)), {variance})"
+        bound = context.bind_above(variance, "variance")
+        name, binding = bound if bound is not None else (variance, None)
+        text = f"{tf}.where({name} > 0, {tf}.sqrt({tf}.where({name} > 0, {name}, 1.0)), {name})"
         self.report(
             node,
-            edits=(context.replace(node, text), *import_edits),
+            edits=(context.replace(node, text), *import_edits, *([binding] if binding else [])),
             description="double-where square root of the same variance: identical forward, gradient 0 where it was NaN",
         )
