@@ -281,3 +281,15 @@ def test_a_jacobian_or_batch_jacobian_is_a_gradient_call_like_any_other(module: 
     }
     assert found["gradient"], module
     assert found["jacobian"] == found["gradient"] == found["batch_jacobian"]
+
+
+def test_a_module_level_alias_of_a_module_resolves_like_an_import() -> None:
+    module = (
+        "keras = tf.keras\nM = tf.math\n\nnet = keras.Sequential([keras.layers.Dense(1)])\n"
+        "x = tf.Variable([[1.5]])\nwith tf.GradientTape() as tape:\n    y = M.floor(net(x))\n"
+        "    z = net.predict(x)\n    loss = tf.reduce_sum(y) + tf.reduce_sum(z)\n"
+        "g = tape.gradient(loss, net.trainable_variables)\n"
+    )
+    assert sorted(f.code for f in check_source(HEADER + module)) == ["TF101", "TF109"]
+    # A name bound to something else is not an alias.
+    assert [f.code for f in check_source(HEADER + module.replace("M = tf.math", "M = object()"))] == ["TF109"]

@@ -633,6 +633,11 @@ class _Collector(cst.CSTVisitor):
     def visit_Assign(self, node: cst.Assign) -> None:
         current = self._current()
         defs = current.defs if current is not None else self.a.module_defs
+        # ``keras = tf.keras``, ``K = tf.keras.backend``: a module-level alias of a module is an import.
+        if current is None and len(node.targets) == 1 and isinstance(node.targets[0].target, cst.Name):
+            aliased = self.a.qualify(node.value) if isinstance(node.value, (cst.Name, cst.Attribute)) else None
+            if aliased is not None and is_under(aliased, (TF, NP) + KERAS):
+                self.a.imports.add(node.targets[0].target.value, aliased, True)
         for target in node.targets:
             if isinstance(target.target, cst.Name):
                 defs.setdefault(target.target.value, []).append(node.value)
