@@ -16,7 +16,16 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import libcst as cst
 
 from tapefix.types import Finding, Verdict
-from tapefix.verify.probes import NOT_A_TAPE_FIX, ModuleFacts, Probe, Unverifiable, plan, plan_block, plan_tape
+from tapefix.verify.probes import (
+    NOT_A_TAPE_FIX,
+    ModuleFacts,
+    Probe,
+    Unverifiable,
+    plan,
+    plan_block,
+    plan_tape,
+    refusal,
+)
 from tapefix.verify.runner import ChildError, Runner
 
 INSTALL_HINT = "--verify needs TensorFlow, which is not installed: pip install 'tapefix[verify]'"
@@ -59,10 +68,14 @@ class ProbeVerifier:
             if isinstance(planned, Unverifiable):
                 verdicts[index] = Verdict("unverified", planned.reason)
                 continue
+            refused = refusal(planned.before) or refusal(planned.after)
+            if refused:
+                verdicts[index] = Verdict("unverified", refused)
+                continue
             pending.append((index, "unit", planned))
             if planned.kind == "statement":
                 block = plan_block(source, finding, findings, facts=facts)
-                if isinstance(block, Probe):
+                if isinstance(block, Probe) and not (refusal(block.before) or refusal(block.after)):
                     blocks[index] = block
                     pending.append((index, "block", block))
         results = self._run([probe for _, _, probe in pending])

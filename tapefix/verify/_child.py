@@ -16,11 +16,13 @@ Anything the snippets print goes to stderr: stdout carries the protocol only.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import linecache
 import os
 import resource
 import sys
+import tempfile
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
@@ -649,6 +651,15 @@ def _verdict(status: str, reason: str, **fields: Any) -> Dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- the loop
+def _load_sandbox(here: str) -> Any:
+    """``_sandbox.py`` from this folder (which is no longer on ``sys.path``)."""
+    spec = importlib.util.spec_from_file_location("_tapefix_sandbox", os.path.join(here, "_sandbox.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def main() -> int:
     global tf, np
     protocol = os.fdopen(os.dup(1), "w", buffering=1)
@@ -659,6 +670,11 @@ def main() -> int:
     # Run as a script, Python puts this folder first on sys.path; nothing here may shadow a library.
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
     _limit_memory()
+    sandbox = _load_sandbox(here)
+    workdir = os.getcwd()
+    tempfile.tempdir = workdir  # autograph writes the modules it generates there
+    # Before TensorFlow starts its threads, so that every one of them inherits the confinement.
+    layers = sandbox.confine(workdir)
     started = time.perf_counter()
     import numpy
     import tensorflow
@@ -670,7 +686,10 @@ def main() -> int:
     tf.config.threading.set_intra_op_parallelism_threads(1)
     # Grappler's rewrites are meant to keep values; they cost four times the run of a probe's tiny graph.
     tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
-    protocol.write(json.dumps({"ready": True, "import_seconds": time.perf_counter() - started}) + "\n")
+    import_seconds = time.perf_counter() - started
+    tripped = sandbox.seal(workdir, sandbox.readable_folders((here,)))
+    layers.insert(0, "audit hooks")
+    protocol.write(json.dumps({"ready": True, "import_seconds": import_seconds, "sandbox": layers}) + "\n")
     for line in sys.stdin:
         if not line.strip():
             continue
@@ -681,6 +700,10 @@ def main() -> int:
             verdict = judge(request)
         except Exception as error:  # noqa: BLE001 - a verifier bug must not lose the other probes
             verdict = _verdict("unverified", f"the verifier failed on this probe: {_describe(error)}")
+        refusal = sandbox.describe(tripped())
+        if refusal:
+            # Whatever the code made of the refusal (it may have caught the exception), it is not judged.
+            verdict = _verdict("unverified", refusal, refused=True)
         verdict["seconds"] = time.perf_counter() - started
         verdict["cpu_seconds"] = time.process_time() - cpu
         verdict["id"] = request.get("id")

@@ -1242,3 +1242,156 @@ def _xla(after_module: str) -> bool:
     # XLA evaluates the unselected branch of tf.where where eager mode does not (research/idioms.md,
     # idiom 34): the one mode-dependent NaN trap, so XLA runs only when the fix selects with where.
     return "where(" in after_module
+
+
+# ---------------------------------------------------------------------- refusal
+#: what a probe may not call or reach, by qualified name (a prefix refuses everything under it), and
+#: why. TensorFlow's own I/O runs in C++ threads, out of reach of the child's audit hooks.
+REFUSED_NAMES: Tuple[Tuple[str, str], ...] = (
+    ("tensorflow.io", "TensorFlow's file I/O"),
+    ("tensorflow.gfile", "TensorFlow's file I/O"),
+    ("tensorflow.summary", "TensorFlow's summary writers"),
+    ("tensorflow.saved_model", "saving or loading a model"),
+    ("tensorflow.train", "checkpoints"),
+    ("tensorflow.data", "a data pipeline, which can read files"),
+    ("tensorflow.py_function", "Python code run from the graph"),
+    ("tensorflow.numpy_function", "Python code run from the graph"),
+    ("tensorflow.py_func", "Python code run from the graph"),
+    ("tensorflow.raw_ops", "raw operations, file writes among them"),
+    ("tensorflow.load_op_library", "loading native code"),
+    ("tensorflow.load_library", "loading native code"),
+    ("tensorflow.debugging.experimental", "debug dumps to files"),
+    ("tensorflow.profiler", "profiles written to files"),
+    ("tensorflow.lite", "converting and writing models"),
+    ("tensorflow.keras.utils.get_file", "downloads"),
+    ("tensorflow.keras.datasets", "downloads"),
+    ("tensorflow.keras.models.load_model", "loading a model"),
+    ("tensorflow.keras.models.save_model", "saving a model"),
+    ("tensorflow.keras.saving", "saving or loading a model"),
+    ("tensorflow.keras.callbacks", "callbacks that write files"),
+    ("tensorflow.keras.preprocessing", "reading files"),
+    ("numpy.ctypeslib", "native code through ctypes"),
+    ("numpy.save", "writing files"),
+    ("numpy.savez", "writing files"),
+    ("numpy.savez_compressed", "writing files"),
+    ("numpy.savetxt", "writing files"),
+    ("numpy.load", "reading files"),
+    ("numpy.loadtxt", "reading files"),
+    ("numpy.genfromtxt", "reading files"),
+    ("numpy.fromfile", "reading files"),
+    ("numpy.memmap", "mapping files"),
+    ("numpy.lib", "NumPy's file formats"),
+    ("numpy.DataSource", "reading files and URLs"),
+    ("numpy.f2py", "compiling and running programs"),
+    ("numpy.distutils", "compiling and running programs"),
+    ("numpy.testing", "running programs"),
+)
+#: builtins that reach files, other modules or arbitrary code by a string
+REFUSED_BUILTINS = frozenset(
+    {
+        "open",
+        "__import__",
+        "eval",
+        "exec",
+        "compile",
+        "breakpoint",
+        "input",
+        "getattr",
+        "setattr",
+        "delattr",
+        "globals",
+        "locals",
+        "vars",
+        "__builtins__",
+        "__loader__",
+        "__spec__",
+    }
+)
+#: methods that write or load files whatever object they are called on (a Keras model, a NumPy array)
+REFUSED_METHODS = frozenset({"save", "save_weights", "load_weights", "export", "tofile", "dump"})
+
+
+def refusal(source: str) -> Optional[str]:
+    """Why a probe module must not run (its code reaches files, native code or code by name), or None.
+
+    The check reads what the module's names resolve to through its imports (``import tensorflow as
+    tf``, ``from tensorflow import io``), so ``tf.io.write_file`` and ``io.gfile.GFile`` are both
+    caught. It is deliberately blunt: a probe it refuses is only left unverified. What it cannot see
+    (a name built at run time) meets the child's sandbox instead."""
+    import ast
+
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return "the probe does not parse"
+    aliases: Dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.asname:
+                    aliases[alias.asname] = alias.name
+                else:
+                    top = alias.name.split(".")[0]
+                    aliases[top] = top
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            for alias in node.names:
+                aliases[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+    # A parameter or variable named like a builtin (``input`` is a common one) is not the builtin.
+    bound = set(aliases)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.arg):
+            bound.add(node.arg)
+        elif isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load):
+            bound.add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute):
+            if node.attr.startswith("__") and node.attr.endswith("__"):
+                return f"refused: the code reaches `.{node.attr}`, which can lead anywhere"
+            if node.attr in REFUSED_METHODS and isinstance(getattr(node, "ctx", None), ast.Load):
+                return f"refused: the code calls `.{node.attr}(...)`, which can write or read files"
+        if isinstance(node, ast.keyword) and node.arg == "output_stream":
+            return "refused: the code prints to an output stream, which can be a file"
+        if isinstance(node, ast.Name) and node.id in REFUSED_BUILTINS and node.id not in bound:
+            return f"refused: the code uses `{node.id}`, which reaches files or code by name"
+        if isinstance(node, (ast.Attribute, ast.Name)):
+            qualified = _qualified(node, aliases)
+            if qualified is None:
+                continue
+            canonical = _canonical(qualified)
+            for prefix, why in REFUSED_NAMES:
+                if canonical == prefix or canonical.startswith(prefix + "."):
+                    return f"refused: the code calls `{_spelled(node)}` ({why}), which the verifier does not run"
+    return None
+
+
+def _qualified(node: object, aliases: Dict[str, str]) -> Optional[str]:
+    import ast
+
+    parts: List[str] = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name) or node.id not in aliases:
+        return None
+    return ".".join([aliases[node.id], *reversed(parts)])
+
+
+def _canonical(qualified: str) -> str:
+    """``tensorflow.compat.v1.io`` and ``keras.utils`` as ``tensorflow.io`` and ``tensorflow.keras.utils``."""
+    for prefix in ("tensorflow.compat.v1.", "tensorflow.compat.v2.", "tensorflow._api.v2."):
+        if qualified.startswith(prefix):
+            qualified = "tensorflow." + qualified[len(prefix) :]
+    if qualified == "keras" or qualified.startswith("keras."):
+        qualified = "tensorflow." + qualified
+    return qualified
+
+
+def _spelled(node: object) -> str:
+    import ast
+
+    try:
+        return ast.unparse(node)  # type: ignore[arg-type]
+    except Exception:  # noqa: BLE001 - only for the message
+        return "?"

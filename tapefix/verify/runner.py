@@ -50,6 +50,7 @@ class Runner:
         self.workdir: Optional[tempfile.TemporaryDirectory[str]] = None
         #: seconds the child took to import TensorFlow, once started
         self.import_seconds: Optional[float] = None
+        self.sandbox: List[str] = []
         self.starts = 0
 
     # ------------------------------------------------------------------ life cycle
@@ -62,6 +63,19 @@ class Runner:
         env["PYTHONDONTWRITEBYTECODE"] = "1"
         if self.workdir is None:
             self.workdir = tempfile.TemporaryDirectory(prefix="tapefix-verify-")
+        # The sandbox lets the child write only in its own folder: libraries that keep files in the
+        # home folder or a cache (Keras's config, autograph's generated modules) find them there.
+        for name in (
+            "HOME",
+            "TMPDIR",
+            "TEMP",
+            "TMP",
+            "KERAS_HOME",
+            "XDG_CACHE_HOME",
+            "XDG_CONFIG_HOME",
+            "MPLCONFIGDIR",
+        ):
+            env[name] = self.workdir.name
         self.stderr = tempfile.TemporaryFile()
         self.lines = queue.Queue()
         self.process = subprocess.Popen(
@@ -83,6 +97,8 @@ class Runner:
             self.close()
             raise ChildError(f"the TensorFlow verifier process did not start{': ' + detail if detail else ''}")
         self.import_seconds = float(ready.get("import_seconds", 0.0))
+        #: the sandbox layers in force in the child (docs/verification.md)
+        self.sandbox = [str(layer) for layer in ready.get("sandbox", [])]
 
     def close(self) -> None:
         process, self.process = self.process, None
