@@ -224,6 +224,8 @@ class ModuleAnalysis:
         self.name_reads: Dict[str, int] = {}
         #: names each function (None: the module) tests for zero and leaves on: ``if n == 0: return ...``
         self.zero_checked: Dict[Optional[cst.FunctionDef], Set[str]] = {}
+        #: ``_targets`` of each (name, result): the functions are known once the module is collected
+        self._target_memo: Dict[Tuple[str, bool], List[Function]] = {}
         _Collector(self).collect(module)
         self._seed_entry_points()
         self._inferred = infer
@@ -314,6 +316,13 @@ class ModuleAnalysis:
     def _targets(self, name: str, result: bool) -> List[Function]:
         """The module-level function ``name``; with ``result``, what calling the value ``name(...)`` runs:
         the defs the function returns, or the ``call`` / ``__call__`` of the class ``name``."""
+        key = (name, result)
+        found = self._target_memo.get(key)
+        if found is None:
+            found = self._target_memo[key] = self._find_targets(name, result)
+        return found
+
+    def _find_targets(self, name: str, result: bool) -> List[Function]:
         top = [f for f in self.by_name.get(name, []) if f.parent is None and f.class_name is None]
         if not result:
             return top
