@@ -26,6 +26,7 @@ __all__ = [
     "Verdict",
     "check_source",
     "fix_source",
+    "trace",
     "__version__",
 ]
 
@@ -37,6 +38,8 @@ _LAZY = {
     "Rule": "tapefix.rule",
     "Valid": "tapefix.rule",
     "Invalid": "tapefix.rule",
+    # the run-time trace: TensorFlow is imported only when a trace starts
+    "trace": "tapefix.tracing",
 }
 
 
