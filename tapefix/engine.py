@@ -16,6 +16,7 @@ from tapefix.analysis.scope import ModuleAnalysis, Scope
 from tapefix.analysis.slicing import EditPlan, needed_source, plan_edit
 from tapefix.analysis.walk import walk
 from tapefix.depth import check_depth
+from tapefix.layout import parse_exactly
 from tapefix.prefilter import SUPPRESSION, might_run_under_tape
 from tapefix.rule import Rule, RuleContext
 from tapefix.rules import ALL_RULES
@@ -45,7 +46,7 @@ DEFAULT_CONFIG = Config()
 def parse(source: str) -> cst.Module:
     check_depth(source)  # libcst's native parser would crash the process on very deep input
     try:
-        return cst.parse_module(source)
+        return parse_exactly(source)  # libcst drops some layouts, which would move every later position
     except cst.ParserSyntaxError as error:
         first = str(error.message).strip().splitlines()[0] if str(error.message).strip() else "invalid syntax"
         raise SourceError(f"does not parse: {first}", error.raw_line, error.raw_column) from None

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence,
 
 from tapefix import __version__
 from tapefix.api import FileResult, Mode
+from tapefix.layout import line_starts
 from tapefix.output import display_path, locate, status_label
 from tapefix.types import Config, Edit, Finding, Outcome, applicable
 
@@ -25,11 +26,7 @@ SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 
 
 def _line_starts(text: str) -> List[int]:
-    starts = [0]
-    for index, char in enumerate(text):
-        if char == "\n":
-            starts.append(index + 1)
-    return starts
+    return line_starts(text)  # CR-only and CRLF lines counted as the rest of tapefix counts them
 
 
 class _Positions:

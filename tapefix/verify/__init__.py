@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import libcst as cst
 
-from tapefix.types import Finding, Verdict
+from tapefix.types import Finding, SourceError, Verdict
 from tapefix.verify.probes import (
     NOT_A_TAPE_FIX,
     ModuleFacts,
@@ -50,7 +50,7 @@ class ProbeVerifier:
         if findings:
             try:
                 facts = ModuleFacts(source)
-            except (cst.ParserSyntaxError, RecursionError):
+            except (cst.ParserSyntaxError, RecursionError, SourceError):
                 facts = None
         verdicts: List[Optional[Verdict]] = [None] * len(findings)
         blocks: Dict[int, Probe] = {}

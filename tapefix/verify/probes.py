@@ -33,6 +33,7 @@ from libcst.metadata import MetadataWrapper, PositionProvider
 from tapefix.analysis.expressions import numeric_literal
 from tapefix.analysis.names import dotted
 from tapefix.analysis.scope import Function, ModuleAnalysis, encloses
+from tapefix.layout import parse_exactly
 from tapefix.types import Edit, Finding
 
 #: the only modules a probe may import
@@ -170,7 +171,8 @@ class ModuleFacts:
 
     def __init__(self, source: str, module: Optional[cst.Module] = None) -> None:
         self.source = source
-        self.module = module if module is not None else cst.parse_module(source)
+        # The engine's parse: its positions are true after a lone backslash line (tapefix.layout).
+        self.module = module if module is not None else parse_exactly(source)
         self.analysis = ModuleAnalysis(self.module)
         wrapper = MetadataWrapper(self.module, unsafe_skip_copy=True)
         self.positions = wrapper.resolve(PositionProvider)
