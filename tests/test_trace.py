@@ -191,7 +191,7 @@ import tapefix
 GT = tf.GradientTape
 before = {{n: GT.__dict__[n] for n in ("gradient", "jacobian", "batch_jacobian", "__enter__", "__exit__", "watch")}}
 tensor_cls = type(tf.constant(1.0)).__mro__[1]
-array_before = tensor_cls.__dict__["__array__"]
+array_before, asarray_before = tensor_cls.__dict__["__array__"], np.asarray
 w = tf.Variable([0.5, -2.0, 3.0])
 def step():
     with tf.GradientTape() as tape:
@@ -212,7 +212,7 @@ after = step()
 results["context"] = {{
     "plain": plain, "in_trace": in_trace, "after": after,
     "restored": all(GT.__dict__[n] is f for n, f in before.items()) and tensor_cls.__dict__["__array__"] is array_before
-                and "__array_function__" not in tensor_cls.__dict__ and sys.getprofile() is None,
+                and "__array_function__" not in tensor_cls.__dict__ and np.asarray is asarray_before,
     "calls": len(traced.calls), "codes": [d.code for d in traced.diagnostics],
     "thread_none": thread_out == [None],
 }}

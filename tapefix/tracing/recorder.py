@@ -268,51 +268,34 @@ def _record_conversion(frame: Any, name: str, code: str, what: str) -> None:
             rec.events.append(event)
 
 
-#: NumPy's converters are C functions that read an EagerTensor through the buffer protocol, which Python
-#: code cannot intercept; a profile hook sees the call, and the names in its arguments say what it reads
-_CONVERTER_NAMES = ("asarray", "array", "asanyarray", "ascontiguousarray", "asfortranarray", "copy")
-_converters: Dict[int, str] = {}
+#: NumPy's converters read an EagerTensor through the buffer protocol, which no Python method of the
+#: tensor sees; while a trace is active, numpy.asarray and its kin are wrapped (the wrapper records, then
+#: calls the original with the same arguments and returns its result)
+_CONVERTER_NAMES = ("asarray", "array", "asanyarray", "ascontiguousarray", "asfortranarray")
 
 
-def _profile(frame: Any, event: str, arg: Any) -> None:
-    if event != "c_call" or id(arg) not in _converters:
-        return
-    st = _state
-    if not st.tapes or st.busy or not _active:
-        return
-    if _active[-1].classify(frame.f_code.co_filename) == frames.INTERNAL:
-        return
-    st.busy = True
-    try:
-        if _reads_traced(frame):
-            _record_conversion(
-                frame, _converters[id(arg)], "TF105", f"converted a traced tensor to NumPy (np.{_converters[id(arg)]})"
-            )
-    except Exception:  # noqa: BLE001
-        pass
-    finally:
-        st.busy = False
+def _wrap_converter(name: str) -> None:
+    original = getattr(np, name)
 
+    def converter(*args: Any, **kwargs: Any) -> Any:
+        if args and _state.tapes and isinstance(args[0], (tf.Tensor, _Variable)):
+            st = _state
+            if not st.busy and _active:
+                st.busy = True
+                try:
+                    if _traced(args[0]):
+                        _record_conversion(
+                            sys._getframe(1), f"np.{name}", "TF105", f"converted a traced tensor to NumPy (np.{name})"
+                        )
+                finally:
+                    st.busy = False
+        return original(*args, **kwargs)
 
-def _reads_traced(frame: Any) -> bool:
-    """Whether a name in the call being made at ``frame`` holds a traced tensor or variable."""
-    import ast
-
-    where = frames.place(frames.site_of(frame))
-    if where is None or not where.text:
-        return False
-    try:
-        node = ast.parse(where.text, mode="eval").body
-    except SyntaxError:
-        return False
-    arguments = node.args if isinstance(node, ast.Call) else [node]
-    for argument in arguments:
-        for name in ast.walk(argument):
-            if isinstance(name, ast.Name):
-                value = frame.f_locals.get(name.id, frame.f_globals.get(name.id))
-                if isinstance(value, (tf.Tensor, _Variable)) and _traced(value):
-                    return True
-    return False
+    converter.__name__ = name
+    converter.__doc__ = original.__doc__
+    converter.__wrapped__ = original  # type: ignore[attr-defined]
+    _originals[(np, name)] = original
+    setattr(np, name, converter)
 
 
 # -- the op callback --------------------------------------------------------------------------------------
@@ -495,7 +478,9 @@ def _backward(
             if grad is None:
                 if getattr(value, "dtype", None) is not None and value.dtype.is_floating:
                     log.cuts.append((op_name, outputs, index))
-            elif log.nonfinite is None and not _finite(grad) and all(_finite(g) for g in out_grads if g is not None):
+            elif log.nonfinite is None and not _finite(grad):
+                # the backward pass runs from the target to the sources: the first op whose gradient is not
+                # finite is where it begins
                 log.nonfinite = (op_name, inputs, outputs, result)
     except Exception:  # noqa: BLE001 - never let the diagnosis break the program
         pass
@@ -555,7 +540,6 @@ def _wrap_tape() -> None:
             if rec not in _state.tapes:
                 _state.tapes.append(rec)
             _callback_on()
-            _profile_on()
         return enter(self)
 
     def __exit__(self: Any, typ: Any, value: Any, tb: Any) -> Any:
@@ -568,7 +552,6 @@ def _wrap_tape() -> None:
                 rec.recording = False
                 _state.tapes.remove(rec)
                 _callback_off()
-                _profile_off()
 
     def watch(self: Any, tensor: Any) -> Any:
         recorder = current()
@@ -620,24 +603,6 @@ def _callback_on() -> None:
     if st.callback_depth == 0:
         op_callbacks.add_op_callback(_op_callback)
     st.callback_depth += 1
-
-
-def _profile_on() -> None:
-    st = _state
-    if not getattr(st, "profile_depth", 0):
-        st.profile_depth = 0
-        # a profiler already there (cProfile, a debugger) is left alone: NumPy conversions then go unseen
-        st.profiling = sys.getprofile() is None
-        if st.profiling:
-            sys.setprofile(_profile)
-    st.profile_depth += 1
-
-
-def _profile_off() -> None:
-    st = _state
-    st.profile_depth -= 1
-    if st.profile_depth == 0 and st.profiling and sys.getprofile() is _profile:
-        sys.setprofile(None)
 
 
 def _callback_off() -> None:
@@ -1258,9 +1223,8 @@ def install(recorder: Recorder) -> None:
                 _originals[(cls, "__array_function__")] = cls.__dict__.get("__array_function__", _ABSENT)
                 cls.__array_function__ = _array_function  # type: ignore[attr-defined]
             for name in _CONVERTER_NAMES:
-                function = getattr(np, name, None)
-                if function is not None:
-                    _converters[id(function)] = name
+                if hasattr(np, name):
+                    _wrap_converter(name)
             pywrap_tfe.TFE_Py_RegisterGradientFunction(_backward)
         _active.append(recorder)
         _callback_on()
