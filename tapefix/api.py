@@ -17,7 +17,9 @@ import multiprocessing
 import os
 import signal
 import stat
+import sys
 import tempfile
+import threading
 import time
 import tokenize
 from dataclasses import dataclass, field
@@ -524,10 +526,35 @@ def _process_safely(
         return FileResult(path, error=f"internal error ({type(error).__name__}: {error}); this is a tapefix bug")
 
 
-def _ignore_interrupts() -> None:
-    # Ctrl-C reaches the whole process group: workers finish the file (and atomic write) in hand, and
-    # the main process cancels the rest, so no file is ever left half written.
+def _ignore_interrupts(parent: Optional[int] = None) -> None:
+    """A worker's start. Ctrl-C reaches the whole process group: workers finish the file (and atomic
+    write) in hand, and the main process cancels the rest, so no file is ever left half written. A
+    worker dies with the main process, however that one ends (``kill -9`` included): it would otherwise
+    wait on its task pipe forever."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if parent is not None:
+        _die_with(parent)
+
+
+def _die_with(parent: int) -> None:
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            pr_set_pdeathsig = 1
+            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # the main process died before the line above
+        os._exit(1)
+    # Elsewhere (and as a second net): watch the parent; a dead parent's children are re-parented.
+    threading.Thread(target=_watch_parent, args=(parent,), name="tapefix-parent-watch", daemon=True).start()
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
 
 
 def _execute(
@@ -555,7 +582,10 @@ def _execute(
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if "fork" in methods else None)
     with concurrent.futures.ProcessPoolExecutor(
-        max_workers=min(jobs, len(heavy)), mp_context=context, initializer=_ignore_interrupts
+        max_workers=min(jobs, len(heavy)),
+        mp_context=context,
+        initializer=_ignore_interrupts,
+        initargs=(os.getpid(),),
     ) as pool:
         try:
             futures = {

@@ -193,3 +193,54 @@ def test_stale_temporaries_are_removed_by_the_next_write(tmp_path: Path) -> None
     assert main(["--unsafe-fixes", "--no-cache", str(path)]) == 0
     assert not stale.exists()
     assert fresh.exists()
+
+
+# ------------------------------------------------------------------ workers die with their parent
+def _children(pid: int) -> List[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as handle:
+            return [int(child) for child in handle.read().split()]
+    except OSError:
+        return []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(") ")[-1][:1] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="needs /proc to find the workers")
+def test_killing_the_main_process_takes_its_workers_along(tmp_path: Path) -> None:
+    import signal
+
+    body = "".join(f"    y{i} = np.floor(x) * {i}\n" for i in range(300))
+    for index in range(40):
+        (tmp_path / f"m{index}.py").write_text(BUGGY.replace("    y = np.floor(x)\n", body + "    y = y1\n"))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tapefix", "--check", "--no-cache", "-j", "2", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        workers: List[int] = []
+        while time.monotonic() < deadline and len(workers) < 2 and process.poll() is None:
+            workers = _children(process.pid)
+            time.sleep(0.05)
+        if len(workers) < 2:
+            pytest.skip("the run ended before both workers were seen")
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_alive(w) for w in workers):
+            time.sleep(0.1)
+        assert not any(_alive(w) for w in workers), "a worker outlived the main process"
+    finally:
+        if process.poll() is None:
+            process.kill()
+        for worker in _children(process.pid) or locals().get("workers", []):
+            if _alive(worker):
+                os.kill(worker, signal.SIGKILL)  # never leave an orphan behind, even when the test fails
