@@ -98,5 +98,5 @@ def trace(
             import tensorflow as tf
 
             tf.config.run_functions_eagerly(previous_eager)
-        if result.diagnostics and report is not False:
+        if result.diagnostics:
             (report or sys.stderr).write(result.text())

@@ -8,6 +8,7 @@ any gradient call (its traceback is shown as Python would show it).
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import runpy
@@ -16,9 +17,12 @@ import subprocess
 import sys
 import tempfile
 import traceback
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
 from tapefix.tracing.model import GradientCall, SourceResult
+
+if TYPE_CHECKING:
+    from tapefix.tracing import Trace
 from tapefix.tracing.report import StaticFixes, render_text, to_json, to_sarif
 
 DEFAULT_STEPS = 3
@@ -64,7 +68,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     result, failed = _run(
         script, options.args, roots, steps, options.eager, options.extra_path, quiet_stdout=options.format != "text"
     )
-    code = result.exit_code
+    code: int = result.exit_code
     after: Optional[List[GradientCall]] = None
     if options.fix:
         after, fix_notes = _fix_and_rerun(script, options, result.calls, roots)
@@ -89,7 +93,7 @@ def _run(
     eager: bool,
     extra_path: Sequence[str],
     quiet_stdout: bool,
-):  # type: ignore[no-untyped-def]
+) -> Tuple[Trace, bool]:
     from tapefix.tracing import trace
 
     saved_argv, saved_path = sys.argv[:], sys.path[:]
@@ -105,7 +109,7 @@ def _run(
     failed = False
     outcome = None
     try:
-        with trace(eager=eager, roots=roots, steps=steps, report=False) as outcome:  # type: ignore[arg-type]
+        with trace(eager=eager, roots=roots, steps=steps, report=io.StringIO()) as outcome:
             try:
                 runpy.run_path(script, run_name="__main__")
             except SystemExit as stop:

@@ -8,7 +8,7 @@ import linecache
 import os
 import sysconfig
 from types import CodeType, FrameType
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 from tapefix.tracing.model import Place
 
@@ -81,7 +81,7 @@ def site_of(frame: FrameType) -> Site:
     return frame.f_code, frame.f_lasti, frame.f_lineno or 0
 
 
-def place(site: Optional[Site], display: Optional[callable] = None) -> Optional[Place]:  # type: ignore[valid-type]
+def place(site: Optional[Site], display: Optional[Callable[[str], str]] = None) -> Optional[Place]:
     """The place of a site: the expression being evaluated there when Python knows it."""
     if site is None:
         return None
@@ -133,7 +133,8 @@ def call_arguments(text: str) -> Tuple[Optional[str], Optional[str], List[str]]:
             args[1] = keyword.value
     target = ast.unparse(args[0]) if 0 in args else None
     sources = ast.unparse(args[1]) if 1 in args else None
-    elements = [ast.unparse(e) for e in args[1].elts] if isinstance(args.get(1), (ast.List, ast.Tuple)) else []
+    written = args.get(1)
+    elements = [ast.unparse(e) for e in written.elts] if isinstance(written, (ast.List, ast.Tuple)) else []
     return target, sources, elements
 
 

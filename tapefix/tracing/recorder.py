@@ -13,7 +13,8 @@ from __future__ import annotations
 import sys
 import threading
 import weakref
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from types import FrameType
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -127,7 +128,8 @@ class TapeRecord:
         self.site = site
         self.events: List[Event] = []
         #: id of each op output made while this tape recorded -> (op type, site, the tensor)
-        self.made: Dict[int, Tuple[str, Optional[Site], Any]] = {}
+        #: and the ids of its inputs, and the inputs themselves (kept alive, so that their ids stay theirs)
+        self.made: Dict[int, Tuple[str, Optional[Site], Any, Tuple[int, ...], Tuple[Any, ...]]] = {}
         self.order: List[int] = []  # ids of float outputs in execution order (forward NaN fallback)
         self.watched: Dict[int, Any] = {}
         self.calls: List[GradientCall] = []
@@ -168,7 +170,8 @@ class Recorder:
         self.lock = threading.Lock()
         self.tapes: weakref.WeakKeyDictionary[Any, TapeRecord] = weakref.WeakKeyDictionary()
         #: outputs of ops run outside any tape in the tracing thread: id -> (weakref, op type, site)
-        self.outside: Dict[int, Tuple[Any, str, Optional[Site]]] = {}
+        #: and the ids of everything it was computed from
+        self.outside: Dict[int, Tuple[Any, str, Optional[Site], FrozenSet[int]]] = {}
         self.analysis: Dict[str, Any] = {}  # static findings per file, for the fixes
 
     # -- events -------------------------------------------------------------------------------------
@@ -616,14 +619,13 @@ def _callback_off() -> None:
 
 
 def _gradient_wrapper(kind: str, original: Callable[..., Any]) -> Callable[..., Any]:
-    @tf.autograph.experimental.do_not_convert
     def gradient(self: Any, *args: Any, **kwargs: Any) -> Any:
         st = _state
         recorder = current()
         if recorder is None or st.gradient_depth or st.busy:
             return original(self, *args, **kwargs)
         rec = recorder.record_tape(self)
-        caller = sys._getframe(1)
+        caller: Optional[FrameType] = sys._getframe(1)
         while caller is not None and caller.f_code.co_filename.endswith(("autograph/impl/api.py",)):
             caller = caller.f_back
         user, _ = frames.walk(caller, recorder.classify)
@@ -672,7 +674,9 @@ def _gradient_wrapper(kind: str, original: Callable[..., Any]) -> Callable[..., 
 
     gradient.__name__ = original.__name__
     gradient.__doc__ = original.__doc__
-    return gradient
+    # autograph must call the wrapper as it is, not convert it into graph code
+    wrapped: Callable[..., Any] = tf.autograph.experimental.do_not_convert(gradient)
+    return wrapped
 
 
 # -- the diagnosis ----------------------------------------------------------------------------------------
@@ -1221,7 +1225,7 @@ def install(recorder: Recorder) -> None:
             _wrap_tape()
             for cls in (_EagerTensor, _Variable):
                 _originals[(cls, "__array_function__")] = cls.__dict__.get("__array_function__", _ABSENT)
-                cls.__array_function__ = _array_function  # type: ignore[attr-defined]
+                cls.__array_function__ = _array_function
             for name in _CONVERTER_NAMES:
                 if hasattr(np, name):
                     _wrap_converter(name)
