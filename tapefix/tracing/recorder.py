@@ -109,7 +109,7 @@ class StopProgram(BaseException):
 class Event:
     """Something that happened to a traced tensor while a tape recorded."""
 
-    __slots__ = ("kind", "code", "what", "user", "library", "tensor_id", "input_ids", "kept")
+    __slots__ = ("kind", "code", "what", "user", "library", "tensor_id", "input_ids", "kept", "traced")
 
     def __init__(
         self, kind: str, code: str, what: str, user: Optional[Site], library: Optional[Site], tensor_id: int = 0
@@ -118,6 +118,7 @@ class Event:
         self.tensor_id = tensor_id
         self.input_ids: Tuple[int, ...] = ()
         self.kept: Tuple[Any, ...] = ()
+        self.traced = False
 
 
 class TapeRecord:
@@ -301,6 +302,39 @@ def _wrap_converter(name: str) -> None:
     setattr(np, name, converter)
 
 
+def _wrap_variable_read() -> None:
+    """Reading a variable through convert_to_tensor runs no op callback: the read is linked to the
+    variable's handle here, so the recorded graph reaches the variable."""
+    original = _Variable.__dict__["_read_variable_op"]
+
+    def _read_variable_op(self: Any, *args: Any, **kwargs: Any) -> Any:
+        result = original(self, *args, **kwargs)
+        st = _state
+        if _active and not st.busy and st.call is None and isinstance(result, ops.EagerTensor):
+            st.busy = True
+            try:
+                handle = self.handle
+                recording = [rec for rec in st.tapes if rec.recording]
+                if recording:
+                    for rec in recording:
+                        if id(result) not in rec.made:
+                            site, _ = frames.walk(sys._getframe(1), _active[-1].classify)
+                            rec.made[id(result)] = ("ReadVariableOp", site, result, (id(handle),), (handle,))
+                else:
+                    outside = _active[-1].outside
+                    if id(result) not in outside or outside[id(result)][0]() is not result:
+                        outside[id(result)] = (weakref.ref(result), "ReadVariableOp", None, frozenset((id(handle),)))
+            except Exception:  # noqa: BLE001
+                pass
+            finally:
+                st.busy = False
+        return result
+
+    _read_variable_op.__doc__ = original.__doc__
+    _originals[(_Variable, "_read_variable_op")] = original
+    _Variable._read_variable_op = _read_variable_op
+
+
 # -- the op callback --------------------------------------------------------------------------------------
 
 
@@ -333,11 +367,14 @@ def _op_callback(op_type: str, inputs: Any, attrs: Any, outputs: Any, op_name: A
                     if op_type != "Cast":  # a cast is an event or not by its destination type
                         _DIFFERENTIABLE.add(op_type)
                 else:
+                    event.kept = inputs_kept
                     if op_type in _ASSIGN and inputs:  # reading the variable later reads what was assigned
                         event.tensor_id, event.input_ids = id(inputs[0]), inputs_ids[1:]
-                        event.kept = inputs_kept
                     else:
                         event.tensor_id, event.input_ids = (id(outputs[0]) if outputs else 0), inputs_ids
+                    # an input read from a variable by TensorFlow's C fast path has no op callback and no
+                    # place in the recorded graph; whether the tape traces it is known now
+                    event.traced = bool(inputs) and _traced_inputs(inputs)
                     for rec in recording:
                         rec.events.append(event)
         elif outputs:
@@ -374,7 +411,7 @@ _DIFFERENTIABLE: set = set()  # type: ignore[type-arg]
 
 def _traced_inputs(inputs: Any) -> bool:
     try:
-        return bool(record.should_record_backprop(list(inputs)))
+        return bool(record.should_record_backprop([i.handle if isinstance(i, _Variable) else i for i in inputs]))
     except Exception:  # noqa: BLE001
         return False
 
@@ -875,7 +912,9 @@ def _explain_none(
     lead = _path_lead(names, call)
     flat_targets = _flatten(target)
     ancestors = _ancestors(rec.made, [id(t) for t in flat_targets])
+    # ops see a variable as itself (inputs not yet converted) or through its handle
     source_ids = {_key(value) for name, value in none if name in names}
+    source_ids |= {id(_unwrap(value)) for name, value in none if name in names}
     # 1. an op on the recorded path had no gradient (seen by the backward pass)
     for op_type, outputs, _index in log.cuts:
         entry = rec.made.get(id(outputs[0])) if outputs else None
@@ -893,7 +932,11 @@ def _explain_none(
         if (
             event.kind in ("op", "assign", "variable")
             and event.tensor_id in ancestors
-            and (source_ids & _ancestors(rec.made, list(event.input_ids)))
+            and (
+                event.traced
+                or source_ids & _ancestors(rec.made, list(event.input_ids))
+                or _reads_source(event, rec, [_unwrap(value) for name, value in none if name in names])
+            )
         ):
             diagnostic = _event_diagnostic(recorder, event, call, "none", names, lead)
             if diagnostic is not None:
@@ -907,12 +950,15 @@ def _explain_none(
             made = recorder.outside.get(leaf)
             if made is None or made[0]() is None:
                 continue
-            if source_ids & made[3]:
+            is_target = any(id(t) == leaf for t in flat_targets)
+            # the whole target made outside the tape can have no gradient, whatever it was made from; a
+            # value it is made from counts when it was computed from the sources
+            if is_target or source_ids & made[3]:
                 origin = frames.place(made[2], frames.display_path)
                 if origin is None:
                     continue
-                if any(id(t) == leaf for t in flat_targets):
-                    message = f"`{call.target}` was computed before the tape began (`{origin.text}`)"
+                if is_target:
+                    message = f"`{call.target}` was computed outside the tape (`{origin.text}`)"
                 else:
                     message = (
                         f"`{origin.text}` was computed before the tape began, and `{call.target}` "
@@ -1004,6 +1050,24 @@ def _explain_none(
         )
     )
     return out
+
+
+def _reads_source(event: Event, rec: TapeRecord, sources: List[Any]) -> bool:
+    """Whether an input of the event's op, made by no recorded op, holds the value of a source variable:
+    TensorFlow's C fast path reads a variable given straight to an op that has no gradient without a
+    callback and without the tape, so only the value tells."""
+    for value in event.kept:
+        if id(value) in rec.made or not isinstance(value, ops.EagerTensor):
+            continue
+        seen = _array(value)
+        if seen is None:
+            continue
+        for source in sources:
+            if isinstance(source, _Variable) and tuple(source.shape) == seen.shape:
+                current = _array(source)
+                if current is not None and current.dtype == seen.dtype and np.array_equal(current, seen):
+                    return True
+    return False
 
 
 def _unwrap(value: Any) -> Any:
@@ -1223,6 +1287,7 @@ def install(recorder: Recorder) -> None:
                 if name in _Variable.__dict__:
                     _wrap_conversion(_Variable, name)
             _wrap_tape()
+            _wrap_variable_read()
             for cls in (_EagerTensor, _Variable):
                 _originals[(cls, "__array_function__")] = cls.__dict__.get("__array_function__", _ABSENT)
                 cls.__array_function__ = _array_function
