@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
+import json
 import logging
 import os
 import re
@@ -186,7 +187,7 @@ def analyse(
         else:
             findings = check_source(source, config)
         parsed = True
-    except SourceError:
+    except (SourceError, RecursionError):
         parsed = False
         findings = []
     index = LineIndex(source, encoding)
@@ -483,7 +484,7 @@ class TapefixServer(LanguageServer):
         try:
             # Never with a verifier: verification starts TensorFlow, far too slow for a request.
             result = await asyncio.get_running_loop().run_in_executor(self.analyser, fix_source, source, config)
-        except SourceError:
+        except (SourceError, RecursionError):
             return None
         if not result.changed:
             return None
@@ -555,6 +556,185 @@ async def _pull_settings(ls: TapefixServer) -> Any:
     return values[0] if values else None
 
 
+# ---------------------------------------------------------------------------- framing
+#: the largest message body read (a whole document in ``didOpen`` fits many times over)
+MAX_BODY = 64 << 20
+#: seconds to wait for the rest of a body that a ``Content-Length`` may have overstated
+BODY_GRACE = 0.5
+_CONTENT_LENGTH = re.compile(rb"content-length[ \t]*:[ \t]*(\d+)", re.IGNORECASE)
+_HEADER_START = re.compile(rb"\s*content-", re.IGNORECASE)
+PARSE_ERROR, INVALID_REQUEST, INVALID_PARAMS = -32700, -32600, -32602
+
+
+class FramedReader:
+    """JSON-RPC messages from a byte stream, forgiving what clients get wrong.
+
+    Headers are matched whatever their case, and lines may end in LF alone. A ``Content-Length`` that
+    overstates the body is caught when a whole JSON value has arrived and the next header follows it
+    (or nothing more comes for ``BODY_GRACE`` seconds); one that understates it leaves the rest of the
+    body, which is skipped up to the next ``Content-Length``. A length over ``MAX_BODY`` is never
+    allocated. ``next()`` returns ``(body, problem)``; ``None`` at the end of the stream."""
+
+    def __init__(self, read: Any) -> None:
+        self._read = read  #: async () -> bytes, b"" at the end of the stream
+        self._buffer = bytearray()
+        self._pending: Optional[asyncio.Future[bytes]] = None
+        self._eof = False
+
+    async def _fill(self, timeout: Optional[float] = None) -> bool:
+        """Read more into the buffer; False at the end of the stream or when ``timeout`` passed."""
+        if self._eof:
+            return False
+        if self._pending is None:
+            self._pending = asyncio.ensure_future(self._read())
+        try:
+            chunk = await asyncio.wait_for(asyncio.shield(self._pending), timeout)
+        except asyncio.TimeoutError:
+            return False
+        self._pending = None
+        if not chunk:
+            self._eof = True
+            return False
+        self._buffer += chunk
+        return True
+
+    async def _line(self) -> Optional[bytes]:
+        while True:
+            end = self._buffer.find(b"\n")
+            if end >= 0:
+                line = bytes(self._buffer[: end + 1])
+                del self._buffer[: end + 1]
+                return line
+            if len(self._buffer) > MAX_BODY:
+                self._buffer.clear()  # a flood without line breaks: nothing in it is a header
+            if not await self._fill():
+                rest = bytes(self._buffer)
+                self._buffer.clear()
+                return rest or None
+
+    async def next(self) -> Optional[Tuple[Optional[bytes], str]]:
+        length: Optional[int] = None
+        while True:
+            line = await self._line()
+            if line is None:
+                return None
+            match = _CONTENT_LENGTH.search(line)
+            if match:
+                length = int(match.group(1))
+                continue
+            if length is not None and not line.strip():
+                break
+        if length > MAX_BODY:
+            return None if self._eof else (None, f"Content-Length {length} is over the {MAX_BODY}-byte limit")
+        while len(self._buffer) < length:
+            complete = _complete_value(self._buffer)
+            if complete is not None and _HEADER_START.match(self._buffer, complete):
+                break  # the length overstated the body: the next message has begun
+            if not await self._fill(BODY_GRACE if complete is not None else None):
+                if complete is None and not self._eof:
+                    continue
+                break
+        if len(self._buffer) >= length and _complete_value(self._buffer[:length]) is None:
+            # Understated, when the whole value is here already: take the value, not the length.
+            complete = _complete_value(self._buffer)
+            if complete is not None and complete > length:
+                length = complete
+        if len(self._buffer) < length:
+            complete = _complete_value(self._buffer)
+            length = complete if complete is not None else len(self._buffer)
+        body = bytes(self._buffer[:length])
+        del self._buffer[:length]
+        return body, ""
+
+
+def _complete_value(data: bytes | bytearray) -> Optional[int]:
+    """The end of the JSON value ``data`` starts with, when one is complete; None otherwise."""
+    try:
+        text = bytes(data).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    stripped = len(text) - len(text.lstrip())
+    try:
+        _, end = json.JSONDecoder().raw_decode(text, stripped)
+    except ValueError:
+        return None
+    return len(text[:end].encode("utf-8"))
+
+
+def _error(protocol: Any, msg_id: Any, code: int, message: str) -> None:
+    protocol._send_data({"jsonrpc": "2.0", "id": msg_id, "error": {"code": code, "message": message}})
+
+
+def handle_body(protocol: Any, body: Optional[bytes], problem: str) -> None:
+    """One framed message: handed to pygls, or answered with the JSON-RPC error it deserves. Every
+    request gets a response, so a client never waits forever."""
+    if body is None:
+        _error(protocol, None, PARSE_ERROR, problem)
+        return
+    try:
+        raw = json.loads(body)
+    except ValueError as error:
+        _error(protocol, None, PARSE_ERROR, f"the body is not JSON: {error}")
+        return
+    if not isinstance(raw, dict):
+        _error(protocol, None, INVALID_REQUEST, "a message must be a JSON object")
+        return
+    msg_id = raw.get("id")
+    is_request = "method" in raw and "id" in raw
+    if "params" in raw and not isinstance(raw["params"], (dict, list, type(None))):
+        if is_request:
+            _error(protocol, msg_id, INVALID_PARAMS, "params must be an object or an array")
+        return
+    try:
+        message = json.loads(body, object_hook=protocol.structure_message)
+    except Exception as error:  # noqa: BLE001 - pygls raises its own JSON-RPC errors here
+        logger.warning("tapefix: a message could not be read: %s", error)
+        if is_request:
+            _error(protocol, msg_id, INVALID_PARAMS, f"invalid params for {raw.get('method')}")
+        return
+    try:
+        protocol.handle_message(message)
+    except Exception as error:  # noqa: BLE001 - one bad message must not stop the server
+        logger.exception("tapefix: handling a message failed")
+        if is_request:
+            _error(protocol, msg_id, -32603, f"internal error: {type(error).__name__}")
+
+
+def serve(server: TapefixServer, stdin: Any = None, stdout: Any = None) -> None:
+    """Serve over stdio like pygls's ``start_io``, with ``FramedReader``'s forgiving framing."""
+    import sys
+    import threading
+
+    from pygls.io_ import StdoutWriter
+
+    stdin = stdin or sys.stdin.buffer
+    stop = server._stop_event = threading.Event()
+    server.protocol.set_writer(StdoutWriter(stdout or sys.stdout.buffer))
+    reading = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tapefix-stdin")
+    read1 = getattr(stdin, "read1", None) or (lambda size: stdin.read(1))
+
+    async def read() -> bytes:
+        return await asyncio.get_running_loop().run_in_executor(reading, read1, 65536)
+
+    async def loop() -> None:
+        reader = FramedReader(read)
+        while not stop.is_set():
+            framed = await reader.next()
+            if framed is None:
+                break
+            handle_body(server.protocol, *framed)
+
+    try:
+        asyncio.run(loop())
+    except BrokenPipeError:
+        logger.error("tapefix: the connection to the client is lost")
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    finally:
+        reading.shutdown(wait=False)
+        server.shutdown()  # type: ignore[no-untyped-call]
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``tapefix-lsp``: serve the Language Server Protocol over stdio."""
     parser = argparse.ArgumentParser(prog="tapefix-lsp", description=main.__doc__)
@@ -563,7 +743,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     options = parser.parse_args(argv)
     if options.log_file:
         logging.basicConfig(filename=options.log_file, level=logging.INFO)
-    create_server().start_io()
+    serve(create_server())
     return 0
 
 
