@@ -171,6 +171,21 @@ class RuleContext:
         assert self._line_starts is not None
         return self._line_starts[bisect.bisect_right(self._line_starts, offset) - 1]
 
+    def first_evaluated(self, expr: cst.BaseExpression) -> bool:
+        """Whether no call of the statement that holds the node being visited runs before ``expr``: then
+        computing ``expr`` on the line above (``bind_above``) keeps the order of every call. A call that
+        starts before ``expr`` in the statement runs before it, unless it holds ``expr`` (its arguments run
+        first)."""
+        statement = next((a for a in reversed(self.ancestors) if isinstance(a, cst.SimpleStatementLine)), None)
+        if statement is None:
+            return False
+        start, _ = self.span(expr)
+        holders = set(map(id, self.ancestors))
+        for node in _calls(statement):
+            if id(node) not in holders and node is not expr and self.span(node)[0] < start:
+                return False
+        return True
+
     def bind_above(self, value: str, hint: str) -> Optional[Tuple[str, Edit]]:
         """A fresh name for ``value`` and the edit that binds it on a new line above the statement that
         holds the node being visited (same indentation, the module's line ending), so that a fix can name
@@ -254,6 +269,18 @@ _EXPRESSION_ONLY = (
     cst.BooleanOperation,
     cst.NamedExpr,
 )
+
+
+def _calls(node: cst.CSTNode) -> List[cst.Call]:
+    """The calls under ``node``, not entering lambdas (their body runs later, if ever)."""
+    found: List[cst.Call] = []
+    for child in node.children:
+        if isinstance(child, cst.Lambda):
+            continue
+        if isinstance(child, cst.Call):
+            found.append(child)
+        found.extend(_calls(child))
+    return found
 
 
 def _is_docstring(statement: cst.BaseStatement) -> bool:

@@ -42,7 +42,8 @@ def test_the_name_does_not_clash_with_any_name_of_the_module() -> None:
 def test_line_endings_and_tabs_are_kept(newline: str) -> None:
     body = "with tf.GradientTape() as tape:\n\tspread = tf.math.reduce_std(x)\n"
     expected = HEADER + (
-        f"with tf.GradientTape() as tape:\n\tvariance = tf.math.reduce_variance(x)\n\tspread = {BOUND.format(v='variance')}\n"
+        "with tf.GradientTape() as tape:\n\tvariance = tf.math.reduce_variance(x)\n"
+        f"\tspread = {BOUND.format(v='variance')}\n"
     )
     assert fixed(body, newline) == expected.replace("\n", newline)
 

@@ -31,3 +31,27 @@ TENSOR_CONSTRUCTORS = frozenset(
 )
 #: dtypes with no gradient: TensorFlow returns None for a source of one of them
 INT_DTYPES = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "bool")
+
+# Rounding: a step function forward; TF 2.21 returns no gradient through any of these (checked for
+# tf.floor, tf.math.ceil, tf.round, tf.math.rint, keras.ops.floor/ceil/round/trunc and
+# tf.keras.backend.round). By qualified name, as ``ModuleAnalysis.qualify`` gives it.
+_KERAS_ROUNDING = ("floor", "ceil", "round", "trunc")
+ROUNDING = frozenset(
+    {
+        "tensorflow.floor",
+        "tensorflow.math.floor",
+        "tensorflow.math.ceil",
+        "tensorflow.round",
+        "tensorflow.math.round",
+        "tensorflow.math.rint",
+        "tensorflow.experimental.numpy.floor",
+        "tensorflow.experimental.numpy.ceil",
+        "tensorflow.experimental.numpy.round",
+        "tensorflow.experimental.numpy.around",
+        "tensorflow.experimental.numpy.rint",
+        "tensorflow.keras.backend.round",
+        *(f"{keras}.ops.{name}" for keras in ("keras", "tensorflow.keras") for name in _KERAS_ROUNDING),
+    }
+)
+#: NumPy's rounding functions -> the TensorFlow op with the same forward values (both round half to even)
+NUMPY_ROUNDING = {"floor": "floor", "ceil": "math.ceil", "round": "round", "around": "round", "rint": "math.rint"}

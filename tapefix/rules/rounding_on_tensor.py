@@ -5,24 +5,10 @@ from __future__ import annotations
 import libcst as cst
 
 from tapefix.analysis.expressions import binds_tighter_than_sum, is_pure
+from tapefix.analysis.tfops import NUMPY_ROUNDING, ROUNDING
 from tapefix.rule import Invalid, Rule, Valid
 from tapefix.types import Forward, Safety
 
-# NumPy rounding function -> the TensorFlow op with the same forward values (both round half to even).
-NUMPY_ROUNDING = {"floor": "floor", "ceil": "math.ceil", "round": "round", "around": "round", "rint": "math.rint"}
-TF_ROUNDING = {
-    "floor",
-    "math.floor",
-    "math.ceil",
-    "round",
-    "math.round",
-    "math.rint",
-    "experimental.numpy.floor",
-    "experimental.numpy.ceil",
-    "experimental.numpy.round",
-    "experimental.numpy.around",
-    "experimental.numpy.rint",
-}
 # Parents under which a sum needs no parentheses of its own.
 _STANDALONE = (cst.Assign, cst.AnnAssign, cst.AugAssign, cst.Return, cst.Arg, cst.Element, cst.Index)
 
@@ -30,8 +16,9 @@ _STANDALONE = (cst.Assign, cst.AnnAssign, cst.AugAssign, cst.Return, cst.Arg, cs
 class RoundingOnTensor(Rule):
     """
     ## What it does
-    Finds `np.floor`, `np.ceil`, `np.round`, `np.rint` and TensorFlow's `tf.floor`, `tf.math.ceil`,
-    `tf.round`, `tf.math.rint` applied to a tensor on the gradient path while a tape records.
+    Finds `np.floor`, `np.ceil`, `np.round`, `np.rint`, TensorFlow's `tf.floor`, `tf.math.ceil`,
+    `tf.round`, `tf.math.rint`, and Keras's `keras.ops.floor`, `ceil`, `round` and `trunc` applied to a
+    tensor on the gradient path while a tape records.
 
     ## Why is this bad?
     Rounding has no useful gradient. TensorFlow registers none for these ops, so everything upstream
@@ -56,9 +43,10 @@ class RoundingOnTensor(Rule):
     ## Fix safety
     Unsafe: the forward values are bit-identical on finite inputs (checked by the verifier; ±inf
     become NaN), but the gradient is a surrogate, the identity, that the original code never had.
-    The rounded argument appears three times in the rewrite, so the fix is offered only when the
-    argument is free of side effects (no model calls, no random ops); `np.round(x, decimals)`,
-    `np.trunc` and `np.fix` are reported without a fix.
+    The rounded argument appears three times in the rewrite; an argument with side effects or cost (a
+    model call, a random op) is computed once, on a new line above the statement, when no other call of
+    the statement runs before it, and otherwise the finding is reported without a fix.
+    `np.round(x, decimals)`, `np.trunc` and `np.fix` are reported without a fix.
 
     ## References
     - research/idioms.md, idioms 1 and 2 (STE forms checked on 2M values)
@@ -185,8 +173,47 @@ model = tf.keras.Sequential([tf.keras.layers.Dense(1)])
 with tf.GradientTape() as tape:
     y = np.round(model(tf.ones((2, 3))))
 """,
+            """\
+import numpy as np
+import tensorflow as tf
+
+model = tf.keras.Sequential([tf.keras.layers.Dense(1)])
+with tf.GradientTape() as tape:
+    rounded_input = model(tf.ones((2, 3)))
+    y = tf.stop_gradient(tf.round(rounded_input)) + (rounded_input - tf.stop_gradient(rounded_input))
+""",
+            note="the argument calls a model: it is computed once, on the line above",
+            verdict="unverified",
+        ),
+        Invalid(
+            """\
+import tensorflow as tf
+
+model = tf.keras.Sequential([tf.keras.layers.Dense(1)])
+with tf.GradientTape() as tape:
+    y = tf.reduce_sum(model(tf.ones((2, 3)))) + tf.round(model(tf.ones((2, 3))))
+""",
             None,
-            note="the argument calls a model: rewriting would call it three times",
+            note="another call runs before the argument: computing it first would change their order",
+        ),
+        Invalid(
+            """\
+import keras
+import tensorflow as tf
+
+x = tf.Variable([1.7, -2.2])
+with tf.GradientTape() as tape:
+    y = keras.ops.floor(x) * 2.0
+""",
+            """\
+import keras
+import tensorflow as tf
+
+x = tf.Variable([1.7, -2.2])
+with tf.GradientTape() as tape:
+    y = (tf.stop_gradient(keras.ops.floor(x)) + (x - tf.stop_gradient(x))) * 2.0
+""",
+            note="Keras 3's rounding ops cut the gradient the same way",
         ),
         Invalid(
             """\
@@ -227,10 +254,9 @@ with tf.GradientTape() as tape:
     def visit_Call(self, node: cst.Call) -> None:
         context = self.context
         np_name = context.analysis.is_numpy_call(node)
-        tf_name = context.analysis.is_tf_call(node)
         if np_name in NUMPY_ROUNDING or np_name in ("trunc", "fix"):
             op_text = None if np_name in ("trunc", "fix") else f"{{tf}}.{NUMPY_ROUNDING[np_name]}"
-        elif tf_name in TF_ROUNDING:
+        elif context.analysis.qualify(node.func) in ROUNDING:
             op_text = context.text(node.func)
         else:
             return
@@ -245,12 +271,18 @@ with tf.GradientTape() as tape:
         if extra:
             self.report(node, no_fix_reason="extra arguments (decimals, out) have no TensorFlow equivalent")
             return
-        if not is_pure(arg, context.analysis):
-            self.report(node, no_fix_reason="the argument has side effects or cost (a call); bind it to a name first")
-            return
         tf, import_edits = context.tf()
         x = context.text(arg)
-        x_operand = x if binds_tighter_than_sum(arg) else f"({x})"
+        if not is_pure(arg, context.analysis):
+            # Computed once on the line above, where it runs before every other call of the statement anyway.
+            bound = context.bind_above(x, "rounded_input") if context.first_evaluated(arg) else None
+            if bound is None:
+                reason = "the argument has side effects or cost (a call); bind it to a name first"
+                self.report(node, no_fix_reason=reason)
+                return
+            x, binding = bound
+            import_edits = (*import_edits, binding)
+        x_operand = x if x != context.text(arg) or binds_tighter_than_sum(arg) else f"({x})"
         op = op_text.format(tf=tf)
         text = f"{tf}.stop_gradient({op}({x})) + ({x_operand} - {tf}.stop_gradient({x}))"
         # The replaced span includes the call's own parentheses, if any.
