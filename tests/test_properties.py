@@ -55,7 +55,8 @@ def modules(draw) -> Tuple[bytes, Set[int], str]:
         ("import numpy as np", False),
         ("import tensorflow as tf", False),
         ("", False),
-        ("x = tf.Variable([1.0, 2.0, 3.0])", False),
+        # A zero among the values: ``1 / x`` divides by a tensor that can be zero.
+        ("x = tf.Variable([0.0, 2.0, 3.0])", False),
         ("y = x", False),
     ]
     for _ in range(draw(st.integers(1, 4))):

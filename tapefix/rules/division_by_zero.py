@@ -160,7 +160,9 @@ with tf.GradientTape() as tape:
             return
         context = self.context
         denominator = node.right
-        if not context.on_path(denominator) or guarded_from_zero(denominator, context.analysis, context.function):
+        if not context.on_path(denominator) or guarded_from_zero(
+            denominator, context.analysis, context.function, context.ancestors
+        ):
             return
         numerator = node.left
         number = numeric_literal(numerator)

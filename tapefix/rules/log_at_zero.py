@@ -279,7 +279,7 @@ with tf.GradientTape() as tape:
         if self._one_plus_exp(arg):
             self._softplus(node)
             return
-        if guarded_from_zero(arg, context.analysis, context.function) or self._in_where(arg):
+        if guarded_from_zero(arg, context.analysis, context.function, context.ancestors) or self._in_where(arg):
             return
         if self._in_xlogx(node):
             return
@@ -354,7 +354,7 @@ with tf.GradientTape() as tape:
                 continue
             if (
                 not context.on_path(operand)
-                or guarded_from_zero(operand, context.analysis, context.function)
+                or guarded_from_zero(operand, context.analysis, context.function, context.ancestors)
                 or self._in_where(operand)
             ):
                 return None

@@ -268,7 +268,7 @@ with tf.GradientTape() as tape:
         if (
             arg is None
             or not context.on_path(arg)
-            or guarded_from_zero(arg, context.analysis, context.function)
+            or guarded_from_zero(arg, context.analysis, context.function, context.ancestors)
             or self._in_trap_branch(arg)
         ):
             return
@@ -291,7 +291,12 @@ with tf.GradientTape() as tape:
     def _norm(self, node: cst.Call) -> None:
         context = self.context
         arg = first_argument(node, ("x", "tensor", "input_tensor"))
-        if arg is None or not context.on_path(arg) or guarded_from_zero(arg, context.analysis, context.function):
+        # The norm is 0 only where every element is: ask about the norm itself.
+        if (
+            arg is None
+            or not context.on_path(arg)
+            or guarded_from_zero(node, context.analysis, context.function, context.ancestors)
+        ):
             return
         positional = [a for a in node.args if a.keyword is None]
         keywords = {a.keyword.value: a for a in node.args if a.keyword is not None}
