@@ -127,7 +127,7 @@ def main() -> int:
     parser.add_argument("--blogbench", default=os.path.join(here, "..", "..", "shared", "blogbench"))
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=60)
-    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--ok", action="store_true", help="also run the OK snippets (reports there are wrong)")
     parser.add_argument("--only", nargs="*", default=None)
     parser.add_argument("--out", default="/tmp/tapefix-trace-blogbench")

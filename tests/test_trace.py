@@ -32,7 +32,28 @@ LIBRARY = {
     """,
 }
 
+#: modules of the user's project that the programs import
+MODULES = {
+    "penalties.py": """
+        import numpy as np
+        import tensorflow as tf
+
+
+        def hinge(scores):
+            return tf.reduce_mean(np.maximum(0.0, 1.0 - scores))
+    """,
+}
+
 PROGRAMS = {
+    "ufunc_in_module.py": """
+        import tensorflow as tf
+        from penalties import hinge
+
+        w = tf.Variable([2.0, -1.0])
+        with tf.GradientTape() as tape:
+            loss = hinge(w * 0.5)
+        grad = tape.gradient(loss, w)
+    """,
     "library_call.py": """
         import tensorflow as tf
         from featurelib.scale import rescale
@@ -225,7 +246,7 @@ def traced(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Any]:
     """Every program run under the trace, once, in one child process."""
     root = tmp_path_factory.mktemp("trace")
     project, library = root / "project", root / "site"
-    for base, files in ((project, PROGRAMS), (library, LIBRARY)):
+    for base, files in ((project, PROGRAMS), (project, MODULES), (library, LIBRARY)):
         for name, text in files.items():
             path = base / name
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -296,6 +317,16 @@ def test_the_cause_is_located(traced: Dict[str, Any], program: str, line: int, c
     d = _only(traced[program])
     assert (d["line"], d["code"], d["text"]) == (line, code, text)
     assert traced[program]["code"] == 1
+
+
+def test_a_numpy_ufunc_in_a_module_is_located_with_the_static_fix(traced: Dict[str, Any]) -> None:
+    # np.maximum reads the tensor through the buffer protocol, which no Python code sees: the op that takes
+    # the NumPy result back is where the path is cut, and the static checker, told the tape runs hinge(),
+    # has the fix for that line
+    d = _only(traced["ufunc_in_module.py"])
+    assert (os.path.basename(d["path"]), d["line"], d["code"]) == ("penalties.py", 6, "TF104")
+    assert d["text"] == "tf.reduce_mean(np.maximum(0.0, 1.0 - scores))"
+    assert "tf.maximum" in d["fix"]["description"]
 
 
 def test_the_static_fix_for_the_line_is_shown(traced: Dict[str, Any]) -> None:

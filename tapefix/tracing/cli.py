@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from tapefix.tracing import Trace
 from tapefix.tracing.report import StaticFixes, render_text, to_json, to_sarif
 
-DEFAULT_STEPS = 3
+DEFAULT_STEPS = 10
 
 
 def _parser() -> argparse.ArgumentParser:

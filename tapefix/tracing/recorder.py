@@ -135,6 +135,7 @@ class TapeRecord:
         self.watched: Dict[int, Any] = {}
         self.calls: List[GradientCall] = []
         self.recording = False
+        self.start_uid = 0  # TensorFlow's tensor counter when the tape began: later tensors were made in it
 
 
 class _ThreadState(threading.local):
@@ -577,6 +578,7 @@ def _wrap_tape() -> None:
         if recorder is not None and not _state.busy:
             rec = recorder.record_tape(self)
             rec.recording = True
+            rec.start_uid = ops.uid()
             if rec not in _state.tapes:
                 _state.tapes.append(rec)
             _callback_on()
@@ -1015,6 +1017,29 @@ def _explain_none(
                     )
                 )
                 return out
+    # 6. a value that entered the tape from NumPy or Python (through the buffer protocol a NumPy ufunc
+    #    reads, which nothing in Python sees) feeds the target: the op that took it is where the path is cut
+    if eager:
+        entered = _entered_from_outside(rec, ancestors, flat_targets)
+        if entered is not None:
+            site, value = entered
+            origin = frames.place(site, frames.display_path)
+            if origin is not None:
+                shape = "x".join(str(d) for d in value.shape) or "scalar"
+                out.append(
+                    Diagnostic(
+                        "",
+                        f"`{origin.text}` takes a value ({value.dtype.name}, {shape}) that no TensorFlow op "
+                        "computed while the tape recorded: it came from NumPy or Python",
+                        origin,
+                        [lead, "a traced tensor was probably converted to NumPy or Python values on this line"],
+                        "none",
+                        names,
+                        call.target,
+                        call.place,
+                    )
+                )
+                return out
     where = call.place or tape_at
     if where is None:
         return out
@@ -1050,6 +1075,30 @@ def _explain_none(
         )
     )
     return out
+
+
+def _entered_from_outside(
+    rec: TapeRecord, ancestors: set[int], flat_targets: List[Any]
+) -> Optional[Tuple[Optional[Site], Any]]:
+    """The recorded op on the target's graph that took the largest floating-point value made during the
+    tape by no op (converted from NumPy or a Python number), with its site."""
+    best: Optional[Tuple[int, int, Optional[Site], Any]] = None
+    for key in ancestors:
+        entry = rec.made.get(key)
+        if entry is None:
+            continue
+        for value in entry[4]:
+            if id(value) in rec.made or not isinstance(value, ops.EagerTensor) or not value.dtype.is_floating:
+                continue
+            if getattr(value, "_id", 0) <= rec.start_uid:
+                continue
+            size = int(np.prod(value.shape)) if value.shape.rank else 1
+            rank = (size, -value._id)  # noqa: SLF001 - the largest, then the earliest
+            if best is None or rank > (best[0], best[1]):
+                best = (size, -value._id, entry[1], value)  # noqa: SLF001
+    if best is None:
+        return None
+    return best[2], best[3]
 
 
 def _reads_source(event: Event, rec: TapeRecord, sources: List[Any]) -> bool:

@@ -30,12 +30,28 @@ class StaticFixes:
                     pass
         return self._findings[path]
 
-    def on_line(self, path: str, line: int) -> List[Any]:
-        return [f for f in self.findings(path) if f.start.line <= line <= f.end.line]
+    def on_line(self, path: str, line: int, function: str = "") -> List[Any]:
+        found = [f for f in self.findings(path) if f.start.line <= line <= f.end.line]
+        if found or not function.isidentifier():
+            return found
+        # a function of a module with no tape of its own (losses.py): checked as the tape runs it
+        key = f"{path}::{function}"
+        if key not in self._findings:
+            self._findings[key] = []
+            try:
+                from tapefix.engine import check_source
+                from tapefix.types import Config, EntryPoint
+
+                with open(path, encoding="utf-8") as handle:
+                    source = handle.read()
+                self._findings[key] = check_source(source, Config(), [EntryPoint(function, (True,) * 8)])
+            except Exception:  # noqa: BLE001
+                pass
+        return [f for f in self._findings[key] if f.start.line <= line <= f.end.line]
 
     def attach(self, diagnostic: Diagnostic) -> None:
         """Adds the static fix for the diagnostic's line, and the rule code when the trace has none."""
-        found = self.on_line(diagnostic.place.path, diagnostic.place.line)
+        found = self.on_line(diagnostic.place.path, diagnostic.place.line, diagnostic.place.function)
         with_fix = [f for f in found if f.fix is not None]
         chosen = next((f for f in with_fix if f.code == diagnostic.code), None) or (with_fix[0] if with_fix else None)
         if chosen is None and found:
