@@ -445,7 +445,7 @@ def run(
             data = sources.data(path)
             if data is not None:
                 keys[index] = _cache.entry_key(data, mode is Mode.CHECK, file_config, points)
-                results[index] = _from_cache(store.get(keys[index]), path, mode, sources)
+                results[index] = _from_cache(store, keys[index], path, mode, sources)
                 if results[index] is not None:
                     continue
         work.append(_Job(index, path, file_config, points))
@@ -455,7 +455,7 @@ def run(
         nonlocal done
         results[job.index] = result
         if job.index in keys and store is not None:
-            _to_cache(store, keys[job.index], result, sources.text(job.path))
+            _to_cache(store, keys[job.index], result, sources.text(job.path), sources.data(job.path))
         done += 1
         if progress is not None:
             progress(done, len(todo))
@@ -612,8 +612,12 @@ def _open_cache(paths: Sequence[str]) -> Optional[_cache.Cache]:
         return None
 
 
-def _from_cache(entry: Optional[Dict[str, Any]], path: str, mode: Mode, sources: _Sources) -> Optional[FileResult]:
-    """The cached result for a file, or None (a miss, or a fix that still has to be written)."""
+def _from_cache(store: _cache.Cache, key: str, path: str, mode: Mode, sources: _Sources) -> Optional[FileResult]:
+    """The cached result for a file, or None (a miss, or a fix that still has to be written). An entry
+    is trusted only when it is sealed for these bytes and this tapefix (``cache.seal``) and its
+    findings fit the file."""
+    data = sources.data(path)
+    entry = _cache.unsealed(store.get(key), data, store.fingerprint) if data is not None else None
     if entry is None:
         return None
     text = sources.text(path)
@@ -625,18 +629,20 @@ def _from_cache(entry: Optional[Dict[str, Any]], path: str, mode: Mode, sources:
         if not isinstance(stored, list) or not isinstance(error, str) or not isinstance(error_at, str):
             return None
         outcomes = tuple(_cache.load(stored))
-        if not all(isinstance(o, Outcome) for o in outcomes):
+        if not all(isinstance(o, Outcome) for o in outcomes) or not _cache.outcomes_fit(outcomes, text):
             return None
+        if fixed is not None and (fixed == text or not outcomes):
+            return None  # a change needs a finding that made it
         return FileResult(
             path, outcomes, text, fixed if fixed is not None else text, error=error, error_at=str(error_at)
         )
-    except (_cache.Uncacheable, TypeError, AttributeError):
+    except (_cache.Uncacheable, TypeError, AttributeError, ValueError):
         return None
 
 
-def _to_cache(store: _cache.Cache, key: str, result: FileResult, text: Optional[str]) -> None:
+def _to_cache(store: _cache.Cache, key: str, result: FileResult, text: Optional[str], data: Optional[bytes]) -> None:
     """Keep a result that depends on the file's text alone (no I/O error, no notebook)."""
-    if result.notebook is not None or text is None or result.source != text:
+    if result.notebook is not None or text is None or data is None or result.source != text:
         return
     if result.error and not result.error.startswith("does not parse"):
         return
@@ -649,7 +655,7 @@ def _to_cache(store: _cache.Cache, key: str, result: FileResult, text: Optional[
         }
     except _cache.Uncacheable:
         return
-    store.put(key, entry)
+    store.put(key, _cache.seal(entry, data, store.fingerprint))
 
 
 def _tuples(value: Any) -> Any:

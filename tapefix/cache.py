@@ -10,6 +10,11 @@ and the entry points the project index found for it. The cache file itself is na
 version and a hash of tapefix's own source files, so a new version (or an edited checkout) starts a new
 cache file and never reads an old one; cache files of other versions are removed when a run saves.
 
+What an entry is trusted on: it is sealed with the file's content hash, tapefix's fingerprint and a
+checksum over its values (``seal``), and its findings must fit the file (``outcomes_fit``). A cache file
+that is valid JSON but wrong (edited by hand, or an entry copied from another file or version) is a
+miss, never a result: it cannot hide a finding.
+
 A cache never breaks a run: a cache file that is missing, unreadable, truncated, not JSON, or holds
 values tapefix cannot rebuild is treated as empty (or the entry as a miss), and a cache that cannot be
 written is silently left unwritten. Saving goes through a temporary file and a rename, so two runs at
@@ -267,3 +272,47 @@ def _conforms(value: Any, hint: Any) -> bool:
 
 def dump_outcomes(outcomes: Iterable[types.Outcome]) -> Any:
     return [dump(o) for o in outcomes]
+
+
+# ---------------------------------------------------------------------------- trusting an entry
+def content_hash(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=20).hexdigest()
+
+
+def seal(entry: Dict[str, Any], data: bytes, fingerprint: str) -> Dict[str, Any]:
+    """``entry`` with what it was computed from (the file's content hash and tapefix's fingerprint) and
+    a checksum over both and its values: an entry edited by hand, copied from another file or cut short
+    no longer matches, and is a miss."""
+    body = {**entry, "content": content_hash(data), "tapefix": fingerprint}
+    return {**body, "check": _checksum(body)}
+
+
+def unsealed(entry: Any, data: bytes, fingerprint: str) -> Optional[Dict[str, Any]]:
+    """The entry's values when its seal holds for these bytes and this tapefix, else None."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("check"), str):
+        return None
+    body = {k: v for k, v in entry.items() if k not in ("check", "used")}
+    if body.get("content") != content_hash(data) or body.get("tapefix") != fingerprint:
+        return None
+    if entry["check"] != _checksum(body):
+        return None
+    return body
+
+
+def _checksum(body: Dict[str, Any]) -> str:
+    canonical = json.dumps({k: v for k, v in body.items() if k not in ("check", "used")}, sort_keys=True)
+    return hashlib.blake2b(canonical.encode("utf-8", "surrogatepass"), digest_size=20).hexdigest()
+
+
+def outcomes_fit(outcomes: Sequence[types.Outcome], text: str) -> bool:
+    """Whether cached outcomes can belong to ``text``: every finding and edit lies inside it, in order."""
+    size = len(text)
+    for outcome in outcomes:
+        finding = outcome.finding
+        if not (0 <= finding.start_offset <= finding.end_offset <= size):
+            return False
+        if finding.start.line < 1 or finding.end.line < finding.start.line:
+            return False
+        if finding.fix is not None and not all(0 <= e.start <= e.end <= size for e in finding.fix.edits):
+            return False
+    return True

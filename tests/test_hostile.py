@@ -244,3 +244,88 @@ def test_killing_the_main_process_takes_its_workers_along(tmp_path: Path) -> Non
         for worker in _children(process.pid) or locals().get("workers", []):
             if _alive(worker):
                 os.kill(worker, signal.SIGKILL)  # never leave an orphan behind, even when the test fails
+
+
+# ------------------------------------------------------------------ a cache that is valid JSON but wrong
+def _cache_file(directory: Path) -> Path:
+    (found,) = directory.glob("results-*.json")
+    return found
+
+
+def _rewrite_entries(directory: Path, change) -> None:
+    import json
+
+    path = _cache_file(directory)
+    stored = json.loads(path.read_text())
+    results = {key: entry for key, entry in stored["entries"].items() if "outcomes" in entry}
+    assert results, "the first run cached no result"
+    stored["entries"].update({key: change(entry) for key, entry in results.items()})
+    path.write_text(json.dumps(stored))
+
+
+def _emptied(entry: dict) -> dict:
+    return {k: v for k, v in entry.items() if k not in ("check", "used", "content", "tapefix")} | {"outcomes": []}
+
+
+def _sealed_for(data: bytes, fingerprint=None):
+    from tapefix import cache as tapefix_cache
+
+    return lambda e: tapefix_cache.seal(_emptied(e), data, fingerprint or e["tapefix"])
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(lambda e: {**e, "outcomes": []}, id="findings-emptied-by-hand"),
+        pytest.param(lambda e: {"outcomes": [], "fixed": None, "error": "", "error_at": ""}, id="unsealed-entry"),
+        pytest.param(_sealed_for(b"another file"), id="sealed-for-another-file"),
+        pytest.param(_sealed_for(BUGGY.encode(), "0.0.1-old"), id="sealed-by-another-version"),
+        pytest.param(lambda e: {**e, "outcomes": "nonsense"}, id="wrong-shape"),
+    ],
+)
+def test_a_wrong_cache_entry_never_hides_a_finding(tmp_path: Path, monkeypatch, capsys, change) -> None:
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("TAPEFIX_CACHE_DIR", str(cache))
+    path = tmp_path / "model.py"
+    path.write_text(BUGGY)
+    assert main(["--check", str(path)]) == 1
+    assert "TF101" in capsys.readouterr().out
+    _rewrite_entries(cache, change)
+    assert main(["--check", str(path)]) == 1
+    assert "model.py:6:9: TF101" in capsys.readouterr().out
+
+
+def test_a_sealed_entry_whose_findings_do_not_fit_the_file_is_a_miss(tmp_path: Path, monkeypatch, capsys) -> None:
+    from tapefix import cache as tapefix_cache
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("TAPEFIX_CACHE_DIR", str(cache))
+    path = tmp_path / "model.py"
+    path.write_text(BUGGY)
+    assert main(["--check", str(path)]) == 1
+    capsys.readouterr()
+
+    def far_away(entry):
+        body = {k: v for k, v in entry.items() if k not in ("check", "used", "content", "tapefix")}
+        text = json.dumps(body["outcomes"]).replace('"start_offset": ', '"start_offset": 1000')
+        body["outcomes"] = json.loads(text)
+        return tapefix_cache.seal(body, BUGGY.encode(), entry["tapefix"])
+
+    import json
+
+    _rewrite_entries(cache, far_away)
+    assert main(["--check", str(path)]) == 1
+    assert "model.py:6:9: TF101" in capsys.readouterr().out
+
+
+def test_a_good_cache_entry_is_still_used(tmp_path: Path, monkeypatch, capsys) -> None:
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("TAPEFIX_CACHE_DIR", str(cache))
+    path = tmp_path / "model.py"
+    path.write_text(BUGGY)
+    main(["--check", str(path)])
+    first = capsys.readouterr().out
+    monkeypatch.setattr(api, "process_file", lambda *a, **k: pytest.fail("the cached result was not used"))
+    monkeypatch.setattr(api, "_process_safely", lambda *a, **k: pytest.fail("the cached result was not used"))
+    main(["--check", str(path)])
+    assert capsys.readouterr().out == first
