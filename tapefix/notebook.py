@@ -121,11 +121,30 @@ def load(text: str) -> Dict[str, Any]:
 
 def is_python(document: Dict[str, Any]) -> bool:
     """Whether the notebook's kernel runs Python (a notebook that does not say is taken as Python)."""
-    metadata = document.get("metadata") or {}
-    kernel = (metadata.get("kernelspec") or {}).get("language")
-    language = (metadata.get("language_info") or {}).get("name")
+    metadata = _object(document, "metadata", "the notebook's metadata")
+    kernel = _object(metadata, "kernelspec", "metadata.kernelspec").get("language")
+    language = _object(metadata, "language_info", "metadata.language_info").get("name")
     name = kernel or language
     return name is None or str(name).lower() == "python"
+
+
+def _object(container: Dict[str, Any], key: str, name: str) -> Dict[str, Any]:
+    value = container.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise NotebookError(f"has malformed metadata: {name} is a JSON {_json_kind(value)}, not an object")
+    return value
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    return "array" if isinstance(value, list) else type(value).__name__
 
 
 def cell_text(cell: Dict[str, Any]) -> str:
@@ -342,8 +361,37 @@ def from_script(text: str, script: Script, fixed: str) -> str:
         cell = cells[span.cell - 1]
         if cell_text(cell) == new:
             continue
-        cell["source"] = new.splitlines(keepends=True) if isinstance(cell.get("source"), list) else new
+        source = cell.get("source")
+        cell["source"] = _resplit([str(p) for p in source], new) if isinstance(source, list) else new
     return dumps(document, layout)
+
+
+def _resplit(parts: List[str], new: str) -> List[str]:
+    """``new`` as a ``source`` list cut like ``parts`` (the cell's list before): the strings it keeps
+    stay as they were, whole; the changed ones are cut one line per string when the cell's were, or
+    kept as one string when the cell held multi-line strings. Jupyter writes a line per string, but a
+    notebook written by another tool keeps its own layout."""
+    head, start = 0, 0
+    while head < len(parts) and parts[head] and new.startswith(parts[head], start):
+        start += len(parts[head])
+        head += 1
+    tail, end = len(parts), len(new)
+    while (
+        tail > head
+        and parts[tail - 1]
+        and end - len(parts[tail - 1]) >= start
+        and new.endswith(parts[tail - 1], start, end)
+    ):
+        end -= len(parts[tail - 1])
+        tail -= 1
+    middle, replaced = new[start:end], parts[head:tail]
+    if not middle:
+        pieces: List[str] = []
+    elif any(len(part.splitlines()) > 1 for part in replaced):
+        pieces = [middle]
+    else:
+        pieces = middle.splitlines(keepends=True)
+    return parts[:head] + pieces + parts[tail:]
 
 
 def cell_sources(text: str) -> Sequence[str]:

@@ -13,7 +13,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import pytest
 
@@ -329,3 +329,58 @@ def test_a_good_cache_entry_is_still_used(tmp_path: Path, monkeypatch, capsys) -
     monkeypatch.setattr(api, "_process_safely", lambda *a, **k: pytest.fail("the cached result was not used"))
     main(["--check", str(path)])
     assert capsys.readouterr().out == first
+
+
+# ------------------------------------------------------------------ notebooks written by other tools
+def _notebook(source: list, metadata: Optional[dict] = None) -> str:
+    import json
+
+    document = {
+        "cells": [
+            {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [], "source": source},
+            {"cell_type": "markdown", "metadata": {}, "source": ["# notes\nin one string"]},
+        ],
+        "metadata": metadata if metadata is not None else {"kernelspec": {"name": "python3", "language": "python"}},
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
+    return json.dumps(document, indent=1) + "\n"
+
+
+def test_a_cell_of_multi_line_strings_keeps_its_strings(tmp_path: Path) -> None:
+    parts = [
+        "import numpy as np\nimport tensorflow as tf\nx = tf.Variable(3.7)\n",
+        "with tf.GradientTape() as tape:\n    y = np.floor(x)\n",
+        "grad = tape.gradient(y, x)",
+    ]
+    path = tmp_path / "other_tool.ipynb"
+    before = _notebook(parts)
+    path.write_text(before)
+    assert main(["--unsafe-fixes", "--no-cache", str(path)]) == 0
+    fixed = parts[1].replace("np.floor(x)", FLOOR_FIXED)
+    assert path.read_text() == _notebook([parts[0], fixed, parts[2]])
+
+
+def test_a_cell_of_one_line_strings_is_still_cut_by_lines(tmp_path: Path) -> None:
+    lines = BUGGY.splitlines(keepends=True)
+    path = tmp_path / "jupyter.ipynb"
+    path.write_text(_notebook(lines))
+    assert main(["--unsafe-fixes", "--no-cache", str(path)]) == 0
+    assert path.read_text() == _notebook([line.replace("np.floor(x)", FLOOR_FIXED) for line in lines])
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        pytest.param({"kernelspec": "python3"}, id="kernelspec-a-string"),
+        pytest.param({"language_info": ["python"]}, id="language_info-an-array"),
+        pytest.param("python", id="metadata-a-string"),
+    ],
+)
+def test_malformed_notebook_metadata_is_a_clear_error(tmp_path: Path, capsys, metadata) -> None:
+    path = tmp_path / "odd.ipynb"
+    path.write_text(_notebook(BUGGY.splitlines(keepends=True), metadata))
+    assert main(["--check", "--no-cache", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "odd.ipynb: error: has malformed metadata" in err
+    assert "internal error" not in err and "tapefix bug" not in err
