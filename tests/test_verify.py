@@ -401,9 +401,8 @@ def test_a_failed_or_unverified_fix_is_not_applied(verifier):
 
 
 # Corpus fixes the verifier cannot check, and the reason it gives (an honest verdict, never a pass).
-CORPUS_UNVERIFIED = {
-    ("numpy_in_loss.py", "TF109"): "a call into `model`",
-}
+#: the corpus fixes the verifier cannot check, with why (a Keras model built in the module is stood in for)
+CORPUS_UNVERIFIED: dict = {}
 
 
 @pytest.mark.tf
@@ -427,6 +426,8 @@ def test_corpus_through_the_command_line_every_fix_verified(verifier, monkeypatc
             assert ", verified: " in line and " -> finite; forward " in line, line
     assert "verification failed" not in out + err
     assert any("; whole tape block: forward " in line for line in lines), "a self-contained block is probed whole"
+    assert "a call into `model`" not in out
+    assert any("`model` stood in for by a differentiable stand-in" in line for line in lines)
     # Every other fix verified, so the diff holds it: the fixed programs are the golden ones, but for
     # the fixes that could not be verified.
     for program in sorted(CORPUS.glob("*.py")):
@@ -523,3 +524,40 @@ def test_unwatched_constant_fix_is_verified_and_applied_in_the_diff(verifier, mo
     assert "TF110" in out and "verified: gradient was None -> finite; forward bit-identical on 1 value" in out
     assert "+    tape.watch(x)\n" in out
     assert path.read_text() == UNWATCHED, "--diff leaves the file alone"
+
+
+STAND_IN_SOURCE = textwrap.dedent(
+    """\
+    import numpy as np
+    import tensorflow as tf
+
+    model = tf.keras.Sequential([tf.keras.layers.Dense(4), tf.keras.layers.Dense(1)])
+    x = tf.Variable([[1.0, 2.0]])
+    with tf.GradientTape() as tape:
+        y = np.floor(model(x) * 2.0)
+    g = tape.gradient(y, model.trainable_variables)
+    """
+)
+
+
+def test_a_keras_model_made_in_the_module_is_stood_in_for_in_a_probe():
+    (finding,) = _fixes(STAND_IN_SOURCE, "TF101")
+    probe = plan(STAND_IN_SOURCE, finding)
+    assert isinstance(probe, Probe) and probe.stand_ins == ("model",)
+    assert "model = TapefixStandIn()" in probe.before and "model = TapefixStandIn()" in probe.after
+    # An object that is not a Keras model or layer is not stood in for: the probe says why it cannot run.
+    other = STAND_IN_SOURCE.replace(
+        "model = tf.keras.Sequential([tf.keras.layers.Dense(4), tf.keras.layers.Dense(1)])",
+        "class Net:\n    def __call__(self, v):\n        return v * 2.0\n\n\nmodel = Net()",
+    )
+    (finding,) = _fixes(other, "TF101")
+    unverifiable = plan(other, finding)
+    assert isinstance(unverifiable, Unverifiable) and "`model`" in unverifiable.reason
+
+
+@pytest.mark.tf
+def test_a_stood_in_model_is_verified_and_the_verdict_says_so(verifier):
+    findings = _fixes(STAND_IN_SOURCE, "TF101")
+    (verdict,) = verifier(STAND_IN_SOURCE, findings)
+    assert verdict.status == "verified", verdict.reason
+    assert "`model` stood in for by a differentiable stand-in" in verdict.reason

@@ -80,7 +80,10 @@ class ProbeVerifier:
                     pending.append((index, "block", block))
         results = self._run([probe for _, _, probe in pending])
         block_results: Dict[int, Verdict] = {}
-        for (index, role, _), result in zip(pending, results):
+        for (index, role, probe), result in zip(pending, results):
+            if probe.stand_ins and result.status != "unverified":
+                names = ", ".join(f"`{n}`" for n in probe.stand_ins)
+                result = replace(result, reason=f"{result.reason}; {names} stood in for by a differentiable stand-in")
             if role == "unit":
                 verdicts[index] = result
             else:

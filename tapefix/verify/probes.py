@@ -50,6 +50,29 @@ _SAFE_BUILTINS = frozenset(
     "reversed round set slice sorted str sum tuple zip True False None ValueError TypeError Exception".split()
 )
 _STATEMENT = (cst.SimpleStatementLine, cst.BaseCompoundStatement)
+#: calls whose result, made from a literal of floats, any float tensor of the same shape may stand for
+_FLOAT_MAKERS = ("tensorflow.constant", "tensorflow.convert_to_tensor", "numpy.array", "numpy.asarray")
+#: the class a probe builds in place of a Keras model or layer of the module that it cannot construct: a
+#: differentiable, elementwise map of the same shape, with weights of its own (the same before and after)
+STAND_IN = "TapefixStandIn"
+_STAND_IN_SOURCE = f"""import tensorflow as _tapefix_tf
+
+
+class {STAND_IN}:
+    def __init__(self):
+        self.kernel = _tapefix_tf.Variable(0.75)
+        self.bias = _tapefix_tf.Variable(0.25)
+        self.trainable_variables = [self.kernel, self.bias]
+        self.trainable_weights = self.variables = self.weights = self.trainable_variables
+
+    def __call__(self, inputs, *args, **kwargs):
+        return _tapefix_tf.cast(inputs, _tapefix_tf.float32) * self.kernel + self.bias
+
+    def predict(self, inputs, *args, **kwargs):
+        return self(inputs).numpy()
+
+
+"""
 
 
 @dataclass(frozen=True)
@@ -72,6 +95,8 @@ class Probe:
     shapes: Tuple[Optional[Tuple[int, ...]], ...] = ()
     #: the inputs passed as ``tf.Variable`` (a tape probe's function parameters), the others as tensors
     variables: Tuple[str, ...] = ()
+    #: the Keras models and layers of the module that the probe replaces by ``STAND_IN``
+    stand_ins: Tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -470,6 +495,8 @@ class _Planner:
                     inputs.append(name)
                 elif binding == "literal":
                     literals.append(f"    {name} = {detail}\n")
+                elif binding == "stand-in":
+                    raise _CannotProbe(f"a call into `{name}`, a Keras object the tape probe cannot build")
         # What the tape block computes and the gradient calls read (their targets): the forward values.
         read_after = [n for s in found.calls for n in _reads(s)]
         computed = _stored_by([found.with_node])
@@ -602,6 +629,7 @@ class _Planner:
         inputs: List[str] = []
         shapes: List[Optional[Tuple[int, ...]]] = []
         literals: List[str] = []
+        stand_ins: List[str] = []
         for name in free:
             binding, detail = resolver.resolve(name, name in callees)
             if binding == "tensor":
@@ -609,6 +637,8 @@ class _Planner:
                 shapes.append(resolver.shape(name))
             elif binding == "literal":
                 literals.append(f"{indent}{name} = {detail}\n")
+            elif binding == "stand-in":
+                stand_ins.append(name)
         if not stored:
             raise _CannotProbe("the rewritten statement binds no name whose value could be compared")
         before_helpers, after_helpers = self._helpers(resolver.helpers, used)
@@ -616,6 +646,10 @@ class _Planner:
         signature = ", ".join(inputs)
         outputs = ", ".join(stored)
         epilogue = f"{indent}return ({outputs},)\n"
+        if stand_ins:
+            # Made once, at module level: tf.function creates variables on its first call only.
+            made = _STAND_IN_SOURCE + "".join(f"{name} = {STAND_IN}()\n" for name in stand_ins)
+            before_helpers, after_helpers = made + before_helpers, made + after_helpers
         before = self._module(False, before_helpers, f"def {UNIT}({signature}):\n", literals, before_unit, epilogue)
         after = self._module(True, after_helpers, f"def {UNIT}({signature}):\n", literals, after_unit, epilogue)
         return Probe(
@@ -628,6 +662,7 @@ class _Planner:
             _xla(after),
             _control_flow(before) or _control_flow(after),
             tuple(shapes),
+            stand_ins=tuple(stand_ins),
         )
 
     def _function_probe(self, node: cst.FunctionDef, function: Function) -> Probe:
@@ -724,6 +759,8 @@ class _Resolver:
         """("tensor", ""), ("literal", text) or ("bound", "") for imports, builtins and copied functions."""
         if name in self.allowed:
             return "bound", ""
+        if name in self.analysis.keras_objects and not self.analysis.imports.bindings.get(name):
+            return "stand-in", ""  # a Keras model or layer, known by how the module made it
         imported = self.analysis.imports.bindings.get(name)
         if imported is not None:
             raise _CannotProbe(
@@ -762,7 +799,7 @@ class _Resolver:
     def _float_constant(self, expr: cst.BaseExpression) -> bool:
         if not isinstance(expr, cst.Call) or not expr.args:
             return False
-        if self.analysis.qualify(expr.func) not in ("tensorflow.constant", "tensorflow.convert_to_tensor"):
+        if self.analysis.qualify(expr.func) not in _FLOAT_MAKERS:
             return False
         return _literal_shape(expr.args[0].value, floats=True) is not None
 
