@@ -70,15 +70,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     code: int = result.exit_code
     after: Optional[List[GradientCall]] = None
+    fix_notes: List[str] = []
     if options.fix:
         after, fix_notes = _fix_and_rerun(script, options, result.calls, roots)
-        result.notes.extend(fix_notes)
     if options.format == "json":
-        sys.stdout.write(to_json(result.calls, failed, result.notes, after))
+        sys.stdout.write(to_json(result.calls, failed, [*result.notes, *fix_notes], after))
     elif options.format == "sarif":
         sys.stdout.write(to_sarif(result.calls, failed))
     else:
         sys.stdout.write(render_text(result.calls, failed, result.notes))
+        if fix_notes:
+            sys.stdout.write("".join(f"{note}\n" for note in fix_notes))
         if after is not None:
             sys.stdout.write(_before_after(result.calls, after))
     sys.stdout.flush()
@@ -148,42 +150,39 @@ def _show_traceback(error: BaseException, script: str) -> None:
 # -- --fix -------------------------------------------------------------------------------------------------
 
 
-def _fixes_for(calls: Sequence[GradientCall]) -> Dict[str, List[int]]:
-    """The user files and lines that a reported cause names."""
-    lines: Dict[str, List[int]] = {}
-    for call in calls:
-        for diagnostic in call.diagnostics:
-            path = os.path.abspath(diagnostic.place.path)
-            if os.path.isfile(path):
-                lines.setdefault(path, []).append(diagnostic.place.line)
-    return lines
-
-
 def _fixed_sources(calls: Sequence[GradientCall]) -> Tuple[Dict[str, str], List[str]]:
+    """The user files the reported lines are in, with the static fixes for those lines applied."""
     from tapefix.engine import apply_edits
 
     static = StaticFixes()
+    chosen: Dict[str, List[object]] = {}
+    for call in calls:
+        for diagnostic in call.diagnostics:
+            path = os.path.abspath(diagnostic.place.path)
+            if not os.path.isfile(path):
+                continue
+            for finding in static.on_line(path, diagnostic.place.line, diagnostic.place.function):
+                if finding.fix is not None and finding not in chosen.setdefault(path, []):
+                    chosen[path].append(finding)
     fixed: Dict[str, str] = {}
     notes: List[str] = []
-    for path, lines in _fixes_for(calls).items():
+    for path, findings in chosen.items():
         with open(path, encoding="utf-8") as handle:
             source = handle.read()
-        edits = []
+        edits: List[object] = []
         taken: List[Tuple[int, int]] = []
-        for finding in static.findings(path):
-            if finding.fix is None or not any(finding.start.line <= ln <= finding.end.line for ln in lines):
-                continue
-            spans = [(e.start, e.end) for e in finding.fix.edits]
+        for finding in findings:
+            spans = [(e.start, e.end) for e in finding.fix.edits]  # type: ignore[attr-defined]
             if any(s < te and ts < e for s, e in spans for ts, te in taken):
                 continue
             taken.extend(spans)
-            edits.extend(finding.fix.edits)
+            edits.extend(finding.fix.edits)  # type: ignore[attr-defined]
             notes.append(
-                f"fix applied to the copy: {os.path.relpath(path)}:{finding.start.line}: {finding.code} "
-                f"{finding.fix.description} ({finding.fix.safety.value})"
+                f"fix applied to the copy: {os.path.relpath(path)}:{finding.start.line}: "  # type: ignore[attr-defined]
+                f"{finding.code} {finding.fix.description} ({finding.fix.safety.value})"  # type: ignore[attr-defined]
             )
         if edits:
-            fixed[path] = apply_edits(source, edits)
+            fixed[path] = apply_edits(source, edits)  # type: ignore[arg-type]
     return fixed, notes
 
 
