@@ -41,7 +41,10 @@ def where(path: str, finding: Finding, notebook: Optional[Script] = None) -> str
 def status_label(outcome: Outcome, mode: Mode, unsafe_fixes: bool) -> str:
     finding = outcome.finding
     verdict = outcome.verdict
-    verdict_text = f"verified: {verdict.reason}" if verdict is not None and verdict.passed else ""
+    verdict_text = ""
+    if verdict is not None and verdict.passed:
+        level = f" on the {verdict.level}" if verdict.level else ""
+        verdict_text = f"verified{level}: {verdict.reason}"
     if verdict is not None and verdict.status == "unverified":
         verdict_text = f"unverified: {verdict.reason}"
     if outcome.status is Status.FIXED:

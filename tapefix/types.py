@@ -93,6 +93,9 @@ class Verdict:
     inputs: int = 0
     before: str = ""
     after: str = ""
+    #: whose gradient was checked: "statement", "function", "tape block" (the whole block, the other fixes
+    #: in it applied too) or "tape slice" (the block with the definitions it reads and its gradient calls)
+    level: str = ""
 
     @property
     def passed(self) -> bool:

@@ -122,7 +122,7 @@ class RicherVerdict(Verdict):
 def test_json_carries_the_verdict_whatever_its_fields(project, capsys, monkeypatch):
     def verifier(source: str, findings: Sequence[Finding]) -> List[Verdict]:
         return [
-            RicherVerdict("verified", f"{f.code}: forward values equal", ("eager",), 4, "1.0", "1.0", 0.5)
+            RicherVerdict("verified", f"{f.code}: forward values equal", ("eager",), 4, "1.0", "1.0", "statement", 0.5)
             for f in findings
         ]
 
@@ -137,6 +137,7 @@ def test_json_carries_the_verdict_whatever_its_fields(project, capsys, monkeypat
         "inputs": 4,
         "before": "1.0",
         "after": "1.0",
+        "level": "statement",
         "max_abs_error": 0.5,
     }
     assert verdicts[1]["reason"].startswith("TF103")

@@ -423,7 +423,8 @@ def test_corpus_through_the_command_line_every_fix_verified(verifier, monkeypatc
         elif "[needs a human: " in line:
             assert program == "report_only.py", line  # only that program holds report-only idioms
         else:
-            assert ", verified: " in line and " -> finite; forward " in line, line
+            assert re.search(r", verified on the (statement|function|tape block|tape slice): ", line), line
+            assert " -> finite; forward " in line, line
     assert "verification failed" not in out + err
     assert any("; whole tape block: forward " in line for line in lines), "a self-contained block is probed whole"
     assert "a call into `model`" not in out
@@ -521,7 +522,10 @@ def test_unwatched_constant_fix_is_verified_and_applied_in_the_diff(verifier, mo
     path.write_text(UNWATCHED)
     assert main(["--diff", "--unsafe-fixes", "--verify", str(path)]) == 1
     out = capsys.readouterr().out
-    assert "TF110" in out and "verified: gradient was None -> finite; forward bit-identical on 1 value" in out
+    assert (
+        "TF110" in out
+        and "verified on the tape slice: gradient was None -> finite; forward bit-identical on 1 value" in out
+    )
     assert "+    tape.watch(x)\n" in out
     assert path.read_text() == UNWATCHED, "--diff leaves the file alone"
 
@@ -561,3 +565,18 @@ def test_a_stood_in_model_is_verified_and_the_verdict_says_so(verifier):
     (verdict,) = verifier(STAND_IN_SOURCE, findings)
     assert verdict.status == "verified", verdict.reason
     assert "`model` stood in for by a differentiable stand-in" in verdict.reason
+
+
+def test_a_verdict_says_whose_gradient_was_checked():
+    from tapefix.verify import _with_block
+
+    unit = Verdict("verified", "gradient was None -> finite; forward bit-identical on 31 inputs", level="statement")
+    block = Verdict("verified", "gradient was None -> finite; forward bit-identical on 12 inputs", level="tape block")
+    assert _with_block(unit, block).level == "tape block"
+    # Another cut in the block keeps its gradient None: the fix stands on its statement, and says so.
+    broken = Verdict("failed", "after the fix, gradient was None", level="tape block")
+    combined = _with_block(unit, broken)
+    assert combined.passed and combined.level == "statement"
+    assert "the whole tape block's gradient is not back yet: after the fix, gradient was None" in combined.reason
+    # A fix that changes what the rest of the block sees fails.
+    assert _with_block(unit, Verdict("failed", "forward differs at x=0.5", level="tape block")).status == "failed"

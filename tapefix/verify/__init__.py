@@ -81,6 +81,7 @@ class ProbeVerifier:
         results = self._run([probe for _, _, probe in pending])
         block_results: Dict[int, Verdict] = {}
         for (index, role, probe), result in zip(pending, results):
+            result = replace(result, level=_LEVELS.get(probe.kind, probe.kind))
             if probe.stand_ins and result.status != "unverified":
                 names = ", ".join(f"`{n}`" for n in probe.stand_ins)
                 result = replace(result, reason=f"{result.reason}; {names} stood in for by a differentiable stand-in")
@@ -117,17 +118,24 @@ class ProbeVerifier:
         self.runner.close()
 
 
+#: what each kind of probe checks, as a verdict names it
+_LEVELS = {"statement": "statement", "function": "function", "block": "tape block", "tape": "tape slice"}
+
+
 def _with_block(unit: Verdict, block: Verdict) -> Verdict:
-    """The unit's verdict, with what the whole tape block showed. The block can fail a fix only by a
-    forward difference (the fix changes values the rest of the block sees); its gradients also carry
-    the findings that other fixes did not touch, so a gradient problem there is not this fix's."""
+    """The unit's verdict, with what the whole tape block showed (the other fixes in it applied too). The
+    block can fail a fix only by a forward difference (the fix changes values the rest of the block
+    sees); a gradient still broken there is another cut's, and the verdict says that the block's
+    gradient is not back yet instead of calling the block verified."""
     if not unit.passed:
         return unit
     if block.status == "failed" and block.reason.startswith("forward differs"):
         return replace(unit, status="failed", reason=f"in the whole tape block: {block.reason}")
     if block.passed:
         forward = block.reason.split("; ", 1)[-1]
-        return replace(unit, reason=f"{unit.reason}; whole tape block: {forward}")
+        return replace(unit, reason=f"{unit.reason}; whole tape block: {forward}", level="tape block")
+    if block.status == "failed":
+        return replace(unit, reason=f"{unit.reason}; the whole tape block's gradient is not back yet: {block.reason}")
     return unit
 
 
