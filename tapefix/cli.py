@@ -18,19 +18,22 @@ from tapefix import __version__, api, formats
 from tapefix.api import FileResult, Mode
 from tapefix.config import ConfigError, Overrides, Resolver, code_problem
 from tapefix.output import display_path, finding_line, summary
-from tapefix.types import Config, SourceError, Status, Verifier
+from tapefix.types import Config, ExamplesError, SourceError, Status, Verifier
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 #: Trees with more files than this get a progress bar (when stderr is a terminal).
 PROGRESS_THRESHOLD = 300
 
 
-def _verifier(enabled: bool) -> Optional[Verifier]:
+def _verifier(enabled: bool, examples_from: Optional[str] = None) -> Optional[Verifier]:
     if not enabled:
         return None
-    from tapefix.verify import make_verifier  # only --verify needs it
+    from tapefix.verify import load_examples, make_verifier  # only --verify needs it
 
-    return make_verifier()
+    verifier = make_verifier()  # without TensorFlow this raises before the user's code runs
+    if examples_from is not None:
+        verifier.examples.update(load_examples(examples_from))
+    return verifier
 
 
 def _codes(ctx: click.Context, param: click.Parameter, value: Tuple[str, ...]) -> Optional[Tuple[str, ...]]:
@@ -69,6 +72,13 @@ def use_color(stream: IO[str]) -> bool:
     help="Also apply the fixes that change semantics in a documented way (overrides unsafe-fixes in pyproject.toml).",
 )
 @click.option("--verify", is_flag=True, help="Check each fix by running it before and after under TensorFlow.")
+@click.option(
+    "--verify-with",
+    "verify_with",
+    metavar="MODULE:FUNCTION",
+    help="With --verify, also run each fix on the inputs FUNCTION() returns (a mapping of names to arrays, "
+    "one batch, say), wherever they match the names the fixed code reads. Runs your code.",
+)
 @click.option(
     "--select",
     callback=_codes,
@@ -119,6 +129,7 @@ def cli(
     check: bool,
     unsafe_fixes: Optional[bool],
     verify: bool,
+    verify_with: Optional[str],
     select: Optional[Tuple[str, ...]],
     ignore: Optional[Tuple[str, ...]],
     exclude: Optional[Tuple[str, ...]],
@@ -156,9 +167,11 @@ def cli(
     except ConfigError as error:
         click.echo(f"tapefix: error: {error}", err=True)
         return EXIT_ERROR
+    if verify_with is not None and not verify:
+        raise click.UsageError("--verify-with needs --verify")
     try:
-        verifier = _verifier(verify)
-    except ImportError as error:
+        verifier = _verifier(verify, verify_with)
+    except (ImportError, ExamplesError) as error:
         click.echo(f"tapefix: error: {error}", err=True)
         return EXIT_ERROR
     printer = Printer(mode, start_settings[0].config, output_format, quiet, exit_zero)

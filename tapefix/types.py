@@ -177,3 +177,7 @@ def applicable(finding: Finding, config: Config) -> bool:
     if fix is None or fix.safety is Safety.DISPLAY_ONLY:
         return False
     return fix.safety is Safety.SAFE or config.unsafe_fixes
+
+
+class ExamplesError(Exception):
+    """``--verify-with`` could not get the user's inputs; the message says why."""

@@ -126,7 +126,7 @@ def test_json_carries_the_verdict_whatever_its_fields(project, capsys, monkeypat
             for f in findings
         ]
 
-    monkeypatch.setattr(cli, "_verifier", lambda enabled: verifier if enabled else None)
+    monkeypatch.setattr(cli, "_verifier", lambda enabled, examples_from=None: verifier if enabled else None)
     code, out, _ = run(capsys, "--check", "--verify", "--format", "json", "src/train.py")
     assert code == 1
     verdicts = [f["verdict"] for f in json.loads(out)["findings"]]

@@ -580,3 +580,62 @@ def test_a_verdict_says_whose_gradient_was_checked():
     assert "the whole tape block's gradient is not back yet: after the fix, gradient was None" in combined.reason
     # A fix that changes what the rest of the block sees fails.
     assert _with_block(unit, Verdict("failed", "forward differs at x=0.5", level="tape block")).status == "failed"
+
+
+# ------------------------------------------------------------------------------ --verify-with
+BATCHES = """\
+import numpy as np
+
+print("loading one batch")  # what the user's code prints does not reach the answer
+
+
+def one_batch():
+    return {"x": np.array([[0.2, 1.4], [3.0, -1.0]], dtype=np.float64), "labels": ["a", "b"]}
+
+
+def nothing_numeric():
+    return {"labels": ["a"]}
+"""
+TRAIN = """\
+import numpy as np
+import tensorflow as tf
+
+w = tf.Variable([[0.5], [-0.25]])
+x = tf.constant([[1.0, 2.0]])
+with tf.GradientTape() as tape:
+    y = np.floor(tf.matmul(x, w) * 3.0)
+g = tape.gradient(y, w)
+"""
+
+
+def test_the_users_own_inputs_are_loaded_by_name(tmp_path):
+    from tapefix.types import ExamplesError
+    from tapefix.verify import load_examples
+
+    (tmp_path / "batches.py").write_text(BATCHES)
+    examples = load_examples(f"{tmp_path / 'batches.py'}:one_batch")
+    assert examples == {"x": {"shape": [2, 2], "values": pytest.approx([0.2, 1.4, 3.0, -1.0])}}
+    for spec, message in [
+        ("batches.py:missing", "has no function 'missing'"),
+        ("batches.py:nothing_numeric", "returned no numeric arrays"),
+        ("no_such_module:f", "ModuleNotFoundError"),
+        ("batches.py", "expected MODULE:FUNCTION"),
+    ]:
+        with pytest.raises(ExamplesError, match=re.escape(message)):
+            load_examples(spec.replace("batches.py", str(tmp_path / "batches.py")))
+
+
+@pytest.mark.tf
+def test_verify_with_runs_each_fix_on_the_users_inputs_too(verifier, monkeypatch, tmp_path, capsys):
+    import tapefix.verify
+
+    own = ProbeVerifier(runner=verifier.runner)  # the session's TensorFlow child, examples of its own
+    monkeypatch.setattr(tapefix.verify, "make_verifier", lambda: own)
+    (tmp_path / "batches.py").write_text(BATCHES)
+    (tmp_path / "train.py").write_text(TRAIN)
+    monkeypatch.chdir(tmp_path)
+    assert main(["--diff", "--unsafe-fixes", "--verify", "--verify-with", "batches:one_batch", "train.py"]) == 1
+    out = capsys.readouterr().out
+    assert "TF101" in out and "verified on the " in out and "on your inputs for `x`" in out
+    assert main(["--diff", "--verify", "--verify-with", "batches:missing", "train.py"]) == 2
+    assert "--verify-with batches:missing: ValueError: " in capsys.readouterr().err

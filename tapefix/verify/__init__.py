@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import atexit
 import importlib.util
+import json
 from dataclasses import replace
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import libcst as cst
 
-from tapefix.types import Finding, SourceError, Verdict
+from tapefix.types import ExamplesError, Finding, SourceError, Verdict
 from tapefix.verify.probes import (
     NOT_A_TAPE_FIX,
     ModuleFacts,
@@ -30,7 +31,37 @@ from tapefix.verify.runner import ChildError, Runner
 
 INSTALL_HINT = "--verify needs TensorFlow, which is not installed: pip install 'tapefix[verify]'"
 
-__all__ = ["ProbeVerifier", "make_verifier", "INSTALL_HINT"]
+__all__ = ["ProbeVerifier", "make_verifier", "load_examples", "ExamplesError", "INSTALL_HINT"]
+
+
+def load_examples(spec: str, timeout: float = 600.0) -> Dict[str, Any]:
+    """The inputs the user's ``MODULE:FUNCTION`` builds (``--verify-with``), by name: run in a process of
+    its own, in the current folder, because the user named it (the verifier's child never imports the
+    user's modules)."""
+    import subprocess
+    import sys
+
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "tapefix.verify._examples", spec],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+    except subprocess.TimeoutExpired:
+        raise ExamplesError(f"--verify-with {spec}: no answer within {timeout:.0f} s") from None
+    try:
+        answer = json.loads(done.stdout)
+    except ValueError:
+        tail = done.stderr.strip().splitlines()[-1:] or ["no output"]
+        raise ExamplesError(f"--verify-with {spec}: {tail[0]}") from None
+    if "error" in answer:
+        raise ExamplesError(f"--verify-with {spec}: {answer['error']}")
+    examples: Dict[str, Any] = answer["examples"]
+    if not examples:
+        raise ExamplesError(f"--verify-with {spec}: the function returned no numeric arrays")
+    return examples
 
 
 class ProbeVerifier:
@@ -39,8 +70,11 @@ class ProbeVerifier:
     Unverifiable fixes get an ``unverified`` verdict that says why, which is never a pass: the engine
     applies only fixes whose verdict passed."""
 
-    def __init__(self, runner: Optional[Runner] = None) -> None:
+    def __init__(self, runner: Optional[Runner] = None, examples: Optional[Dict[str, Any]] = None) -> None:
+        """``examples``: the user's own inputs by name (``load_examples``), run before the synthesised
+        ones wherever a probe's input has the same name."""
         self.runner = runner or Runner()
+        self.examples = dict(examples or {})
         self._cache: Dict[Tuple[str, str, Tuple[str, ...], str], Verdict] = {}
         #: probe results as the child reported them (with ``seconds``), for benchmarks
         self.log: List[Dict[str, Any]] = []
@@ -100,7 +134,7 @@ class ProbeVerifier:
         out: List[Optional[Verdict]] = [self._cache.get(_key(p)) for p in probes]
         todo = [(i, p) for i, p in enumerate(probes) if out[i] is None]
         if todo:
-            requests = [_request(probe, str(i)) for i, probe in todo]
+            requests = [_request(probe, str(i), self.examples) for i, probe in todo]
             try:
                 results = self.runner.run(requests)
             except ChildError as error:
@@ -139,12 +173,12 @@ def _with_block(unit: Verdict, block: Verdict) -> Verdict:
     return unit
 
 
-def make_verifier() -> ProbeVerifier:
+def make_verifier(examples: Optional[Dict[str, Any]] = None) -> ProbeVerifier:
     """The verifier ``--verify`` uses. Raises ImportError (with the install command) when TensorFlow is
     missing; TensorFlow itself is imported only in the child process."""
     if importlib.util.find_spec("tensorflow") is None:
         raise ImportError(INSTALL_HINT)
-    verifier = ProbeVerifier()
+    verifier = ProbeVerifier(examples=examples)
     atexit.register(verifier.close)
     return verifier
 
@@ -153,8 +187,10 @@ def _key(probe: Probe) -> Tuple[str, str, Tuple[str, ...], str]:
     return (probe.before, probe.after, probe.inputs + tuple(f"variable:{v}" for v in probe.variables), probe.forward)
 
 
-def _request(probe: Probe, tag: str) -> Dict[str, Any]:
+def _request(probe: Probe, tag: str, examples: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    mine = {name: examples[name] for name in probe.inputs if name in examples} if examples else {}
     return {
+        "examples": mine,
         "id": tag,
         "kind": probe.kind,
         "before": probe.before,

@@ -79,6 +79,28 @@ def cases(count: int, shapes: Sequence[Any] = ()) -> List[Tuple[str, List[Any]]]
     return out
 
 
+def with_examples(names: Sequence[str], inputs: List[Tuple[str, List[Any]]], probe: Dict[str, Any]) -> List[str]:
+    """Put the user's own inputs (``--verify-with``) first among ``inputs``, for the names they give (the
+    other names take a harmless scalar); return the names they gave."""
+    examples: Dict[str, Any] = probe.get("examples") or {}
+    given = [name for name in names if name in examples]
+    if given:
+        values = [
+            np.array(examples[name]["values"], dtype=np.float32).reshape(examples[name]["shape"])
+            if name in examples
+            else np.float32(SCALARS[-1])
+            for name in names
+        ]
+        inputs.insert(0, ("your inputs", values))
+    return given
+
+
+def _mention(verdict: Dict[str, Any], given: Sequence[str]) -> Dict[str, Any]:
+    if given and verdict.get("status") != "unverified":
+        verdict["reason"] = f"{verdict.get('reason', '')}; on your inputs for " + ", ".join(f"`{n}`" for n in given)
+    return verdict
+
+
 # ---------------------------------------------------------------------------- running one version
 class Run:
     """What one version of the unit did on one input, in one mode."""
@@ -347,6 +369,7 @@ def judge(probe: Dict[str, Any]) -> Dict[str, Any]:
     seeded = "random" in probe["before"] or "random" in probe["after"]
     modes = ["eager", "function"] + (["xla"] if probe.get("xla") else [])
     inputs = cases(len(names), probe.get("shapes") or ())
+    given = with_examples(names, inputs, probe)
     state = _Judgement(names, forward)
     eager_before: Dict[str, Run] = {}
     for mode in modes:
@@ -377,7 +400,7 @@ def judge(probe: Dict[str, Any]) -> Dict[str, Any]:
                 tf.random.set_seed(SEED)
             after = run_after(values)
             state.add(mode, suffix, label, values, before, after, eager_before.get(label))
-    return state.verdict(len(inputs))
+    return _mention(state.verdict(len(inputs)), given)
 
 
 class _Judgement:
@@ -568,6 +591,7 @@ def judge_tape(probe: Dict[str, Any]) -> Dict[str, Any]:
     autograph = bool(probe.get("autograph", True))
     seeded = any(word in probe[side] for word in ("keras", "random") for side in ("before", "after"))
     inputs = cases(len(names), probe.get("shapes") or ()) if names else [("as written", [])]
+    given = with_examples(names, inputs, probe) if names else []
     modes: List[str] = []
     problems: List[str] = []
     after_problem = forward_problem = misfit_error = ""
@@ -636,9 +660,10 @@ def judge_tape(probe: Dict[str, Any]) -> Dict[str, Any]:
         )
     kind = f"equal after casting {', '.join(sorted(casts))}" if casts else "bit-identical"
     where = f"{lanes} inputs" if names else f"{lanes} value{'' if lanes == 1 else 's'} of the slice as written"
-    return _verdict(
+    verdict = _verdict(
         "verified", f"{before_text} -> finite; forward {kind} on {where}", before=before_text, after="finite", **base
     )
+    return _mention(verdict, given)
 
 
 def _join(problems: Sequence[str]) -> str:
