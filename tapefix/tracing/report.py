@@ -58,12 +58,16 @@ class StaticFixes:
             chosen = next((f for f in found if f.code == diagnostic.code), found[0])
         if chosen is None:
             return
-        if not diagnostic.code:
+        # a plain cause takes the rule's code, unless it is only the gradient call itself, where the
+        # rule may be about something else on that line
+        call = diagnostic.gradient_at
+        at_call = call is not None and (diagnostic.place.path, diagnostic.place.line) == (call.path, call.line)
+        if not diagnostic.code and not at_call:
             diagnostic.code = chosen.code
         if chosen.fix is not None:
             diagnostic.fix = f"{chosen.code}: {chosen.fix.description}"
             diagnostic.fix_safety = chosen.fix.safety.value
-        elif chosen.code != diagnostic.code:
+        if chosen.code != diagnostic.code:
             diagnostic.explanation.append(f"the static checker reports {chosen.code} here: {chosen.message}")
 
 
