@@ -465,6 +465,10 @@ def run(
     _execute(work, mode, verifier, _usable_cores() if jobs is None else jobs, sources, finished)
     if store is not None:
         store.save()
+    if mode is Mode.FIX:
+        # A write killed before its rename (kill -9) left a temporary; an in-place run tidies it away.
+        for directory in sorted({os.path.dirname(os.path.realpath(path)) for path, _, _ in todo}):
+            _remove_stale_temporaries(directory)
     return [r if r is not None else FileResult(todo[i][0], error="was not processed") for i, r in enumerate(results)]
 
 

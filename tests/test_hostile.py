@@ -195,6 +195,18 @@ def test_stale_temporaries_are_removed_by_the_next_write(tmp_path: Path) -> None
     assert fresh.exists()
 
 
+def test_stale_temporaries_are_removed_by_an_in_place_run_with_nothing_to_write(tmp_path: Path) -> None:
+    clean = tmp_path / "clean.py"
+    clean.write_text("import tensorflow as tf\n")
+    stale = tmp_path / ".tapefix-killed.tmp"
+    stale.write_text("half a file")
+    old = time.time() - 3600
+    os.utime(stale, (old, old))
+    assert main(["--no-cache", str(clean)]) == 0
+    assert not stale.exists()
+    assert main(["--check", "--no-cache", str(clean)]) == 0  # a check run writes (and removes) nothing
+
+
 # ------------------------------------------------------------------ workers die with their parent
 def _children(pid: int) -> List[int]:
     try:
