@@ -5,6 +5,14 @@ from __future__ import annotations
 
 #: a tape's methods that compute gradients of a target with respect to sources
 GRADIENT_METHODS = ("gradient", "jacobian", "batch_jacobian")
+#: the keywords each of a tape's gradient methods takes (any other raises TypeError)
+GRADIENT_KEYWORDS = {
+    "gradient": ("target", "sources", "output_gradients", "unconnected_gradients"),
+    "jacobian": ("target", "sources", "unconnected_gradients", "parallel_iterations", "experimental_use_pfor"),
+    "batch_jacobian": ("target", "source", "unconnected_gradients", "parallel_iterations", "experimental_use_pfor"),
+}
+#: calls that build a tf.SparseTensor, which no gradient call takes as a source or target
+SPARSE_CONSTRUCTORS = frozenset({"SparseTensor", "sparse.SparseTensor", "sparse.from_dense", "sparse.reorder"})
 #: a tape's methods that mark their arguments as sources or targets
 MARKING_METHODS = ("watch", *GRADIENT_METHODS)
 # TensorFlow calls that build a plain tensor: the tape records ops on it only once it is watched.

@@ -5,7 +5,9 @@ from typing import List, Type
 from tapefix.rule import Rule
 from tapefix.rules.acos_at_one import AcosAtOne
 from tapefix.rules.builtin_on_tensor import BuiltinOnTensor
+from tapefix.rules.disconnected_target import DisconnectedTarget
 from tapefix.rules.division_by_zero import DivisionByZero
+from tapefix.rules.gradient_call_arguments import GradientCallArguments
 from tapefix.rules.integer_path import IntegerPath
 from tapefix.rules.integer_source import IntegerSource
 from tapefix.rules.log_at_zero import LogAtZero
@@ -53,6 +55,8 @@ ALL_RULES: List[Type[Rule]] = [
     AcosAtOne,
     NoGradientOp,
     StatefulInTape,
+    DisconnectedTarget,
+    GradientCallArguments,
 ]
 
 __all__ = ["ALL_RULES"]

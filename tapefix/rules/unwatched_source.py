@@ -6,10 +6,21 @@ from typing import Callable, Dict, List, Optional, Set, Tuple
 
 import libcst as cst
 
+from tapefix.analysis.reaching import reaching
 from tapefix.analysis.syntax import argument, integer_tensor, keyword, source_names, walk
 from tapefix.analysis.tfops import TENSOR_CONSTRUCTORS
 from tapefix.rule import Invalid, TapeBlock, TapeBlockRule, Valid
 from tapefix.types import Edit, Forward, Safety
+
+
+def _computed_tensor(short: str) -> bool:
+    """A TensorFlow op whose result is a new tensor (never a variable, a model or a Python value)."""
+    head = short.split(".")[0]
+    if short.startswith(("Variable", "keras", "data", "distribute", "saved_model", "train", "io", "summary")):
+        return False
+    if head in ("GradientTape", "function", "TensorSpec", "TensorArray", "sparse", "nest", "config", "debugging"):
+        return short in ("sparse.to_dense",)
+    return head[:1].islower()
 
 
 def _line_start(source: str, offset: int) -> int:
@@ -189,6 +200,52 @@ g = tape.gradient(y, bias)
         ),
         Invalid(
             """\
+import tensorflow as tf
+
+a = tf.constant(3.0)
+with tf.GradientTape() as tape:
+    b = a * 2.0
+g = tape.gradient(b, a)
+a = tf.Variable(3.0)
+""",
+            """\
+import tensorflow as tf
+
+a = tf.constant(3.0)
+with tf.GradientTape() as tape:
+    tape.watch(a)
+    b = a * 2.0
+g = tape.gradient(b, a)
+a = tf.Variable(3.0)
+""",
+            note="rebound to a variable only after the tape: the tensor is what the tape sees",
+        ),
+        Invalid(
+            """\
+import tensorflow as tf
+
+v = tf.Variable(2.0)
+with tf.GradientTape() as first:
+    h = v ** 2
+with tf.GradientTape() as second:
+    out = tf.sin(h)
+dh = second.gradient(out, h)
+""",
+            """\
+import tensorflow as tf
+
+v = tf.Variable(2.0)
+with tf.GradientTape() as first:
+    h = v ** 2
+with tf.GradientTape() as second:
+    second.watch(h)
+    out = tf.sin(h)
+dh = second.gradient(out, h)
+""",
+            note="a tensor computed under another tape: this tape does not watch it",
+        ),
+        Invalid(
+            """\
 import numpy as np
 import tensorflow as tf
 
@@ -254,7 +311,13 @@ g = tape.gradient(y, x)
         """None when ``name`` needs no watch (or tapefix cannot tell); else "fix", "inside" or "numpy"."""
         context = self.context
         analysis = context.analysis
-        definitions = analysis.definitions(name, context.function)
+        # The assignment the gradient call sees, when straight-line code makes it certain: ``x`` may be
+        # rebound to a variable further down, after this tape.
+        seen = reaching(name, context.ancestors)
+        if seen is not None and seen.definition is not None and not seen.definition.index:
+            definitions: List[cst.BaseExpression] = [seen.definition.value]
+        else:
+            definitions = analysis.definitions(name, context.function)
         if not definitions:
             return None
         watch_variables = True
@@ -263,6 +326,8 @@ g = tape.gradient(y, x)
             watch_variables = not (isinstance(flag, cst.Name) and flag.value == "False")
         numpy = False
         for definition in definitions:
+            if isinstance(definition, cst.BinaryOperation) and self._tensor_arithmetic(definition):
+                continue  # ``y = x ** 2``: a new tensor, computed before (or under another tape)
             if not isinstance(definition, cst.Call):
                 return None
             if analysis.is_numpy_call(definition) is not None:
@@ -274,7 +339,9 @@ g = tape.gradient(y, x)
                 frozen = isinstance(trainable, cst.Name) and trainable.value == "False"
                 if integer_tensor(definition, short) or (watch_variables and not frozen):
                     return None
-            elif short not in TENSOR_CONSTRUCTORS or integer_tensor(definition, short):
+            elif short is None or integer_tensor(definition, short):
+                return None
+            elif short not in TENSOR_CONSTRUCTORS and not _computed_tensor(short):
                 return None
         if numpy:
             numpy_only = all(isinstance(d, cst.Call) and analysis.is_numpy_call(d) is not None for d in definitions)
@@ -287,6 +354,27 @@ g = tape.gradient(y, x)
         if name in assigned:
             return "inside"
         return "fix"
+
+    def _tensor_arithmetic(self, expr: cst.BinaryOperation) -> bool:
+        """Arithmetic whose result is certainly a tensor: one operand is a variable or a TensorFlow op's
+        result, and it is not ``+`` on something that may be a list (``vars_a + vars_b``)."""
+        analysis = self.context.analysis
+        sides = (expr.left, expr.right)
+        tensor = False
+        for side in sides:
+            if isinstance(side, (cst.List, cst.Tuple, cst.ListComp)):
+                return False
+            if isinstance(side, cst.Call) and analysis.is_tf_call(side) is not None:
+                tensor = True
+            elif isinstance(side, cst.Name):
+                found = analysis.definitions(side.value, self.context.function)
+                if found and all(isinstance(d, cst.Call) and analysis.is_tf_call(d) is not None for d in found):
+                    tensor = True
+                elif isinstance(expr.operator, cst.Add):
+                    return False
+            elif isinstance(expr.operator, cst.Add) and not isinstance(side, (cst.Integer, cst.Float)):
+                return False
+        return tensor
 
     def _may_hold(self, other: cst.Name) -> bool:
         """Could ``tape.watch(other)`` watch another tensor too: is ``other`` anything but a tensor

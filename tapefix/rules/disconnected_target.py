@@ -1,0 +1,326 @@
+"""TF125: a gradient target that the tape's recorded operations do not connect to a source."""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import libcst as cst
+
+from tapefix.analysis.connection import Connection, Disconnected, source_parts
+from tapefix.analysis.syntax import argument, keyword
+from tapefix.rule import Invalid, TapeBlock, TapeBlockRule, Valid
+from tapefix.types import Safety
+
+
+class DisconnectedTarget(TapeBlockRule):
+    """
+    ## What it does
+    Finds a `tape.gradient(target, sources)` (or `jacobian`) call whose target, assigned in the tape's
+    `with` block, reaches a source only through values computed *before* the block (a forward pass, a
+    model output or a loss computed first, directly, through a lambda or closure, or through the
+    module's own functions), or only through a cut (`tf.stop_gradient`, `argmax`, a comparison,
+    `.numpy()`, a cast to an integer type), or not at all.
+
+    ## Why is this bad?
+    A tape records only the operations that run inside its `with` block. A tensor computed before
+    the block is a constant to the tape, so the target does not depend on the sources as far as the
+    tape knows, and `tape.gradient` returns `None` for them, without a warning (TF 2.21). With
+    `optimizer.apply_gradients`, that becomes "No gradients provided for any variable".
+
+    ## Example
+    ```python
+    w = tf.Variable(1.0)
+    y = w * x
+    with tf.GradientTape() as tape:
+        loss = y ** 2
+    grad = tape.gradient(loss, w)
+    ```
+
+    ## Use instead
+    ```python
+    w = tf.Variable(1.0)
+    with tf.GradientTape() as tape:
+        y = w * x
+        loss = y ** 2
+    grad = tape.gradient(loss, w)
+    ```
+
+    ## Fix safety
+    No fix: which computation belongs in the block (and whether it also has to run before it) is the
+    author's decision. The rule reports the values computed before the block that cut the path.
+
+    tapefix follows the target back through the block's assignments and the module's own functions
+    and lambdas; a model or layer call, a method of an object, `self.attr` or code of another module
+    in the block counts as connected, so the rule reports only what it can prove.
+
+    ## References
+    - research/idioms.md, idiom 5 (C3-forward-outside)
+    """
+
+    CODE = "TF125"
+    NAME = "disconnected-target"
+    MESSAGE = "the gradient target does not depend on the sources through the tape: its gradient is None"
+    SAFETY = Safety.DISPLAY_ONLY
+
+    VALID = (
+        Valid(
+            """\
+import tensorflow as tf
+
+w = tf.Variable(1.0)
+x = tf.constant(2.0)
+with tf.GradientTape() as tape:
+    y = w * x
+    loss = y ** 2
+g = tape.gradient(loss, w)
+""",
+            note="the forward pass runs in the block",
+        ),
+        Valid(
+            """\
+import tensorflow as tf
+
+model = tf.keras.Sequential([tf.keras.layers.Dense(1)])
+features = tf.ones((4, 3))
+scaled = features * 2.0
+with tf.GradientTape() as tape:
+    loss = tf.reduce_mean(model(scaled))
+g = tape.gradient(loss, model.trainable_variables)
+""",
+            note="an input prepared before the block is fine: the model call in the block reads the variables",
+        ),
+        Valid(
+            """\
+import tensorflow as tf
+
+w = tf.Variable(2.0)
+
+def loss_fn():
+    return w * w
+
+with tf.GradientTape() as tape:
+    loss = loss_fn()
+g = tape.gradient(loss, w)
+""",
+            note="a function that reads the variable itself",
+        ),
+        Valid(
+            """\
+import tensorflow as tf
+
+def step(params, x):
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(params[0] * x)
+    return tape.gradient(loss, params)
+""",
+            note="parameters may hold the sources",
+        ),
+        Valid(
+            """\
+import tensorflow as tf
+
+x = tf.Variable(1.0)
+c = tf.constant(3.0)
+with tf.GradientTape() as tape:
+    y = c * 2.0
+g = tape.gradient(y, x, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+""",
+            note="asking for zeros instead of None is a choice",
+        ),
+    )
+    INVALID = (
+        Invalid(
+            """\
+import tensorflow as tf
+
+w = tf.Variable(1.0)
+x = tf.constant(2.0)
+y = w * x
+with tf.GradientTape() as tape:
+    loss = y ** 2
+g = tape.gradient(loss, w)
+""",
+            None,
+            note="the forward pass before the block",
+        ),
+        Invalid(
+            """\
+import tensorflow as tf
+
+model = tf.keras.Sequential([tf.keras.layers.Dense(1)])
+inputs = tf.ones((4, 3))
+labels = tf.zeros((4, 1))
+predictions = model(inputs)
+with tf.GradientTape() as tape:
+    loss = tf.reduce_mean(tf.square(labels - predictions))
+g = tape.gradient(loss, model.trainable_variables)
+""",
+            None,
+            note="a model output computed before the block",
+        ),
+        Invalid(
+            """\
+import tensorflow as tf
+
+v = tf.Variable(tf.ones((2, 2)))
+out = tf.matmul(v, v)
+objective = lambda: tf.reduce_sum(out * out)
+with tf.GradientTape() as tape:
+    value = objective()
+g = tape.gradient(value, [v])
+""",
+            None,
+            note="through a lambda that reads a tensor computed before the block",
+        ),
+        Invalid(
+            """\
+import tensorflow as tf
+
+def total(values):
+    return tf.reduce_sum(values)
+
+x = tf.constant([1.0, 2.0])
+s = total(x * 3.0)
+with tf.GradientTape() as tape:
+    tape.watch(x)
+    out = s * 2.0
+g = tape.gradient(out, x)
+""",
+            None,
+            note="a watched tensor whose use came before the block",
+        ),
+        Invalid(
+            """\
+import tensorflow as tf
+
+p = tf.constant([[1.0, 2.0]])
+q = tf.constant([[3.0], [4.0]])
+r = tf.matmul(p, q)
+with tf.GradientTape() as tape:
+    total = tf.reduce_sum(r)
+g = tape.gradient(total, [p, q])
+r = other_library.matmul(p, q)
+""",
+            None,
+            note="a name rebound after the tape: the value the block reads is the one before it",
+        ),
+        Invalid(
+            """\
+import tensorflow as tf
+
+w = tf.Variable([1.0, 2.0])
+with tf.GradientTape() as tape:
+    frozen = tf.stop_gradient(w)
+    loss = tf.reduce_sum(frozen * 3.0)
+g = tape.gradient(loss, w)
+""",
+            None,
+            note="the only path is cut",
+        ),
+        Invalid(
+            """\
+import tensorflow as tf
+
+model = tf.keras.Sequential([tf.keras.layers.Dense(1)])
+x = tf.ones((2, 3))
+target = tf.ones((2, 1))
+with tf.GradientTape() as tape:
+    out = model(x)
+    loss = tf.reduce_sum(target)
+g = tape.gradient(loss, model.trainable_variables)
+""",
+            None,
+            note="the loss does not use the model's output",
+        ),
+    )
+
+    def __init__(self, context) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(context)
+        self._connection: Optional[Connection] = None
+
+    def visit_Call(self, node: cst.Call) -> None:
+        found = self.tape_call(node)
+        if found is None:
+            return
+        block, _ = found
+        if keyword(node, "unconnected_gradients") is not None:
+            return
+        target = argument(node, 0, "target")
+        sources = argument(node, 1, "sources")
+        if target is None or sources is None:
+            return
+        if not self._single_block(block):
+            return
+        recorded = self.recorded(block)
+        names = _target_names(target)
+        if not names or any(n not in recorded or self.assigned_after(block, n) for n in names):
+            return  # a target computed outside the block is TF117's
+        if self._connection is None:
+            self._connection = Connection(self.context.analysis)
+        function = self.context.function
+        at = tuple(self.context.ancestors)
+        where = (*block.ancestors, block.node)
+        parts, opaque = source_parts(self.context.analysis, sources, function, at)
+        verdict = self._connection.target_connection(block.node.body, function, target, parts, opaque, where)
+        if verdict is not None:
+            self.report(target, _message(self.context.text(target), verdict), no_fix_reason=_REASON)
+            return
+        if opaque or not isinstance(sources, (cst.List, cst.Tuple)):
+            return
+        # Each named source on its own: the others may be connected.
+        for element in sources.elements:
+            source = element.value
+            if not isinstance(source, cst.Name):
+                continue
+            single, single_opaque = source_parts(self.context.analysis, source, function, at)
+            if single_opaque:
+                continue
+            verdict = self._connection.target_connection(block.node.body, function, target, single, False, where)
+            if verdict is not None:
+                self.report(
+                    source,
+                    _message(self.context.text(target), verdict, source.value),
+                    no_fix_reason=_REASON,
+                )
+
+    def _single_block(self, block: TapeBlock) -> bool:
+        """Whether the tape records in this block only: ``with tape:`` on a tape made elsewhere may
+        resume recording on a tape an earlier block used."""
+        for with_node, names in self.context.analysis.tape_blocks:
+            if block.name not in names:
+                continue
+            for item in with_node.items:
+                if isinstance(item.item, cst.Name) and item.item.value == block.name:
+                    return False
+        return True
+
+
+_REASON = "compute the forward pass (or the target) inside the with block"
+
+
+def _target_names(target: cst.BaseExpression) -> List[str]:
+    if isinstance(target, cst.Name):
+        return [target.value]
+    if isinstance(target, (cst.List, cst.Tuple)):
+        out: List[str] = []
+        for element in target.elements:
+            if not isinstance(element.value, cst.Name):
+                return []
+            out.append(element.value.value)
+        return out
+    return []
+
+
+def _message(target: str, verdict: Disconnected, source: Optional[str] = None) -> str:
+    whom = f"`{source}`" if source is not None else "the sources"
+    grad = f"the gradient for `{source}`" if source is not None else "its gradient"
+    if verdict.before:
+        names = ", ".join(f"`{n}`" for n in verdict.before)
+        return (
+            f"`{target}` reaches {whom} only through {names}, computed before the with block where the tape "
+            f"does not record: {grad} is None"
+        )
+    if verdict.cuts:
+        return f"`{target}` reaches {whom} only through {', '.join(verdict.cuts)}: {grad} is None"
+    return f"`{target}` does not depend on {whom}: {grad} is None"
+
