@@ -7,6 +7,7 @@ from tapefix.rules.acos_at_one import AcosAtOne
 from tapefix.rules.builtin_on_tensor import BuiltinOnTensor
 from tapefix.rules.disconnected_target import DisconnectedTarget
 from tapefix.rules.division_by_zero import DivisionByZero
+from tapefix.rules.function_on_keras_method import FunctionOnKerasMethod
 from tapefix.rules.gradient_call_arguments import GradientCallArguments
 from tapefix.rules.integer_path import IntegerPath
 from tapefix.rules.integer_source import IntegerSource
@@ -57,6 +58,7 @@ ALL_RULES: List[Type[Rule]] = [
     StatefulInTape,
     DisconnectedTarget,
     GradientCallArguments,
+    FunctionOnKerasMethod,
 ]
 
 __all__ = ["ALL_RULES"]

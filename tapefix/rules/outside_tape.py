@@ -149,6 +149,19 @@ g = tape.gradient(y, x)
             None,
             note="the target computed before the block",
         ),
+        Invalid(
+            """\
+import tensorflow as tf
+
+w = tf.Variable([1.0, 2.0])
+with tf.GradientTape(persistent=True) as tape:
+    loss = tf.reduce_sum(w ** 3)
+g = tape.gradient(loss, w)
+h = tape.jacobian(g, w)
+""",
+            None,
+            note="a second derivative of a gradient computed after the block",
+        ),
     )
 
     def visit_Call(self, node: cst.Call) -> None:
@@ -162,7 +175,7 @@ g = tape.gradient(y, x)
         if target is None:
             return
         if isinstance(target, cst.Name):
-            if not self.context.on_path(target):
+            if not self.context.on_path(target) and not self._computed_after(block, target):
                 return
             if self.assigned_after(block, target.value):
                 where = "after"
@@ -197,6 +210,27 @@ g = tape.gradient(y, x)
         ):
             reason = "passing the tensor itself would sum, not average: move the reduction into the with block"
         self.report(target, no_fix_reason=reason)
+
+    def _computed_after(self, block: TapeBlock, target: cst.Name) -> bool:
+        """A target assigned after the block that tensor-ness does not follow: a gradient the tape
+        computed there (a Hessian asked of a first gradient computed outside the block), or a value
+        the block built by a method (``ta = ta.write(i, x * x)`` then ``ta = ta.stack()``)."""
+        if not self.assigned_after(block, target.value):
+            return False
+        analysis = self.context.analysis
+        for definition in analysis.definitions(target.value, self.context.function):
+            if (
+                isinstance(definition, cst.Call)
+                and isinstance(definition.func, cst.Attribute)
+                and definition.func.attr.value == "gradient"
+                and isinstance(definition.func.value, cst.Name)
+                and definition.func.value.value == block.name
+            ):
+                return True
+        for value in self.recorded(block).get(target.value, ()):
+            if isinstance(value, cst.Call) and any(self.context.on_path(arg.value) for arg in value.args):
+                return True
+        return False
 
     def _summed_name(self, target: cst.BaseExpression, block: TapeBlock) -> Optional[str]:
         """``y`` when ``target`` is ``tf.reduce_sum(y)`` (no other arguments) and the block assigns ``y``
