@@ -458,16 +458,27 @@ def test_whole_block_probe_is_skipped_for_a_block_that_cannot_stand_alone():
         import numpy as np
         import tensorflow as tf
 
-        model = tf.keras.Sequential([tf.keras.layers.Dense(1)])
+        class Net:
+            def __call__(self, v):
+                return v * 2.0
+
+        model = Net()
+        w = tf.Variable([[1.0, 2.0, 3.0]])
         with tf.GradientTape() as tape:
-            pred = model(tf.ones((2, 3)))
+            pred = model(w)
             y = np.floor(pred)
+        g = tape.gradient(y, w)
         """
     )
     (finding,) = _fixes(source, "TF101")
     assert isinstance(plan(source, finding), Probe), "the statement alone binds `pred` to a tensor"
     block = plan_block(source, finding, [finding])
     assert isinstance(block, Unverifiable) and "`model`" in block.reason
+    # A Keras model the module makes is stood in for: that block stands alone.
+    keras_model = source.replace("model = Net()", "model = tf.keras.Sequential([tf.keras.layers.Dense(1)])")
+    (finding,) = _fixes(keras_model, "TF101")
+    block = plan_block(keras_model, finding, [finding])
+    assert isinstance(block, Probe) and block.stand_ins == ("model",)
 
 
 @pytest.mark.tf
