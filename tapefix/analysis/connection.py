@@ -142,6 +142,7 @@ class Connection:
     def __init__(self, analysis: ModuleAnalysis) -> None:
         self.a = analysis
         self._scopes: Dict[int, Scope] = {0: None}
+        self._sites: Optional[Dict[cst.FunctionDef, List[Tuple[cst.Call, Scope]]]] = None
         self._globals: Set[str] = set()
         for node in walk(analysis.module):
             if isinstance(node, cst.Global):
@@ -181,7 +182,10 @@ class Connection:
         for name, key in sorted(deps.leaves):
             scope = self._scopes[key]
             where = at if scope is function else ()
-            verdict = self._leaf(name, scope, source_set, opaque_sources, 0, set(), where)
+            if scope is function and function is not None and self._plain_parameter(name, function):
+                verdict = self._parameter(name, function, sources)
+            else:
+                verdict = self._leaf(name, scope, source_set, opaque_sources, 0, set(), where)
             if verdict == "connected":
                 return None
             if verdict == "computed":
@@ -444,6 +448,60 @@ class Connection:
             out.unknown = True
         return out
 
+    # ------------------------------------------------------------------ parameters: what callers pass
+    def _plain_parameter(self, name: str, function: Function) -> bool:
+        return name in function.params and name not in function.defs and function.class_name is None
+
+    def _parameter(self, name: str, function: Function, sources: Sequence[str]) -> str:
+        """A parameter of the function that holds the block, as every call of it in the module binds it:
+        a loss computed by the caller before the call is computed before the block. "connected" when
+        some call passes a source (or may), or when the function has no call tapefix can see."""
+        sites = self._call_sites().get(function.node, [])
+        if not sites:
+            return "connected"
+        verdict = "constant"
+        for call, caller in sites:
+            bound = _bind_arguments(function.node, call)
+            if bound is None or name not in bound:
+                return "connected"
+            site_sources: List[str] = []
+            site_opaque = False
+            for source in sources:
+                if source in function.params:
+                    if source not in bound:
+                        return "connected"
+                    parts, opaque = source_parts(self.a, bound[source], caller)
+                    site_sources.extend(parts)
+                    site_opaque = site_opaque or opaque
+                elif source not in function.defs:
+                    site_sources.append(source)  # a global: the caller may pass it as well
+            kind = self._definition(bound[name], caller, set(site_sources), site_opaque, 1, set())
+            if kind == "connected":
+                return "connected"
+            if kind == "computed":
+                verdict = "computed"
+        return verdict
+
+    def _call_sites(self) -> Dict[cst.FunctionDef, List[Tuple[cst.Call, Scope]]]:
+        """Every call in the module of each of its plain functions, with the scope that makes it."""
+        if self._sites is None:
+            sites: Dict[cst.FunctionDef, List[Tuple[cst.Call, Scope]]] = {}
+            scopes: List[Tuple[cst.CSTNode, Scope]] = [(self.a.module, None)]
+            scopes.extend((f.node.body, f) for f in self.a.functions.values())
+            for root, caller in scopes:
+                for node in walk(root):
+                    if isinstance(node, cst.Call) and isinstance(node.func, cst.Name):
+                        for callee in self.a.resolve_callee(node, caller):
+                            sites.setdefault(callee.node, []).append((node, caller))
+            # A function also used as a value (passed, stored) has callers tapefix cannot see.
+            for function in self.a.functions.values():
+                name = function.node.name.value
+                calls = sum(1 for c, _ in sites.get(function.node, []))
+                if self.a.name_reads.get(name, 0) - 1 != calls:
+                    sites.pop(function.node, None)
+            self._sites = sites
+        return self._sites
+
     # ------------------------------------------------------------------ names from before the block
     def _leaf(
         self,
@@ -611,6 +669,24 @@ class Connection:
                             continue
                 return False
         return found
+
+
+def _bind_arguments(node: cst.FunctionDef, call: cst.Call) -> Optional[Dict[str, cst.BaseExpression]]:
+    """Each parameter of ``node`` and the argument ``call`` passes it; None with ``*args`` or ``**kwargs``."""
+    if any(arg.star for arg in call.args):
+        return None
+    params = [p.name.value for p in list(node.params.posonly_params) + list(node.params.params)]
+    params += [p.name.value for p in node.params.kwonly_params]
+    bound: Dict[str, cst.BaseExpression] = {}
+    positional = [a for a in call.args if a.keyword is None]
+    if len(positional) > len(node.params.posonly_params) + len(node.params.params):
+        return None
+    for param, arg in zip(params, positional):
+        bound[param] = arg.value
+    for arg in call.args:
+        if arg.keyword is not None:
+            bound[arg.keyword.value] = arg.value
+    return bound
 
 
 def _dtype_argument(call: cst.Call) -> Optional[cst.BaseExpression]:

@@ -5,6 +5,7 @@ from typing import List, Type
 from tapefix.rule import Rule
 from tapefix.rules.acos_at_one import AcosAtOne
 from tapefix.rules.builtin_on_tensor import BuiltinOnTensor
+from tapefix.rules.cond_python_branch import CondPythonBranch
 from tapefix.rules.disconnected_target import DisconnectedTarget
 from tapefix.rules.division_by_zero import DivisionByZero
 from tapefix.rules.function_on_keras_method import FunctionOnKerasMethod
@@ -59,6 +60,7 @@ ALL_RULES: List[Type[Rule]] = [
     DisconnectedTarget,
     GradientCallArguments,
     FunctionOnKerasMethod,
+    CondPythonBranch,
 ]
 
 __all__ = ["ALL_RULES"]

@@ -119,6 +119,27 @@ def step(params, x):
             """\
 import tensorflow as tf
 
+def grad_of(fn, x):
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = fn(x)
+    return tape.gradient(y, x)
+
+def apply_twice(x, w):
+    with tf.GradientTape() as tape:
+        out = x * w
+    return tape.gradient(out, w)
+
+v = tf.Variable(1.0)
+grad_of(tf.sin, tf.constant(0.5))
+apply_twice(tf.constant(2.0), v)
+""",
+            note="a function passed in runs in the block; a variable passed in is the source",
+        ),
+        Valid(
+            """\
+import tensorflow as tf
+
 x = tf.Variable(1.0)
 c = tf.constant(3.0)
 with tf.GradientTape() as tape:
@@ -203,6 +224,23 @@ r = other_library.matmul(p, q)
 """,
             None,
             note="a name rebound after the tape: the value the block reads is the one before it",
+        ),
+        Invalid(
+            """\
+import tensorflow as tf
+
+def curvature(objective, params):
+    with tf.GradientTape() as tape:
+        tape.watch(params)
+        value = objective
+    return tape.gradient(value, params)
+
+theta = tf.Variable([0.5, 1.5])
+objective = tf.reduce_sum(theta ** 2)
+curvature(objective, [theta])
+""",
+            None,
+            note="a loss passed into the function that opens the tape: computed by the caller, before the block",
         ),
         Invalid(
             """\
