@@ -580,11 +580,8 @@ def _call_sites(
 ) -> Optional[List[Tuple[cst.Call, Optional[Function], Tuple[cst.CSTNode, ...]]]]:
     """Every call of ``function`` in the module, with its caller and the nodes down to its statement;
     None when the function's name is also used otherwise (passed around, so called from unseen code)."""
-    sites = _SITES.get(analysis)
-    if sites is None:
-        sites = _SITES[analysis] = _collect_calls(analysis.module)
     found = []
-    for call, ancestors in sites:
+    for call, ancestors in all_calls(analysis):
         caller = next((analysis.function_of(n) for n in reversed(ancestors) if isinstance(n, cst.FunctionDef)), None)
         if function in analysis.resolve_callee(call, caller):
             found.append((call, caller, ancestors))
@@ -593,6 +590,14 @@ def _call_sites(
     if function.class_name is None and analysis.name_reads.get(name, 0) - 1 != by_name:
         return None
     return found or None
+
+
+def all_calls(analysis: ModuleAnalysis) -> List[Tuple[cst.Call, Tuple[cst.CSTNode, ...]]]:
+    """Every call in the module, with the nodes from the module down to its statement (computed once)."""
+    sites = _SITES.get(analysis)
+    if sites is None:
+        sites = _SITES[analysis] = _collect_calls(analysis.module)
+    return sites
 
 
 def _collect_calls(module: cst.Module) -> List[Tuple[cst.Call, Tuple[cst.CSTNode, ...]]]:

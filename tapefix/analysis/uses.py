@@ -16,6 +16,7 @@ import libcst as cst
 
 from tapefix.analysis.names import is_under
 from tapefix.analysis.scope import KERAS, NP, TF, Function, ModuleAnalysis, Value
+from tapefix.analysis.syntax import is_integer_dtype
 from tapefix.analysis.tfops import GRADIENT_METHODS
 from tapefix.types import Forward
 
@@ -436,3 +437,152 @@ def feeds_computation(context: Cursor, node: cst.CSTNode) -> bool:
                 return False
     uses = UseFinder(context).of_node(node)
     return Use.COMPUTE in uses or Use.DISPLAY not in uses
+
+
+# TensorFlow calls through which no gradient flows back to their arguments: a step function (rounding,
+# sign), an index or a comparison made from the value, the value's shape, or an explicit stop.
+_TF_NO_GRADIENT = {
+    "stop_gradient", "round", "math.round", "floor", "math.floor", "math.ceil", "math.rint", "sign", "math.sign",
+    "argmax", "argmin", "math.argmax", "math.argmin", "argsort", "sort_indices", "one_hot", "shape", "size", "rank",
+    "equal", "not_equal", "greater", "less", "greater_equal", "less_equal", "math.equal", "math.not_equal",
+    "math.greater", "math.less", "math.greater_equal", "math.less_equal", "math.is_nan", "math.is_inf",
+    "math.is_finite", "is_nan", "is_inf", "is_finite", "logical_and", "logical_or", "logical_not",
+    "random.categorical", "histogram_fixed_width", "math.count_nonzero", "math.bincount", "unique",
+}  # fmt: skip
+# Arguments that are positions or masks, not values: (call, positional index, keyword).
+_TF_SELECTORS = {
+    "where": (0, "condition"),
+    "where_v2": (0, "condition"),
+    "gather": (1, "indices"),
+    "gather_nd": (1, "indices"),
+    "boolean_mask": (1, "mask"),
+    "tensor_scatter_nd_update": (1, "indices"),
+}
+# Builtins whose result is a Python value no gradient follows back.
+_BUILTIN_NO_GRADIENT = {"int", "bool", "len", "str", "repr", "round", "isinstance", "type", "range", "print"}
+_MAX_GRADIENT_DEPTH = 6
+
+
+def feeds_gradient(context: Cursor, node: cst.CSTNode) -> bool:
+    """False when no gradient can flow back into the value of ``node`` (the node being visited): every
+    way it goes ends in a rounding, an integer cast, a comparison, an index or mask, ``tf.stop_gradient``
+    or a shape, directly or through the names it is assigned to (``level = tf.math.log(area)`` that only
+    picks a pyramid level by ``tf.cast(tf.round(level), tf.int32)``). True otherwise: whenever the value
+    leaves what tapefix can follow (a return, a call of other code), and for a value never read."""
+    ancestors = list(context.ancestors)
+    if ancestors and ancestors[-1] is node:
+        ancestors.pop()
+    return _gradient_walk(context, node, ancestors, set(), 0)
+
+
+def _gradient_walk(
+    context: Cursor, node: cst.CSTNode, parents: Sequence[cst.CSTNode], seen: Set[str], depth: int
+) -> bool:
+    analysis = context.analysis
+    child: cst.CSTNode = node
+    for index in range(len(parents) - 1, -1, -1):
+        parent = parents[index]
+        if isinstance(parent, cst.UnaryOperation) and isinstance(parent.operator, cst.Not):
+            return False
+        if isinstance(parent, (cst.BinaryOperation, cst.UnaryOperation, cst.Element, cst.List, cst.Tuple, cst.Arg)):
+            child = parent
+            continue
+        if isinstance(parent, (cst.StarredElement, cst.DictElement, cst.Dict)):
+            child = parent
+            continue
+        if isinstance(parent, cst.Subscript):
+            if parent.value is child:
+                child = parent
+                continue
+            return False  # an index: the value picks elements, no gradient flows into it
+        if isinstance(parent, (cst.SubscriptElement, cst.Index, cst.Slice)):
+            return False
+        if isinstance(parent, cst.IfExp):
+            if parent.test is child:
+                return False
+            child = parent
+            continue
+        if isinstance(parent, (cst.Comparison, cst.ComparisonTarget, cst.BooleanOperation, cst.If, cst.While)):
+            return False
+        if isinstance(parent, (cst.Assert, cst.Del)):
+            return False
+        if isinstance(parent, cst.Call):
+            if parent.func is child:
+                return True
+            if not _call_passes_gradient(analysis, parent, child):
+                return False
+            if not _follows_result(analysis, parent):
+                return True
+            child = parent
+            continue
+        if isinstance(parent, (cst.Assign, cst.AnnAssign, cst.AugAssign)):
+            targets: List[cst.BaseExpression] = (
+                [t.target for t in parent.targets] if isinstance(parent, cst.Assign) else [parent.target]
+            )
+            names = [n for target in targets for n in _plain_names(target)]
+            if len(names) != sum(1 for target in targets for _ in _all_targets(target)):
+                return True  # stored into an attribute or a container: followed no further
+            return any(_name_feeds_gradient(context, name, seen, depth) for name in names)
+        if isinstance(parent, (cst.BaseSmallStatement, cst.BaseStatement, cst.BaseSuite, cst.Module)):
+            return True
+        child = parent
+    return True
+
+
+def _call_passes_gradient(analysis: ModuleAnalysis, call: cst.Call, child: cst.CSTNode) -> bool:
+    """Whether a gradient of the call's result reaches its argument ``child`` (an ``Arg``)."""
+    name = analysis.qualify(call.func)
+    if name is not None and name.startswith(TF + "."):
+        short = name[len(TF) + 1 :]
+        if short in _TF_NO_GRADIENT:
+            return False
+        if short == "cast" or short == "dtypes.cast":
+            dtype = next((a.value for a in call.args if a.keyword is not None and a.keyword.value == "dtype"), None)
+            if dtype is None and len(call.args) > 1 and call.args[1].keyword is None:
+                dtype = call.args[1].value
+            return not is_integer_dtype(dtype)
+        selector = _TF_SELECTORS.get(short)
+        if selector is not None and isinstance(child, cst.Arg):
+            position, keyword = selector
+            positional = [a for a in call.args if a.keyword is None]
+            if (child.keyword is not None and child.keyword.value == keyword) or (
+                child.keyword is None and position < len(positional) and positional[position] is child
+            ):
+                return False
+        return True
+    if isinstance(call.func, cst.Name) and call.func.value in _BUILTIN_NO_GRADIENT:
+        return False
+    return True
+
+
+def _follows_result(analysis: ModuleAnalysis, call: cst.Call) -> bool:
+    """Whether the walk goes on through the call's result: a TensorFlow op. Any other call (a gradient
+    call, a model, a helper, a list's ``append``) takes the value where tapefix stops following it."""
+    name = analysis.qualify(call.func)
+    return name is not None and name.startswith(TF + ".")
+
+
+def _name_feeds_gradient(context: Cursor, name: str, seen: Set[str], depth: int) -> bool:
+    if name in seen:
+        return False  # already being followed: its other reads decide
+    if depth >= _MAX_GRADIENT_DEPTH:
+        return True
+    seen.add(name)
+    function = context.function
+    root: cst.CSTNode = function.node if function is not None else context.module
+    reads = _scan(context.analysis, root).reads.get(name, ())
+    if not reads:
+        return True  # never read: an unused value counts as used, as for every rule
+    return any(_gradient_walk(context, read, stack, seen, depth + 1) for read, stack in reads)
+
+
+def _plain_names(target: cst.BaseExpression) -> List[str]:
+    return [t.value for t in _all_targets(target) if isinstance(t, cst.Name)]
+
+
+def _all_targets(target: cst.BaseExpression) -> List[cst.BaseExpression]:
+    if isinstance(target, (cst.Tuple, cst.List)):
+        return [t for e in target.elements for t in _all_targets(e.value)]
+    if isinstance(target, cst.StarredElement):
+        return _all_targets(target.value)
+    return [target]

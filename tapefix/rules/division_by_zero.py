@@ -5,6 +5,7 @@ from __future__ import annotations
 import libcst as cst
 
 from tapefix.analysis.expressions import guarded_from_zero, numeric_literal
+from tapefix.analysis.uses import feeds_gradient
 from tapefix.rule import Invalid, Rule, Valid
 from tapefix.types import Forward, Safety
 
@@ -164,6 +165,8 @@ with tf.GradientTape() as tape:
             denominator, context.analysis, context.function, context.ancestors
         ):
             return
+        if not feeds_gradient(context, node):
+            return  # the quotient only picks an index or a mask: no gradient flows through it
         numerator = node.left
         number = numeric_literal(numerator)
         if number is not None:

@@ -7,6 +7,8 @@ from typing import List, Optional, Set
 
 import libcst as cst
 
+from tapefix.analysis.intent import asserts_none_gradient
+from tapefix.analysis.reaching import reaching
 from tapefix.analysis.syntax import argument, integer_tensor, is_integer_dtype, keyword, source_names
 from tapefix.analysis.walk import children
 from tapefix.rule import Invalid, RuleContext, TapeBlockRule, Valid
@@ -161,10 +163,22 @@ g = tape.gradient(y, x)
         if sources is None:
             return
         analysis = self.context.analysis
+        context = self.context
+        elements = [e.value for e in sources.elements] if isinstance(sources, (cst.List, cst.Tuple)) else None
+        statement = next((n for n in reversed(context.ancestors) if isinstance(n, cst.SimpleStatementLine)), node)
+        scope = context.function.node if context.function is not None else context.module
         for source in source_names(sources):
-            definitions = analysis.definitions(source.value, self.context.function)
+            # The assignment the gradient call sees (a notebook rebinds ``x`` in every cell), else every one.
+            seen = reaching(source.value, context.ancestors)
+            if seen is not None and seen.definition is not None and not seen.definition.index:
+                definitions = [seen.definition.value]
+            else:
+                definitions = analysis.definitions(source.value, context.function)
             if not definitions or not all(self._integer(d) for d in definitions):
                 continue
+            position = next((i for i, e in enumerate(elements) if e is source), None) if elements else None
+            if asserts_none_gradient(scope, node, position, len(elements or ()), statement):
+                continue  # a test that checks this very gradient is None means it
             for definition in definitions:
                 assert isinstance(definition, cst.Call)
                 if definition in self._reported:

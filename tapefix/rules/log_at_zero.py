@@ -7,6 +7,7 @@ from typing import Optional, Tuple
 import libcst as cst
 
 from tapefix.analysis.expressions import first_argument, guarded_from_zero, is_pure, names_in, numeric_literal
+from tapefix.analysis.uses import feeds_gradient
 from tapefix.rule import Invalid, Rule, RuleContext, Valid
 from tapefix.types import Forward, Safety
 
@@ -234,7 +235,7 @@ with tf.GradientTape() as tape:
         if not isinstance(node.operator, cst.Multiply):
             return
         found = self._xlogx_operand(node)
-        if found is None:
+        if found is None or not feeds_gradient(self.context, node):
             return
         operand, sign = found
         context = self.context
@@ -264,7 +265,7 @@ with tf.GradientTape() as tape:
         # A Keras activation is not a tensor to the analysis: ask about its input instead.
         activation = inner in _SOFTMAX | _SIGMOID
         probed = first_argument(arg, ("x", "logits")) if isinstance(arg, cst.Call) and activation else arg
-        if probed is None or not context.on_path(probed):
+        if probed is None or not context.on_path(probed) or not feeds_gradient(context, node):
             return
         if inner in _SOFTMAX and isinstance(arg, cst.Call):
             self._log_softmax(node, arg, inner)

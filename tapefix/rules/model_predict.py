@@ -6,6 +6,7 @@ from typing import List, Optional
 
 import libcst as cst
 
+from tapefix.analysis.branches import untaken_under_tape
 from tapefix.analysis.names import dotted, is_under
 from tapefix.analysis.scope import KERAS
 from tapefix.analysis.syntax import has_star, keywords, positional
@@ -207,6 +208,8 @@ grads = tape.gradient(loss, model.trainable_variables)
         known = self._known_keras(func.value)
         if known is None:
             return
+        if untaken_under_tape(context.analysis, context.ancestors):
+            return  # an inference branch (``if train: ... else: model.predict``) no recorded call selects
         finder = UseFinder(context)
         report, fixable, _ = decide(finder.of_node(node))
         if not report:

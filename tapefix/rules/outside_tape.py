@@ -179,7 +179,8 @@ h = tape.jacobian(g, w)
                 return
             if self.assigned_after(block, target.value):
                 where = "after"
-            elif self.assigned_before(block, target.value):
+            elif self.assigned_before(block, target.value) and target.value not in self.recorded(block):
+                # ``loss = 0`` before the block and ``loss += ...`` in it: the block computes the target.
                 where = "before"
             else:
                 return

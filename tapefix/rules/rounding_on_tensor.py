@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import List
+
 import libcst as cst
 
 from tapefix.analysis.expressions import binds_tighter_than_sum, is_pure
+from tapefix.analysis.syntax import walk
 from tapefix.analysis.tfops import NUMPY_ROUNDING, ROUNDING
+from tapefix.analysis.uses import feeds_gradient
 from tapefix.rule import Invalid, Rule, Valid
 from tapefix.types import Forward, Safety
 
@@ -106,6 +110,37 @@ with tf.GradientTape() as tape:
     y = np.sum(x)
 """,
             note="np bound to tf.experimental.numpy, and not a rounding call",
+        ),
+        Valid(
+            """\
+import tensorflow as tf
+
+def soft_step(v, sharpness=8.0):
+    base = tf.floor(v)
+    return base + tf.sigmoid(sharpness * (v - base - 0.5))
+
+x = tf.Variable([1.7, 2.2])
+with tf.GradientTape() as tape:
+    y = soft_step(x)
+    frac = x - tf.round(x)
+""",
+            note="the rounding meets its own argument in a difference (the fractional part): the gradient "
+            "flows through the argument, and the step is the point",
+        ),
+        Valid(
+            """\
+import tensorflow as tf
+
+x = tf.Variable([1.7, 2.2])
+table = tf.constant([[1.0, 2.0, 3.0, 4.0]])
+with tf.GradientTape() as tape:
+    level = tf.cast(tf.round(x), tf.int32)
+    picked = tf.gather(table, level, axis=1)
+    hard = tf.round(x)
+    ste = tf.stop_gradient(hard - x) + x
+""",
+            note="a rounded value that only becomes an integer index, or only enters tf.stop_gradient: "
+            "no gradient was to flow through it",
         ),
     )
     INVALID = (
@@ -263,7 +298,11 @@ with tf.GradientTape() as tape:
         positional = [a for a in node.args if a.keyword is None and not a.star]
         if not positional or not context.on_path(positional[0].value):
             return
+        if not feeds_gradient(context, node):
+            return  # the rounded value only picks an index or goes into tf.stop_gradient: nothing is cut
         arg = positional[0].value
+        if self._meets_own_argument(node, arg):
+            return
         extra = [a for a in node.args if a is not positional[0] and not (a.keyword and a.keyword.value == "name")]
         if op_text is None:
             self.report(node, no_fix_reason=f"np.{np_name} has no bit-exact TensorFlow op; rewrite by hand")
@@ -293,3 +332,48 @@ with tf.GradientTape() as tape:
             edits=(context.replace(node, text), *import_edits),
             description="straight-through rounding: same forward value, identity gradient",
         )
+
+    def _meets_own_argument(self, node: cst.Call, arg: cst.BaseExpression) -> bool:
+        """The rounded value and its own argument meet in a sum or difference (``x - tf.floor(x)``,
+        ``lower = tf.floor(x)`` then ``x - lower``): a fractional part, a soft rounding or a hand-written
+        straight-through estimator. The gradient flows through the argument; the step is deliberate."""
+        context = self.context
+        rounded = {node}
+        names = set()
+        parent = context.parent
+        if isinstance(parent, cst.Assign) and parent.value is node:
+            names = {t.target.value for t in parent.targets if isinstance(t.target, cst.Name)}
+        scope: cst.CSTNode = context.function.node if context.function is not None else context.module
+
+        def is_rounded(term: cst.BaseExpression) -> bool:
+            if isinstance(term, cst.Name):
+                return term.value in names
+            return any(term.deep_equals(r) for r in rounded)
+
+        # Only where the rounded value exists: around the rounding itself, or after it (a module rebinds
+        # its names from cell to cell, and ``z = x + y`` above is about other values).
+        around = set(map(id, context.ancestors))
+        passed = False
+        for candidate in walk(scope):
+            passed = passed or candidate is node
+            if not passed and id(candidate) not in around:
+                continue
+            if not (isinstance(candidate, cst.BinaryOperation) and isinstance(candidate.operator, _SUM_OPERATORS)):
+                continue
+            terms = _terms(candidate)
+            # ``y = tf.round(y)`` rebinds its own argument: a later ``y`` is the rounded value only.
+            if any(is_rounded(t) for t in terms) and any(t.deep_equals(arg) and not is_rounded(t) for t in terms):
+                return True
+        return False
+
+
+_SUM_OPERATORS = (cst.Add, cst.Subtract)
+
+
+def _terms(expr: cst.BaseExpression) -> List[cst.BaseExpression]:
+    """The operands of a chain of ``+`` and ``-`` (unary minus dropped)."""
+    if isinstance(expr, cst.BinaryOperation) and isinstance(expr.operator, _SUM_OPERATORS):
+        return _terms(expr.left) + _terms(expr.right)
+    if isinstance(expr, cst.UnaryOperation) and isinstance(expr.operator, cst.Minus):
+        return _terms(expr.expression)
+    return [expr.with_changes(lpar=[], rpar=[]) if getattr(expr, "lpar", None) else expr]

@@ -7,6 +7,7 @@ from typing import List, Optional, Tuple
 import libcst as cst
 
 from tapefix.analysis.expressions import first_argument, guarded_from_zero, is_pure, names_in, numeric_literal
+from tapefix.analysis.uses import feeds_gradient
 from tapefix.analysis.walk import children
 from tapefix.rule import Invalid, Rule, RuleContext, Valid
 from tapefix.types import Edit, Forward, Safety
@@ -270,6 +271,7 @@ with tf.GradientTape() as tape:
             or not context.on_path(arg)
             or guarded_from_zero(arg, context.analysis, context.function, context.ancestors)
             or self._in_trap_branch(arg)
+            or not feeds_gradient(context, node)
         ):
             return
         if not is_pure(arg, context.analysis):
@@ -296,6 +298,7 @@ with tf.GradientTape() as tape:
             arg is None
             or not context.on_path(arg)
             or guarded_from_zero(node, context.analysis, context.function, context.ancestors)
+            or not feeds_gradient(context, node)
         ):
             return
         positional = [a for a in node.args if a.keyword is None]
@@ -343,7 +346,7 @@ with tf.GradientTape() as tape:
             for arg, safe, op in _singular_args(branch, context):
                 if set(names_in(arg)) & condition_names and context.on_path(arg) and not _is_where(arg, context):
                     trapped.append((arg, safe, selected_when, op))
-        if not trapped:
+        if not trapped or not feeds_gradient(context, node):
             return
         xla_only = all(op in _XLA_ONLY_TRAP for _, _, _, op in trapped)
         message = "tf.where over an op with an infinite derivative in the discarded lanes: " + (
