@@ -115,6 +115,28 @@ class _Frame:
         self.assigned = assigned
         self.params = params
         self.body = body
+        self._mutated: Optional[Dict[str, List[cst.BaseExpression]]] = None
+
+    def mutated(self, root: Optional[cst.CSTNode]) -> Dict[str, List[cst.BaseExpression]]:
+        """What flows into each name by mutation in the region: ``name.append(v)``, any method call on it
+        (its arguments), ``name[i] = v``."""
+        if self._mutated is None:
+            found: Dict[str, List[cst.BaseExpression]] = {}
+            if root is not None:
+                for node in walk(root):
+                    if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute):
+                        receiver = node.func.value
+                        if isinstance(receiver, cst.Name) and receiver.value != "self":
+                            found.setdefault(receiver.value, []).extend(a.value for a in node.args)
+                    elif isinstance(node, cst.Assign):
+                        for target in node.targets:
+                            base = target.target
+                            while isinstance(base, (cst.Subscript, cst.Attribute)):
+                                base = base.value
+                            if isinstance(base, cst.Name) and base is not target.target:
+                                found.setdefault(base.value, []).append(node.value)
+            self._mutated = found
+        return self._mutated
 
 
 def _assigned_first(body: Optional[cst.CSTNode], name: str) -> bool:
@@ -143,6 +165,8 @@ class Connection:
         self.a = analysis
         self._scopes: Dict[int, Scope] = {0: None}
         self._sites: Optional[Dict[cst.FunctionDef, List[Tuple[cst.Call, Scope]]]] = None
+        self._top: Optional[_Frame] = None
+        self._top_sources: Set[str] = set()
         self._globals: Set[str] = set()
         for node in walk(analysis.module):
             if isinstance(node, cst.Global):
@@ -174,6 +198,7 @@ class Connection:
         is the nodes from the module down to the ``with`` statement, where the names read in the block
         get their values."""
         frame = _Frame(function, assigned_in(body), {}, body)
+        self._top, self._top_sources = frame, set(sources)
         deps = self._expr(target, frame, 0, set())
         if deps.unknown:
             return None
@@ -251,10 +276,21 @@ class Connection:
         out = _Deps()
         if name in _CONSTANT_NAMES:
             return out
+        flowing = frame.mutated(frame.body).get(name, ())
+        if flowing:
+            key = (id(frame), "mutated:" + name)
+            if key not in busy:
+                busy.add(key)
+                for value in flowing:
+                    out.add(self._expr(value, frame, depth, busy))
+                busy.discard(key)
         if name in frame.params:
             out.add(frame.params[name])
             return out
         key = (id(frame), name)
+        if frame is self._top and name in self._top_sources:
+            out.unknown = True  # a source the block itself computes (``tape.gradient(z, y)`` with ``y = x * x``)
+            return out
         if name in frame.assigned:
             if key in busy:
                 return out
@@ -430,9 +466,9 @@ class Connection:
                     return out
                 bound[param] = _Deps()  # a default value is computed when the def runs, not in the tape
         if isinstance(node, cst.Lambda):
-            inner = _Frame(scope, {}, bound)
+            inner = _Frame(scope, {}, bound, node.body)
             return self._expr(node.body, inner, depth + 1, busy)
-        inner = _Frame(scope, assigned_in(node.body), bound)
+        inner = _Frame(scope, assigned_in(node.body), bound, node.body)
         returned = False
         for statement in walk(node.body):
             if isinstance(statement, (cst.Yield, cst.Await)):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional, Set
+from typing import List, Optional, Set
 
 import libcst as cst
 
@@ -150,8 +150,9 @@ class Stack(keras.Model):
             x = block(x)
         return x
 
+stack = Stack([4, 2])
 with tf.GradientTape() as tape:
-    pass
+    out = tf.reduce_sum(stack(tf.ones((1, 3))))
 """,
             """\
 import tensorflow as tf
@@ -167,8 +168,9 @@ class Stack(keras.Model):
             x = block(x)
         return x
 
+stack = Stack([4, 2])
 with tf.GradientTape() as tape:
-    pass
+    out = tf.reduce_sum(stack(tf.ones((1, 3))))
 """,
             note="sub-layers in a list",
         ),
@@ -182,6 +184,8 @@ with tf.GradientTape() as tape:
             if name is not None and is_under(name, KERAS) and name.rsplit(".", 1)[-1] in _KERAS_BASES:
                 keras_class = True
         if not keras_class or not isinstance(node.body, cst.IndentedBlock):
+            return
+        if not self._trained_with_tape(node):
             return
         methods = {s.name.value for s in node.body.body if isinstance(s, cst.FunctionDef)}
         for statement in node.body.body:
@@ -204,6 +208,28 @@ with tf.GradientTape() as tape:
                 edits=(Edit(line_start, line_end, ""),),
                 description="remove @tf.function from the Keras method",
             )
+
+    def _trained_with_tape(self, node: cst.ClassDef) -> bool:
+        """Whether a tape records a call of this class's objects: ``self(...)`` in a method of the class
+        that opens a tape, or ``net(...)`` in a tape block of the module, with ``net = Class(...)``."""
+        analysis = self.context.analysis
+        instances = {
+            name
+            for name, values in analysis.module_defs.items()
+            if any(
+                isinstance(v, cst.Call) and isinstance(v.func, cst.Name) and v.func.value == node.name.value
+                for v in values
+            )
+        }
+        for with_node, _ in analysis.tape_blocks:
+            for inner in walk(with_node.body):
+                if not isinstance(inner, cst.Call) or not isinstance(inner.func, cst.Name):
+                    continue
+                if inner.func.value in instances:
+                    return True
+                if inner.func.value == "self" and any(a is node for a in _enclosing_classes(node, with_node)):
+                    return True
+        return False
 
     def _tf_function(self, node: cst.FunctionDef) -> Optional[cst.Decorator]:
         for decorator in node.decorators:
@@ -241,3 +267,13 @@ def _self_attribute(expr: cst.BaseExpression) -> Optional[str]:
     if isinstance(expr, cst.Attribute) and isinstance(expr.value, cst.Name) and expr.value.value == "self":
         return expr.attr.value
     return None
+
+
+def _enclosing_classes(node: cst.ClassDef, inner: cst.CSTNode) -> List[cst.ClassDef]:
+    """``[node]`` when ``inner`` lies in one of the class's methods, else ``[]``."""
+    if not isinstance(node.body, cst.IndentedBlock):
+        return []
+    for statement in node.body.body:
+        if isinstance(statement, cst.FunctionDef) and any(n is inner for n in walk(statement.body)):
+            return [node]
+    return []
