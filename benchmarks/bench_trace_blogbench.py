@@ -30,7 +30,8 @@ BROKEN = ("BROKEN_NONE", "BROKEN_NAN", "BROKEN_RAISE_GRAD")
 def _child(snippet: str, workdir: str, out: str, steps: int) -> None:
     try:
         os.setpgid(0, 0)
-        os.makedirs(workdir, exist_ok=True)
+        shutil.rmtree(workdir, ignore_errors=True)  # a fresh folder: nothing left by an earlier run
+        os.makedirs(workdir)
         os.chdir(workdir)
         copy = os.path.join(workdir, os.path.basename(snippet))
         shutil.copyfile(snippet, copy)
@@ -186,6 +187,16 @@ def main() -> int:
             f"  BROKEN (NONE+NAN+RAISE_GRAD): located {located}/{len(broken)} ({100 * located / len(broken):.0f}%), "
             f"off the gradient call {sum(r.get('off_call', False) for r in broken)}"
         )
+    if broken:
+        kinds: dict = {}  # type: ignore[type-arg]
+        for r in broken:
+            first = (r.get("diagnostics") or ["none"])[0]
+            code = first.split("@")[0]
+            kind = code if code != "-" else ("plain: the call raised" if " raised " in first else "plain")
+            if "does not depend" in first:
+                kind = "plain: the target does not depend on the source"
+            kinds[kind] = kinds.get(kind, 0) + 1
+        print("  first cause reported: " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items(), key=lambda i: -i[1])))
     ok = [r for r in results if r["class"] == "OK"]
     if ok:
         reported = [r for r in ok if r.get("diagnostics")]

@@ -1080,8 +1080,8 @@ def _explain_none(
 def _entered_from_outside(
     rec: TapeRecord, ancestors: set[int], flat_targets: List[Any]
 ) -> Optional[Tuple[Optional[Site], Any]]:
-    """The recorded op on the target's graph that took the largest floating-point value made during the
-    tape by no op (converted from NumPy or a Python number), with its site."""
+    """The recorded op on the target's graph that took the largest floating-point array made during the
+    tape by no op (converted from NumPy), with its site."""
     best: Optional[Tuple[int, int, Optional[Site], Any]] = None
     for key in ancestors:
         entry = rec.made.get(key)
@@ -1093,6 +1093,8 @@ def _entered_from_outside(
             if getattr(value, "_id", 0) <= rec.start_uid:
                 continue
             size = int(np.prod(value.shape)) if value.shape.rank else 1
+            if size < 2:  # a Python number in an expression (`x * 2.0`) is made the same way
+                continue
             rank = (size, -value._id)  # noqa: SLF001 - the largest, then the earliest
             if best is None or rank > (best[0], best[1]):
                 best = (size, -value._id, entry[1], value)  # noqa: SLF001
