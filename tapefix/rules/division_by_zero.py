@@ -17,6 +17,13 @@ class DivisionByZero(Rule):
     guarded by an epsilon, `tf.maximum`, `tf.clip_by_value` or an op that is never zero (`tf.exp`,
     `tf.nn.softplus`).
 
+    A denominator tapefix can show is never zero is left alone: a positive literal or
+    `tf.constant`, a `tf.Variable(2.0)` that nothing updates (the assignment the read sees, not an
+    older one of the same name), a sum of squares with a positive term, the mean of a softmax, what a
+    function of the module returns given its arguments (`return tf.sqrt(var + eps)`). So is a
+    quotient whose every use is an integer index, a comparison or `tf.stop_gradient`: no gradient
+    flows through it.
+
     ## Why is this bad?
     At `x == 0` the forward value is inf (or NaN for `0/0`) and the gradient is `-inf` (TF 2.21:
     `1/x` at 0 gives `-inf`, not `None`); one such lane turns the whole update into NaN. Masking the

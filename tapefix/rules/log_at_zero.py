@@ -33,6 +33,10 @@ class LogAtZero(Rule):
     - any other `tf.math.log(x)` whose argument nothing keeps away from zero (no epsilon,
       `tf.maximum`, `tf.clip_by_value`, `tf.exp`, ...).
 
+    An argument that cannot be zero is left alone as for TF103 (`tf.constant([1., 2.])`), and so is
+    the probability of the action just sampled from it (`a = np.random.choice(n, p=probs)` then
+    `tf.math.log(probs[a])`: the draw never picks a zero-probability action).
+
     ## Why is this bad?
     `log(0)` is `-inf` with gradient `inf` (TF 2.21), and `x * log(x)` at 0 is `0 * -inf`: NaN
     forward and NaN gradient. A softmax or sigmoid underflows to exactly 0 long before the logits

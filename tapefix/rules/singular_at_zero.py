@@ -56,6 +56,12 @@ class SingularAtZero(Rule):
       infinite derivative in the lanes the branch does not select, and the condition tests the same
       value.
 
+    Arguments that cannot be zero are left alone as for TF103 (`tf.sqrt(d ** 2 + tf.square(1e-3))`,
+    a helper's `tf.sqrt(var + eps)`), and so are values that only pick an integer index. A single
+    continuous random draw can be exactly 0 (TF 2.21: about 1 element in 10^7 of `tf.random.normal`
+    or `tf.random.uniform`); two independent draws at once, `tf.sqrt(tf.square(a) + tf.square(b))`,
+    or every element of a vector, `tf.norm` of a latent vector drawn at random, are taken as never 0.
+
     ## Why is this bad?
     The derivative of `sqrt` at 0 is infinite: `tf.sqrt([0., 4.])` has gradient `[inf, 0.25]`, and
     `tf.norm([0., 0.])` (a Euclidean distance between identical points, a weight vector initialised
