@@ -103,8 +103,30 @@ grad = tape.gradient(y, x)
 """
 
 
+HOSTILE_CTYPES = """\
+import numpy as np
+import tensorflow as tf
+
+
+def loss(v):
+    libc = np.ctypeslib.load_library("libc.so.6", "/lib/x86_64-linux-gnu")
+    libc.system(("touch " + {marker!r}).encode())
+    return np.floor(v)
+
+
+x = tf.Variable(3.7)
+with tf.GradientTape() as tape:
+    y = loss(x)
+grad = tape.gradient(y, x)
+"""
+
+
 @pytest.mark.tf
-@pytest.mark.parametrize("template", [HOSTILE_FILE, HOSTILE_FUNCTION], ids=["in-the-statement", "in-a-function"])
+@pytest.mark.parametrize(
+    "template",
+    [HOSTILE_FILE, HOSTILE_FUNCTION, HOSTILE_CTYPES],
+    ids=["tf.io-in-the-statement", "gfile-in-a-function", "np.ctypeslib-in-a-function"],
+)
 def test_a_dry_run_with_verify_never_runs_tensorflow_io(tmp_path: Path, template: str, capsys) -> None:
     marker = tmp_path / "owned.txt"
     path = tmp_path / "model.py"
