@@ -27,6 +27,7 @@ from tapefix.rules.rounding_on_tensor import RoundingOnTensor
 from tapefix.rules.second_gradient_call import SecondGradientCall
 from tapefix.rules.singular_at_zero import SingularAtZero
 from tapefix.rules.stateful_in_tape import StatefulInTape
+from tapefix.rules.step_in_strategy_scope import StepInStrategyScope
 from tapefix.rules.unwatched_source import UnwatchedSource
 from tapefix.rules.variable_replaced import VariableReplaced
 from tapefix.rules.variable_state_in_tape import VariableStateInTape
@@ -61,6 +62,7 @@ ALL_RULES: List[Type[Rule]] = [
     GradientCallArguments,
     FunctionOnKerasMethod,
     CondPythonBranch,
+    StepInStrategyScope,
 ]
 
 __all__ = ["ALL_RULES"]
