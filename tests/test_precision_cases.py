@@ -508,3 +508,18 @@ def test_rounding_beside_an_earlier_sum_of_other_values_is_reported():
     grad = tape.gradient(y, x)
     """
     assert codes(source, "TF101") == ["TF101"]
+
+
+def test_rounding_beside_its_fractional_part_in_the_same_line_is_not_reported():
+    source = """
+    import tensorflow as tf
+
+    def smooth_round(v, k=10.0):
+        return tf.sigmoid(k * (v - tf.round(v))) + tf.round(v) - 0.5
+
+    x = tf.Variable([0.4, 1.6])
+    with tf.GradientTape() as tape:
+        y = tf.reduce_sum(smooth_round(x))
+    g = tape.gradient(y, x)
+    """
+    assert codes(source, "TF101") == []

@@ -352,7 +352,9 @@ with tf.GradientTape() as tape:
 
         # Only where the rounded value exists: around the rounding itself, or after it (a module rebinds
         # its names from cell to cell, and ``z = x + y`` above is about other values).
-        around = set(map(id, context.ancestors))
+        # The statement that rounds is one moment: ``tf.round(x)`` beside ``x - tf.round(x)`` in it counts.
+        line = next((n for n in reversed(context.ancestors) if isinstance(n, cst.SimpleStatementLine)), node)
+        around = set(map(id, context.ancestors)) | set(map(id, walk(line)))
         passed = False
         for candidate in walk(scope):
             passed = passed or candidate is node
