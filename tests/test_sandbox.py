@@ -226,3 +226,35 @@ def test_the_child_reports_its_sandbox(verifier) -> None:
     assert "audit hooks" in verifier.runner.sandbox
     if os.uname().sysname == "Linux":
         assert "rlimits" in verifier.runner.sandbox
+
+
+def test_no_refused_probe_reaches_the_child_whatever_planned_it() -> None:
+    """``ProbeVerifier._run`` is the one place probes are sent: a refused one never is."""
+    from tapefix.verify import ProbeVerifier
+
+    class Child:
+        sent: list = []
+
+        def run(self, requests):
+            self.sent.extend(requests)
+            return [{"status": "verified", "reason": "stand-in", "seconds": 0.0} for _ in requests]
+
+        def close(self) -> None:
+            pass
+
+    child = Child()
+    verifier = ProbeVerifier(runner=child)  # type: ignore[arg-type]
+    honest = Probe("statement", TF_HEADER + "y = x\n", TF_HEADER + "y = x\n", ("x",), ("y",), "exact", False)
+    hostile = Probe(
+        "statement",
+        TF_HEADER + "tf.io.write_file('/tmp/x', 'd')\n",
+        TF_HEADER + "y = x\n",
+        ("x",),
+        ("y",),
+        "exact",
+        False,
+    )
+    verdicts = verifier._run([hostile, honest])
+    assert verdicts[0].status == "unverified" and verdicts[0].reason.startswith("refused:")
+    assert verdicts[1].status == "verified"
+    assert [r["before"] for r in child.sent] == [honest.before]

@@ -132,6 +132,11 @@ class ProbeVerifier:
     def _run(self, probes: Sequence[Probe]) -> List[Verdict]:
         """A verdict per probe: cached ones as they were, the others from the TensorFlow child."""
         out: List[Optional[Verdict]] = [self._cache.get(_key(p)) for p in probes]
+        for i, probe in enumerate(probes):
+            # The one place probes leave for the child: whatever planned them, refused code never runs.
+            refused = refusal(probe.before) or refusal(probe.after) if out[i] is None else None
+            if refused:
+                out[i] = Verdict("unverified", refused)
         todo = [(i, p) for i, p in enumerate(probes) if out[i] is None]
         if todo:
             requests = [_request(probe, str(i), self.examples) for i, probe in todo]
