@@ -18,6 +18,7 @@ the module's own code, never a guess.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Dict, FrozenSet, List, Optional, Sequence, Set, Tuple, Union
 
@@ -70,6 +71,7 @@ _NO_VALUE_ATTRIBUTES = {"shape", "dtype", "name", "device", "ndim"}
 _VALUE_METHODS = {"numpy", "item", "tolist"}
 _CONSTANT_NAMES = {"True", "False", "None"}
 _MAX_DEPTH = 4
+_GLOBAL_STATEMENT = re.compile(r"^[ \t]*(global|nonlocal)[ \t]", re.MULTILINE)
 
 Scope = Optional[Function]
 
@@ -161,20 +163,23 @@ def _assigned_first(body: Optional[cst.CSTNode], name: str) -> bool:
 class Connection:
     """Answers, for one module, which gradient targets cannot reach their sources."""
 
-    def __init__(self, analysis: ModuleAnalysis) -> None:
+    def __init__(self, analysis: ModuleAnalysis, code: Optional[str] = None) -> None:
+        """``code``, the module's text when the caller has it, spares the walk for ``global`` statements
+        in the (usual) module that has none."""
         self.a = analysis
         self._scopes: Dict[int, Scope] = {0: None}
         self._sites: Optional[Dict[cst.FunctionDef, List[Tuple[cst.Call, Scope]]]] = None
         self._top: Optional[_Frame] = None
         self._top_sources: Set[str] = set()
         self._globals: Set[str] = set()
-        for node in walk(analysis.module):
-            if isinstance(node, cst.Global):
-                self._globals.update(n.name.value for n in node.names)
-        for function in analysis.functions.values():
-            for node in walk(function.node.body):
-                if isinstance(node, (cst.Global, cst.Nonlocal)):
+        if code is None or _GLOBAL_STATEMENT.search(code):
+            for node in walk(analysis.module):
+                if isinstance(node, cst.Global):
                     self._globals.update(n.name.value for n in node.names)
+            for function in analysis.functions.values():
+                for node in walk(function.node.body):
+                    if isinstance(node, (cst.Global, cst.Nonlocal)):
+                        self._globals.update(n.name.value for n in node.names)
 
     def _key(self, scope: Scope) -> int:
         key = id(scope) if scope is not None else 0
@@ -566,13 +571,15 @@ class Connection:
                 break
             function = function.parent
         definitions: List[Tuple[cst.BaseExpression, Sequence[cst.CSTNode]]] = []
-        seen = reaching(name, at) if at else None
+        everywhere = self.a.definitions(name, scope)
+        # Only a name bound more than once needs the (costlier) assignment that reaches the block.
+        seen = reaching(name, at) if at and len(everywhere) > 1 else None
         if seen is not None:
             if seen.definition is None:
                 return "connected"  # a parameter
             definitions = [(seen.definition.value, seen.definition.ancestors)]
         else:
-            definitions = [(d, ()) for d in self.a.definitions(name, scope)]
+            definitions = [(d, ()) for d in everywhere]
         if not definitions:
             return "connected"  # a loop variable, a with-target, a def, a builtin: tapefix cannot tell
         busy.add(key)
@@ -753,14 +760,15 @@ def source_parts(
     for element in elements:
         if isinstance(element, cst.Name):
             names.append(element.value)
-            seen = reaching(element.value, at) if at else None
+            everywhere = analysis.definitions(element.value, function)
+            seen = reaching(element.value, at) if at and len(everywhere) != 1 else None
             if seen is not None and seen.definition is None:
                 opaque = True  # a parameter
                 continue
             if seen is not None and seen.definition is not None and not seen.definition.index:
                 definitions: Sequence[cst.BaseExpression] = [seen.definition.value]
             else:
-                definitions = analysis.definitions(element.value, function)
+                definitions = everywhere
             for definition in definitions:
                 if isinstance(definition, (cst.List, cst.Tuple)):
                     inner, inner_opaque = source_parts(analysis, definition, function, at)

@@ -294,7 +294,7 @@ g = tape.gradient(loss, model.trainable_variables)
         if not names or any(n not in recorded or self.assigned_after(block, n) for n in names):
             return  # a target computed outside the block is TF117's
         if self._connection is None:
-            self._connection = Connection(self.context.analysis)
+            self._connection = Connection(self.context.analysis, self.context.code)
         function = self.context.function
         at = tuple(self.context.ancestors)
         where = (*block.ancestors, block.node)

@@ -185,8 +185,6 @@ with tf.GradientTape() as tape:
                 keras_class = True
         if not keras_class or not isinstance(node.body, cst.IndentedBlock):
             return
-        if not self._trained_with_tape(node):
-            return
         methods = {s.name.value for s in node.body.body if isinstance(s, cst.FunctionDef)}
         for statement in node.body.body:
             if not isinstance(statement, cst.FunctionDef):
@@ -194,7 +192,7 @@ with tf.GradientTape() as tape:
             decorator = self._tf_function(statement)
             if decorator is None or self._opens_tape(statement):
                 continue
-            if not self._calls_sublayer(statement, methods):
+            if not self._calls_sublayer(statement, methods) or not self._trained_with_tape(node):
                 continue
             start, _ = self.context.span(decorator)
             line_start = self.context.source.rfind("\n", 0, start) + 1

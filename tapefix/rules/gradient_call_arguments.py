@@ -191,12 +191,15 @@ jac = tape.jacobian(ys, x)
             )
 
     def _definitions(self, name: cst.Name) -> Sequence[cst.BaseExpression]:
+        everywhere = self.context.analysis.definitions(name.value, self.context.function)
+        if len(everywhere) == 1:
+            return everywhere
         seen = reaching(name.value, self.context.ancestors)
         if seen is not None and seen.definition is not None and not seen.definition.index:
             return [seen.definition.value]
         if seen is not None and seen.definition is None:
             return []
-        return self.context.analysis.definitions(name.value, self.context.function)
+        return everywhere
 
     def _elements(self, expr: cst.BaseExpression) -> List[cst.BaseExpression]:
         """The sources as written: the elements of a list or tuple, or of the list a name is bound to."""

@@ -313,11 +313,10 @@ g = tape.gradient(y, x)
         analysis = context.analysis
         # The assignment the gradient call sees, when straight-line code makes it certain: ``x`` may be
         # rebound to a variable further down, after this tape.
-        seen = reaching(name, context.ancestors)
+        definitions: List[cst.BaseExpression] = analysis.definitions(name, context.function)
+        seen = reaching(name, context.ancestors) if len(definitions) > 1 else None
         if seen is not None and seen.definition is not None and not seen.definition.index:
-            definitions: List[cst.BaseExpression] = [seen.definition.value]
-        else:
-            definitions = analysis.definitions(name, context.function)
+            definitions = [seen.definition.value]
         if not definitions:
             return None
         watch_variables = True
