@@ -214,13 +214,16 @@ g = tape.gradient(out, x)
             """\
 import tensorflow as tf
 
-p = tf.constant([[1.0, 2.0]])
-q = tf.constant([[3.0], [4.0]])
+def first(a, b):
+    return a
+
+p = tf.Variable([[1.0, 2.0]])
+q = tf.Variable([[3.0], [4.0]])
 r = tf.matmul(p, q)
 with tf.GradientTape() as tape:
     total = tf.reduce_sum(r)
 g = tape.gradient(total, [p, q])
-r = other_library.matmul(p, q)
+r = first(p, q)
 """,
             None,
             note="a name rebound after the tape: the value the block reads is the one before it",
@@ -237,7 +240,7 @@ def curvature(objective, params):
 
 theta = tf.Variable([0.5, 1.5])
 objective = tf.reduce_sum(theta ** 2)
-curvature(objective, [theta])
+g = curvature(objective, [theta])
 """,
             None,
             note="a loss passed into the function that opens the tape: computed by the caller, before the block",

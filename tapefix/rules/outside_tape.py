@@ -156,8 +156,8 @@ import tensorflow as tf
 w = tf.Variable([1.0, 2.0])
 with tf.GradientTape(persistent=True) as tape:
     loss = tf.reduce_sum(w ** 3)
-g = tape.gradient(loss, w)
-h = tape.jacobian(g, w)
+first = tape.gradient(loss, w)
+g = tape.jacobian(first, w)
 """,
             None,
             note="a second derivative of a gradient computed after the block",
