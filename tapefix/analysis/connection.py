@@ -26,8 +26,9 @@ import libcst as cst
 
 from tapefix.analysis.names import is_under
 from tapefix.analysis.reaching import reaching
-from tapefix.analysis.scope import KERAS, NP, TF, Function, ModuleAnalysis
+from tapefix.analysis.scope import KERAS, NP, STOP_GRADIENT, TF, Function, ModuleAnalysis
 from tapefix.analysis.syntax import assigned_in, is_integer_dtype, keyword, walk
+from tapefix.analysis.tfops import WEIGHTLESS_LAYERS
 
 #: TensorFlow calls whose result carries no gradient back to their inputs (TF 2.21: ``None``)
 CUT_OPS = frozenset(
@@ -132,7 +133,7 @@ class _Frame:
                             found.setdefault(receiver.value, []).extend(a.value for a in node.args)
                     elif isinstance(node, cst.Assign):
                         for target in node.targets:
-                            base = target.target
+                            base: cst.BaseExpression = target.target
                             while isinstance(base, (cst.Subscript, cst.Attribute)):
                                 base = base.value
                             if isinstance(base, cst.Name) and base is not target.target:
@@ -269,8 +270,8 @@ class Connection:
                 out.add(self._expr(element.value, frame, depth, busy))
             return out
         if isinstance(expr, cst.Dict):
-            for element in expr.elements:
-                out.add(self._expr(element.value, frame, depth, busy))
+            for item in expr.elements:
+                out.add(self._expr(item.value, frame, depth, busy))
             return out
         if isinstance(expr, cst.Call):
             return self._call(expr, frame, depth, busy)
@@ -416,9 +417,85 @@ class Connection:
                 out.add(self._follow(definition, self._defining_scope(name, frame.scope), call, frame, depth, busy))
             elif isinstance(definition, cst.Call) and _keras_loss(self.a.qualify(definition.func)):
                 out.add(self._args(call, frame, depth, busy))
+            elif isinstance(definition, cst.Call) and self._cut_model(definition):
+                # Every weight of this functional model sits behind a layer that returns tf.stop_gradient.
+                out.add(self._args(call, frame, depth, busy))
+                out.cuts.add("a layer of the model that returns tf.stop_gradient")
             else:
                 out.unknown = True
         return out
+
+    # ------------------------------------------------------------------ functional Keras models
+    def _cut_model(self, definition: cst.Call) -> bool:
+        """Whether ``keras.Model(inputs=..., outputs=...)`` builds a model whose every path from its output
+        back to its inputs either passes a layer whose ``call`` returns only ``tf.stop_gradient(...)`` or
+        holds no weights, with at least one such cut: no variable of the model gets a gradient."""
+        name = self.a.qualify(definition.func)
+        if name is None or not is_under(name, KERAS) or name.rsplit(".", 1)[-1] not in ("Model", "Functional"):
+            return False
+        outputs = keyword(definition, "outputs")
+        if outputs is None:
+            positional = [a for a in definition.args if a.keyword is None and not a.star]
+            outputs = positional[1].value if len(positional) > 1 else None
+        if outputs is None:
+            return False
+        verdict = self._cut_path(outputs, 0)
+        return verdict == "cut"
+
+    def _cut_path(self, expr: cst.BaseExpression, depth: int) -> str:
+        """ "cut" (the path meets a stop_gradient layer), "bare" (it reaches the inputs through weightless
+        layers only) or "open" (a layer with weights, or anything tapefix cannot follow)."""
+        if depth > 12:
+            return "open"
+        if isinstance(expr, cst.Name):
+            definitions = self.a.module_defs.get(expr.value, [])
+            if len(definitions) != 1:
+                return "open"
+            return self._cut_path(definitions[0], depth + 1)
+        if not isinstance(expr, cst.Call):
+            return "open"
+        qualified = self.a.qualify(expr.func)
+        if qualified is not None and is_under(qualified, KERAS) and qualified.rsplit(".", 1)[-1] in ("Input",):
+            return "bare"
+        layer = self._layer_class(expr.func)
+        if layer is None:
+            return "open"
+        if layer == "cut":
+            return "cut"
+        # A weightless layer: the path goes on through its input(s).
+        inputs = [a.value for a in expr.args if a.keyword is None and not a.star]
+        if len(inputs) != 1:
+            return "open"
+        return self._cut_path(inputs[0], depth + 1)
+
+    def _layer_class(self, func: cst.BaseExpression) -> Optional[str]:
+        """ "cut" for a layer of the module whose ``call`` returns only ``tf.stop_gradient(...)``, "bare" for
+        a Keras layer without weights, None otherwise."""
+        made: Optional[cst.Call] = None
+        if isinstance(func, cst.Call):
+            made = func
+        elif isinstance(func, cst.Name):
+            definitions = self.a.module_defs.get(func.value, [])
+            if len(definitions) == 1 and isinstance(definitions[0], cst.Call):
+                made = definitions[0]
+        if made is None:
+            return None
+        qualified = self.a.qualify(made.func)
+        if qualified is not None:
+            return "bare" if is_under(qualified, KERAS) and qualified.rsplit(".", 1)[-1] in WEIGHTLESS_LAYERS else None
+        if not isinstance(made.func, cst.Name):
+            return None
+        methods = [
+            f for f in self.a.functions.values() if f.class_name == made.func.value and f.node.name.value == "call"
+        ]
+        if len(methods) != 1:
+            return None
+        returns = [n for n in walk(methods[0].node.body) if isinstance(n, cst.Return)]
+        if returns and all(
+            isinstance(r.value, cst.Call) and self.a.qualify(r.value.func) in STOP_GRADIENT for r in returns
+        ):
+            return "cut"
+        return None
 
     def _defining_scope(self, name: str, scope: Scope) -> Scope:
         function = scope
@@ -554,7 +631,7 @@ class Connection:
         busy: Set[Tuple[int, str]],
         at: Sequence[cst.CSTNode] = (),
     ) -> str:
-        """"connected" when the name read before the block is (or may be) a source; "computed" for a
+        """ "connected" when the name read before the block is (or may be) a source; "computed" for a
         tensor computed before the block; "constant" for any other value that cannot be a source."""
         if name in sources:
             return "connected"

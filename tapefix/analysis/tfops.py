@@ -13,6 +13,41 @@ GRADIENT_KEYWORDS = {
 }
 #: calls that build a tf.SparseTensor, which no gradient call takes as a source or target
 SPARSE_CONSTRUCTORS = frozenset({"SparseTensor", "sparse.SparseTensor", "sparse.from_dense", "sparse.reorder"})
+#: Keras layers that hold no weights: a gradient path through one reaches no variable of its own
+WEIGHTLESS_LAYERS = frozenset(
+    {
+        "MaxPool1D",
+        "MaxPool2D",
+        "MaxPool3D",
+        "MaxPooling1D",
+        "MaxPooling2D",
+        "MaxPooling3D",
+        "AveragePooling1D",
+        "AveragePooling2D",
+        "AveragePooling3D",
+        "AvgPool1D",
+        "AvgPool2D",
+        "AvgPool3D",
+        "GlobalAveragePooling1D",
+        "GlobalAveragePooling2D",
+        "GlobalMaxPooling1D",
+        "GlobalMaxPooling2D",
+        "Flatten",
+        "Reshape",
+        "Dropout",
+        "Activation",
+        "ReLU",
+        "Softmax",
+        "LeakyReLU",
+        "Permute",
+        "UpSampling1D",
+        "UpSampling2D",
+        "ZeroPadding1D",
+        "ZeroPadding2D",
+        "Cropping1D",
+        "Cropping2D",
+    }
+)
 #: a tape's methods that mark their arguments as sources or targets
 MARKING_METHODS = ("watch", *GRADIENT_METHODS)
 # TensorFlow calls that build a plain tensor: the tape records ops on it only once it is watched.

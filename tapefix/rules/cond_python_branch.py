@@ -44,7 +44,9 @@ class CondPythonBranch(Rule):
 
     CODE = "TF128"
     NAME = "cond-python-branch"
-    MESSAGE = "a tf.cond branch returns a Python number: in eager mode the result is not a tensor and tape.gradient raises"
+    MESSAGE = (
+        "a tf.cond branch returns a Python number: in eager mode the result is not a tensor and tape.gradient raises"
+    )
     SAFETY = Safety.UNSAFE
     FORWARD = Forward.EXACT
 

@@ -248,6 +248,31 @@ g = curvature(objective, [theta])
         Invalid(
             """\
 import tensorflow as tf
+from tensorflow import keras
+
+class Frozen(keras.layers.Layer):
+    def __init__(self, inner, **kwargs):
+        super().__init__(**kwargs)
+        self.inner = inner
+
+    def call(self, inputs):
+        return tf.stop_gradient(self.inner(inputs))
+
+inputs = keras.Input(shape=(3,))
+features = Frozen(keras.layers.Dense(2))(inputs)
+outputs = keras.layers.Flatten()(features)
+model = keras.Model(inputs=inputs, outputs=outputs)
+x = tf.ones((4, 3))
+with tf.GradientTape() as tape:
+    loss = tf.reduce_sum(model(x))
+g = tape.gradient(loss, model.trainable_variables)
+""",
+            None,
+            note="every weight of the functional model sits behind a layer that returns tf.stop_gradient",
+        ),
+        Invalid(
+            """\
+import tensorflow as tf
 
 w = tf.Variable([1.0, 2.0])
 with tf.GradientTape() as tape:
@@ -304,7 +329,8 @@ g = tape.gradient(loss, model.trainable_variables)
         parts, opaque = source_parts(self.context.analysis, sources, function, at)
         verdict = self._connection.target_connection(block.node.body, function, target, parts, opaque, where)
         if verdict is not None:
-            self.report(target, _message(self.context.text(target), verdict), no_fix_reason=_REASON)
+            reason = _REASON if verdict.before or not verdict.cuts else _CUT_REASON
+            self.report(target, _message(self.context.text(target), verdict), no_fix_reason=reason)
             return
         if opaque or not isinstance(sources, (cst.List, cst.Tuple)):
             return
@@ -337,6 +363,7 @@ g = tape.gradient(loss, model.trainable_variables)
 
 
 _REASON = "compute the forward pass (or the target) inside the with block"
+_CUT_REASON = "remove the cut, or differentiate with respect to what lies after it"
 
 
 def _target_names(target: cst.BaseExpression) -> List[str]:
@@ -364,4 +391,3 @@ def _message(target: str, verdict: Disconnected, source: Optional[str] = None) -
     if verdict.cuts:
         return f"`{target}` reaches {whom} only through {', '.join(verdict.cuts)}: {grad} is None"
     return f"`{target}` does not depend on {whom}: {grad} is None"
-
