@@ -375,6 +375,11 @@ class Connection:
             if isinstance(receiver, cst.Name) and receiver.value == "self":
                 out.unknown = True
                 return out
+            if func.attr.value == "compiled_loss" and isinstance(receiver, cst.Name):
+                loss = self._compiled_loss(receiver.value)
+                if loss is not None:
+                    # ``model.compiled_loss(y, p)`` runs the loss given to ``model.compile``.
+                    return self._follow(loss, None, call, frame, depth, busy)
             # A method of a value: what it returns is made of the receiver and the arguments; the
             # receiver's own verdict (a model, a layer, an object) decides whether it may be connected.
             out.add(self._expr(receiver, frame, depth, busy))
@@ -386,6 +391,24 @@ class Connection:
                 return self._args(call, frame, depth, busy)
         out.unknown = True
         return out
+
+    def _compiled_loss(self, model: str) -> Optional[cst.Lambda]:
+        """The lambda given as ``loss=`` to the one ``model.compile(...)`` call of the module, if any."""
+        found: List[cst.Lambda] = []
+        compiles = 0
+        for node in walk(self.a.module):
+            if (
+                isinstance(node, cst.Call)
+                and isinstance(node.func, cst.Attribute)
+                and node.func.attr.value == "compile"
+                and isinstance(node.func.value, cst.Name)
+                and node.func.value.value == model
+            ):
+                compiles += 1
+                loss = keyword(node, "loss")
+                if isinstance(loss, cst.Lambda):
+                    found.append(loss)
+        return found[0] if compiles == 1 and len(found) == 1 else None
 
     def _bound(self, name: str, frame: _Frame) -> bool:
         return name in frame.params or name in frame.assigned or self._defined_outside(name, frame)

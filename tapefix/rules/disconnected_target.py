@@ -274,6 +274,22 @@ g = tape.gradient(loss, model.trainable_variables)
             """\
 import tensorflow as tf
 
+model = tf.keras.Sequential([tf.keras.layers.Dense(1)])
+model.compile(optimizer="sgd", loss=lambda t, p: tf.reduce_mean(tf.cast(tf.abs(t - p) > 0.5, tf.float32)))
+x = tf.ones((3, 2))
+y = tf.zeros((3, 1))
+with tf.GradientTape() as tape:
+    pred = model(x)
+    loss = model.compiled_loss(y, pred)
+g = tape.gradient(loss, model.trainable_variables)
+""",
+            None,
+            note="the loss given to compile() counts a comparison: no gradient",
+        ),
+        Invalid(
+            """\
+import tensorflow as tf
+
 w = tf.Variable([1.0, 2.0])
 with tf.GradientTape() as tape:
     frozen = tf.stop_gradient(w)
