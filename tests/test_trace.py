@@ -142,6 +142,9 @@ PROGRAMS = {
             ids = tf.cast(w, tf.int32)
             loss = tf.reduce_sum(tf.cast(ids, tf.float32))
         g_cast = tape.gradient(loss, w)
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(w // 0.5)
+        g_floor = tape.gradient(loss, w)
     """,
     "healthy.py": """
         import numpy as np
@@ -343,7 +346,7 @@ def test_non_finite_gradient_is_traced_to_the_forward_op(traced: Dict[str, Any])
 
 def test_ops_without_gradient_are_located(traced: Dict[str, Any]) -> None:
     found = [(d["line"], d["code"]) for d in traced["no_gradient_ops.py"]["report"]["diagnostics"]]
-    assert found == [(5, "TF101"), (9, "TF124"), (13, "TF114")]
+    assert found == [(5, "TF101"), (9, "TF124"), (13, "TF114"), (17, "TF101")]
 
 
 def test_a_healthy_program_reports_nothing_and_exits_zero(traced: Dict[str, Any]) -> None:

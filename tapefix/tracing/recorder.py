@@ -92,6 +92,7 @@ _API_NAMES = {
     "ArgMax": "tf.argmax",
     "ArgMin": "tf.argmin",
     "Cast": "tf.cast",
+    "FloorDiv": "floor division (//)",
     "StopGradient": "tf.stop_gradient",
     "Square": "tf.square",
     "Tanh": "tf.tanh",
@@ -142,6 +143,7 @@ class _ThreadState(threading.local):
     def __init__(self) -> None:
         self.tapes: List[TapeRecord] = []  # tapes recording in this thread, innermost last
         self.call: Optional[_BackwardLog] = None
+        self.tapes_seen: List[TapeRecord] = []  # the tape a gradient call is computing from
         self.busy = False  # inside the recorder itself: nothing it does is an event
         self.callback_depth = 0
         self.gradient_depth = 0
@@ -444,6 +446,9 @@ def _op_event(op_type: str, attrs: Any, inputs: Any, site: Optional[Site], libra
             site,
             library,
         )
+    if op_type in ("FloorDiv", "TruncateDiv"):
+        # registered gradients that return None (TensorFlow passes them no inputs or outputs to look at)
+        return Event("op", "TF101", f"{api_name(op_type)} has no gradient (None)", site, library)
     if op_type in _ROUNDING:
         return Event("op", "TF101", f"{api_name(op_type)} has no gradient (None)", site, library)
     if op_type == "Cast":
@@ -513,9 +518,14 @@ def _backward(
     try:
         skip = set(skip_input_indices or ())
         for index, grad in enumerate(result):
-            if index in skip or index >= len(inputs):
+            if index in skip:
                 continue
-            value = inputs[index]
+            # TensorFlow passes no inputs to an op whose gradient does not need them; the recorded op has them
+            value = inputs[index] if inputs is not None and index < len(inputs) else None
+            if value is None and outputs:
+                entry = _made_anywhere(id(outputs[0]))
+                if entry is not None and index < len(entry[4]):
+                    value = entry[4][index]
             if grad is None:
                 if getattr(value, "dtype", None) is not None and value.dtype.is_floating:
                     log.cuts.append((op_name, outputs, index))
@@ -526,6 +536,15 @@ def _backward(
     except Exception:  # noqa: BLE001 - never let the diagnosis break the program
         pass
     return result
+
+
+def _made_anywhere(key: int) -> Optional[Tuple[str, Optional[Site], Any, Tuple[int, ...], Tuple[Any, ...]]]:
+    """The record of the op that made a tensor, in the tape a gradient call is computing from."""
+    for rec in _state.tapes_seen:
+        entry = rec.made.get(key)
+        if entry is not None:
+            return entry
+    return None
 
 
 def _array(value: Any) -> Optional[np.ndarray]:
@@ -674,6 +693,7 @@ def _gradient_wrapper(kind: str, original: Callable[..., Any]) -> Callable[..., 
         log = _BackwardLog()
         st.gradient_depth += 1
         st.call = log
+        st.tapes_seen = [rec]
         error: Optional[BaseException] = None
         result: Any = None
         try:
@@ -682,6 +702,7 @@ def _gradient_wrapper(kind: str, original: Callable[..., Any]) -> Callable[..., 
             error = caught
         finally:
             st.call = None
+            st.tapes_seen = []
             st.gradient_depth -= 1
         st.busy = True
         try:
@@ -796,7 +817,8 @@ def _diagnose(
         finite = array is None or array.dtype.kind not in "fc" or bool(np.isfinite(array).all())
         norm = None
         if array is not None and array.dtype.kind in "fc" and finite:
-            norm = float(np.linalg.norm(array.astype(np.float64).ravel()))
+            # elementwise, not np.linalg.norm: BLAS threads would compete with TensorFlow's own
+            norm = float(np.sqrt(np.sum(np.square(np.abs(array), dtype=np.float64))))
         call.sources.append(SourceResult(name, "present" if finite else "nonfinite", norm))
         if not finite:
             nan_names.append(name)
