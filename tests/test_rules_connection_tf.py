@@ -51,6 +51,24 @@ def test_disconnected_target_really_gets_none(tf, index, example):
     assert gradients and all(g is None for g in gradients), gradients
 
 
+@pytest.mark.parametrize(
+    "index, example",
+    [
+        pytest.param(i, e, id=f"TF125-invalid-{i}")
+        for i, e in enumerate(DisconnectedTarget.INVALID)
+        if e.expected is not None
+    ],
+)
+def test_moving_the_forward_pass_into_the_block_restores_the_gradient(tf, index, example):
+    import numpy as np
+
+    before, after = _exec(example.code), _exec(example.expected)
+    assert _finite(tf, _flatten(after["g"]))
+    for name in ("loss", "value", "total"):
+        if name in before:
+            assert np.array_equal(np.asarray(before[name]), np.asarray(after[name]))
+
+
 def test_gradient_of_a_gradient_computed_after_the_block_is_none(tf):
     assert _exec(OutsideTape.INVALID[4].code)["g"] is None
 

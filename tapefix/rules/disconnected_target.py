@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import List, Optional, Set, Tuple
 
 import libcst as cst
 
-from tapefix.analysis.connection import Connection, Disconnected, source_parts
-from tapefix.analysis.syntax import argument, keyword
+from tapefix.analysis.connection import CUT_OPS, Connection, Disconnected, source_parts
+from tapefix.analysis.scope import ModuleAnalysis
+from tapefix.analysis.syntax import argument, keyword, walk
+from tapefix.analysis.tfops import TENSOR_CONSTRUCTORS
 from tapefix.rule import Invalid, TapeBlock, TapeBlockRule, Valid
-from tapefix.types import Safety
+from tapefix.types import Edit, Forward, Safety
 
 
 class DisconnectedTarget(TapeBlockRule):
@@ -46,8 +48,12 @@ class DisconnectedTarget(TapeBlockRule):
     ```
 
     ## Fix safety
-    No fix: which computation belongs in the block (and whether it also has to run before it) is the
-    author's decision. The rule reports the values computed before the block that cut the path.
+    Unsafe, and offered only when the assignments that compute the values are the plain assignment
+    lines right above the `with` (nothing else between), and what they read is a source, a variable,
+    a constant or a literal: those lines move into the block, after its opening `tape.watch` calls.
+    The same statements run in the same order with the same values; only the tape now records them
+    (and holds their intermediates). Anything else is reported without a fix: which computation
+    belongs in the block, and whether it must also run before it, is the author's decision.
 
     tapefix follows the target back through the block's assignments and the module's own functions
     and lambdas; a model or layer call, a method of an object, `self.attr` or code of another module
@@ -60,7 +66,8 @@ class DisconnectedTarget(TapeBlockRule):
     CODE = "TF125"
     NAME = "disconnected-target"
     MESSAGE = "the gradient target does not depend on the sources through the tape: its gradient is None"
-    SAFETY = Safety.DISPLAY_ONLY
+    SAFETY = Safety.UNSAFE
+    FORWARD = Forward.EXACT
 
     VALID = (
         Valid(
@@ -161,8 +168,18 @@ with tf.GradientTape() as tape:
     loss = y ** 2
 g = tape.gradient(loss, w)
 """,
-            None,
+            """\
+import tensorflow as tf
+
+w = tf.Variable(1.0)
+x = tf.constant(2.0)
+with tf.GradientTape() as tape:
+    y = w * x
+    loss = y ** 2
+g = tape.gradient(loss, w)
+""",
             note="the forward pass before the block",
+            verdict="unverified",
         ),
         Invalid(
             """\
@@ -190,8 +207,18 @@ with tf.GradientTape() as tape:
     value = objective()
 g = tape.gradient(value, [v])
 """,
-            None,
+            """\
+import tensorflow as tf
+
+v = tf.Variable(tf.ones((2, 2)))
+with tf.GradientTape() as tape:
+    out = tf.matmul(v, v)
+    objective = lambda: tf.reduce_sum(out * out)
+    value = objective()
+g = tape.gradient(value, [v])
+""",
             note="through a lambda that reads a tensor computed before the block",
+            verdict="unverified",
         ),
         Invalid(
             """\
@@ -225,8 +252,22 @@ with tf.GradientTape() as tape:
 g = tape.gradient(total, [p, q])
 r = first(p, q)
 """,
-            None,
+            """\
+import tensorflow as tf
+
+def first(a, b):
+    return a
+
+p = tf.Variable([[1.0, 2.0]])
+q = tf.Variable([[3.0], [4.0]])
+with tf.GradientTape() as tape:
+    r = tf.matmul(p, q)
+    total = tf.reduce_sum(r)
+g = tape.gradient(total, [p, q])
+r = first(p, q)
+""",
             note="a name rebound after the tape: the value the block reads is the one before it",
+            verdict="unverified",
         ),
         Invalid(
             """\
@@ -290,6 +331,19 @@ g = tape.gradient(loss, model.trainable_variables)
             """\
 import tensorflow as tf
 
+x = tf.Variable(2.0)
+y = tf.stop_gradient(x ** 2)
+with tf.GradientTape() as tape:
+    z = y + 3.0
+g = tape.gradient(z, x)
+""",
+            None,
+            note="no fix: moving a tf.stop_gradient into the block would not repair the gradient",
+        ),
+        Invalid(
+            """\
+import tensorflow as tf
+
 w = tf.Variable([1.0, 2.0])
 with tf.GradientTape() as tape:
     frozen = tf.stop_gradient(w)
@@ -346,7 +400,12 @@ g = tape.gradient(loss, model.trainable_variables)
         verdict = self._connection.target_connection(block.node.body, function, target, parts, opaque, where)
         if verdict is not None:
             reason = _REASON if verdict.before or not verdict.cuts else _CUT_REASON
-            self.report(target, _message(self.context.text(target), verdict), no_fix_reason=reason)
+            message = _message(self.context.text(target), verdict)
+            edits = self._move_into_block(block, verdict, set(parts), opaque) if not verdict.cuts else None
+            if edits:
+                self.report(target, message, edits=edits, description="compute the forward pass inside the with block")
+            else:
+                self.report(target, message, no_fix_reason=reason)
             return
         if opaque or not isinstance(sources, (cst.List, cst.Tuple)):
             return
@@ -365,6 +424,119 @@ g = tape.gradient(loss, model.trainable_variables)
                     _message(self.context.text(target), verdict, source.value),
                     no_fix_reason=_REASON,
                 )
+
+    def _move_into_block(
+        self, block: TapeBlock, verdict: Disconnected, sources: Set[str], opaque: bool
+    ) -> Optional[Tuple[Edit, ...]]:
+        """Edits that move the assignments computing ``verdict.before`` into the block, when they are the
+        plain assignment lines right above the ``with`` (same block, nothing else between) and what they
+        read is a source, a variable or a constant: the same statements then run in the same order, one
+        step later, while the tape records. None when that is not so."""
+        context = self.context
+        with_node = block.node
+        body = with_node.body
+        if not block.ancestors or not isinstance(body, cst.IndentedBlock) or len(with_node.items) != 1:
+            return None
+        container = block.ancestors[-1]
+        if not isinstance(container, (cst.Module, cst.IndentedBlock)):
+            return None
+        statements = list(container.body)
+        if with_node not in statements:
+            return None
+        index = statements.index(with_node)
+        needed = set(verdict.before)
+        run: List[cst.SimpleStatementLine] = []
+        assigned: Set[str] = set()
+        position = index - 1
+        while needed - assigned and position >= 0:
+            statement = statements[position]
+            if not (
+                isinstance(statement, cst.SimpleStatementLine)
+                and len(statement.body) == 1
+                and isinstance(statement.body[0], cst.Assign)
+                and all(isinstance(t.target, cst.Name) for t in statement.body[0].targets)
+            ):
+                return None
+            run.insert(0, statement)
+            assigned.update(t.target.value for t in statement.body[0].targets)  # type: ignore[attr-defined]
+            position -= 1
+        if needed - assigned or not run:
+            return None
+        header = {n.value for item in with_node.items for n in walk(item) if isinstance(n, cst.Name)}
+        if header & assigned or block.name in assigned or sources & assigned:
+            return None
+        # What the moved lines read from before them must reach the sources through the tape once moved,
+        # and nothing in them may cut the path (moving a tf.stop_gradient into the block repairs nothing).
+        analysis = context.analysis
+        for statement in run:
+            value = statement.body[0].value  # type: ignore[attr-defined]
+            for inner in (value, *walk(value)):
+                if isinstance(inner, cst.Comparison):
+                    return None
+                if isinstance(inner, cst.Call):
+                    short = analysis.is_tf_call(inner)
+                    if short in CUT_OPS or (short or "").startswith("sparse"):
+                        return None
+                    if isinstance(inner.func, cst.Attribute) and inner.func.attr.value in ("numpy", "item"):
+                        return None
+            for name in (n.value for n in (value, *walk(value)) if isinstance(n, cst.Name)):
+                if name in assigned or name in sources or analysis.qualify(cst.Name(name)) is not None:
+                    continue
+                definitions = analysis.definitions(name, context.function)
+                if not definitions or not all(_plain_input(analysis, d) for d in definitions):
+                    return None
+        if not opaque and not any(
+            isinstance(n, cst.Name) and n.value in sources
+            for statement in run
+            for n in (statement.body[0].value, *walk(statement.body[0].value))  # type: ignore[attr-defined]
+        ):
+            return None
+        source = context.source
+        start = self._start(run[0])
+        with_start = self._start(with_node)
+        if start is None or with_start is None:
+            return None
+        first_line = source.rfind("\n", 0, start) + 1
+        with_line = source.rfind("\n", 0, with_start) + 1
+        moved = source[first_line:with_line]
+        outer = source[first_line:start]
+        if outer.strip() or "\r" in moved:
+            return None
+        # Into the block, after the tape.watch calls that open it (a watch must come before the use).
+        inner_statements = list(body.body)
+        insert_before = 0
+        while insert_before < len(inner_statements) and _is_watch(inner_statements[insert_before], block.name):
+            insert_before += 1
+        if insert_before >= len(inner_statements):
+            return None
+        anchor_start = self._start(inner_statements[insert_before])
+        if anchor_start is None:
+            return None
+        anchor_line = source.rfind("\n", 0, anchor_start) + 1
+        inner = source[anchor_line:anchor_start]
+        if inner.strip() or not inner.startswith(outer) or inner == outer:
+            return None
+        lines = moved.splitlines(keepends=True)
+        if any(line.strip() and not line.startswith(outer) for line in lines):
+            return None
+        reindented = "".join(inner + line[len(outer) :] if line.strip() else line for line in lines)
+        return (Edit(first_line, with_line, ""), Edit(anchor_line, anchor_line, reindented))
+
+    def _start(self, statement: cst.CSTNode) -> Optional[int]:
+        """Where a statement's own text starts (after its indentation)."""
+        first: Optional[cst.CSTNode] = None
+        if isinstance(statement, cst.SimpleStatementLine) and statement.body:
+            first = statement.body[0]
+        elif isinstance(statement, cst.With) and not statement.asynchronous and statement.items:
+            first = statement.items[0]
+        elif isinstance(statement, (cst.If, cst.While)):
+            first = statement.test
+        elif isinstance(statement, cst.For) and not statement.asynchronous:
+            first = statement.target
+        if first is None:
+            return None
+        start, _ = self.context.span(first)
+        return start
 
     def _single_block(self, block: TapeBlock) -> bool:
         """Whether the tape records in this block only: ``with tape:`` on a tape made elsewhere may
@@ -407,3 +579,28 @@ def _message(target: str, verdict: Disconnected, source: Optional[str] = None) -
     if verdict.cuts:
         return f"`{target}` reaches {whom} only through {', '.join(verdict.cuts)}: {grad} is None"
     return f"`{target}` does not depend on {whom}: {grad} is None"
+
+
+def _plain_input(analysis: ModuleAnalysis, definition: cst.BaseExpression) -> bool:
+    """A value the tape can start from: a variable, a constant tensor or a literal (not a tensor
+    computed from a variable, which would stay cut)."""
+    if isinstance(definition, (cst.Integer, cst.Float, cst.List, cst.Tuple)):
+        return True
+    if isinstance(definition, cst.Call):
+        short = analysis.is_tf_call(definition)
+        return short is not None and (short.startswith("Variable") or short in TENSOR_CONSTRUCTORS)
+    return False
+
+
+def _is_watch(statement: cst.BaseStatement, tape: str) -> bool:
+    if not isinstance(statement, cst.SimpleStatementLine) or len(statement.body) != 1:
+        return False
+    expr = statement.body[0]
+    return (
+        isinstance(expr, cst.Expr)
+        and isinstance(expr.value, cst.Call)
+        and isinstance(expr.value.func, cst.Attribute)
+        and expr.value.func.attr.value == "watch"
+        and isinstance(expr.value.func.value, cst.Name)
+        and expr.value.func.value.value == tape
+    )

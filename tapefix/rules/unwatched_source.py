@@ -219,6 +219,7 @@ g = tape.gradient(b, a)
 a = tf.Variable(3.0)
 """,
             note="rebound to a variable only after the tape: the tensor is what the tape sees",
+            verdict="unverified",
         ),
         Invalid(
             """\
@@ -243,6 +244,7 @@ with tf.GradientTape() as second:
 dh = second.gradient(out, h)
 """,
             note="a tensor computed under another tape: this tape does not watch it",
+            verdict="unverified",
         ),
         Invalid(
             """\
