@@ -119,6 +119,22 @@ class _Frame:
         self.params = params
         self.body = body
         self._mutated: Optional[Dict[str, List[cst.BaseExpression]]] = None
+        self._first: Optional[Dict[str, Tuple[cst.CSTNode, List[cst.Name]]]] = None
+
+    def first_mentions(self) -> Dict[str, Tuple[cst.CSTNode, List[cst.Name]]]:
+        """For each name, the first statement of the body that mentions it, and its mentions there."""
+        if self._first is None:
+            found: Dict[str, Tuple[cst.CSTNode, List[cst.Name]]] = {}
+            if isinstance(self.body, cst.IndentedBlock):
+                for statement in self.body.body:
+                    here: Dict[str, List[cst.Name]] = {}
+                    for node in walk(statement):
+                        if isinstance(node, cst.Name) and node.value not in found:
+                            here.setdefault(node.value, []).append(node)
+                    for name, mentions in here.items():
+                        found[name] = (statement, mentions)
+            self._first = found
+        return self._first
 
     def mutated(self, root: Optional[cst.CSTNode]) -> Dict[str, List[cst.BaseExpression]]:
         """What flows into each name by mutation in the region: ``name.append(v)``, any method call on it
@@ -142,23 +158,20 @@ class _Frame:
         return self._mutated
 
 
-def _assigned_first(body: Optional[cst.CSTNode], name: str) -> bool:
-    """Whether the first statement of ``body`` that mentions ``name`` is a plain assignment to it that
-    does not read it: then no read in ``body`` sees a value from before it."""
-    if not isinstance(body, cst.IndentedBlock):
+def _assigned_first(frame: _Frame, name: str) -> bool:
+    """Whether the first statement of the frame's body that mentions ``name`` is a plain assignment to
+    it that does not read it: then no read in the body sees a value from before it."""
+    first = frame.first_mentions().get(name)
+    if first is None:
         return False
-    for statement in body.body:
-        mentions = [n for n in walk(statement) if isinstance(n, cst.Name) and n.value == name]
-        if not mentions:
-            continue
-        if not isinstance(statement, cst.SimpleStatementLine) or len(statement.body) != 1:
-            return False
-        small = statement.body[0]
-        if not isinstance(small, cst.Assign):
-            return False
-        stored = {id(t.target) for t in small.targets if isinstance(t.target, cst.Name) and t.target.value == name}
-        return bool(stored) and all(id(n) in stored for n in mentions)
-    return False
+    statement, mentions = first
+    if not isinstance(statement, cst.SimpleStatementLine) or len(statement.body) != 1:
+        return False
+    small = statement.body[0]
+    if not isinstance(small, cst.Assign):
+        return False
+    stored = {id(t.target) for t in small.targets if isinstance(t.target, cst.Name) and t.target.value == name}
+    return bool(stored) and all(id(n) in stored for n in mentions)
 
 
 class Connection:
@@ -305,7 +318,7 @@ class Connection:
                 out.add(self._expr(value, frame, depth, busy))
             busy.discard(key)
             # The value from before the region may still be what is read (a loop, a conditional assignment).
-            if self._defined_outside(name, frame) and not _assigned_first(frame.body, name):
+            if self._defined_outside(name, frame) and not _assigned_first(frame, name):
                 out.leaves.add((name, self._key(frame.scope)))
             return out
         if self.a.qualify(cst.Name(name)) is not None:
