@@ -168,14 +168,17 @@ g = tape.gradient(y, x)
         statement = next((n for n in reversed(context.ancestors) if isinstance(n, cst.SimpleStatementLine)), node)
         scope = context.function.node if context.function is not None else context.module
         for source in source_names(sources):
-            # The assignment the gradient call sees (a notebook rebinds ``x`` in every cell), else every one.
-            seen = reaching(source.value, context.ancestors)
-            if seen is not None and seen.definition is not None and not seen.definition.index:
-                definitions = [seen.definition.value]
-            else:
-                definitions = analysis.definitions(source.value, context.function)
-            if not definitions or not all(self._integer(d) for d in definitions):
+            definitions = analysis.definitions(source.value, context.function)
+            if not any(self._integer(d) for d in definitions):
                 continue
+            if not all(self._integer(d) for d in definitions):
+                # The assignment the gradient call sees: a notebook rebinds ``x`` in every cell.
+                seen = reaching(source.value, context.ancestors)
+                if seen is None or seen.definition is None or seen.definition.index:
+                    continue
+                if not self._integer(seen.definition.value):
+                    continue
+                definitions = [seen.definition.value]
             position = next((i for i, e in enumerate(elements) if e is source), None) if elements else None
             if asserts_none_gradient(scope, node, position, len(elements or ()), statement):
                 continue  # a test that checks this very gradient is None means it
