@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 from typing import Any, Dict
 
 import pytest
@@ -386,6 +387,23 @@ def test_sarif_names_the_rule_and_the_line(traced: Dict[str, Any]) -> None:
     assert result["ruleId"] == "TF104"
     assert result["locations"][0]["physicalLocation"]["region"] == {"startLine": 7, "startColumn": 33}
     assert [r["id"] for r in log["runs"][0]["tool"]["driver"]["rules"]] == ["TF104"]
+
+
+def test_sarif_validates_against_the_published_schema(traced: Dict[str, Any]) -> None:
+    import jsonschema
+
+    #: .ci/run fetches the schema, as for tests/test_formats.py
+    schema_path = Path(__file__).resolve().parent.parent / "build" / "sarif" / "sarif-2.1.0-rtm.5.json"
+    if not schema_path.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{schema_path} is missing: .ci/run fetches it")
+        pytest.skip(f"{schema_path} is missing: run the npm step of .ci/run to fetch the published SARIF schema")
+    schema = json.loads(schema_path.read_text(encoding="utf-8"))
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    errors = [
+        f"{list(e.path)}: {e.message}" for e in validator.iter_errors(json.loads(traced["numpy_mean.sarif"]["stdout"]))
+    ]
+    assert not errors, errors
 
 
 def test_context_manager_changes_no_value_and_leaves_nothing_patched(traced: Dict[str, Any]) -> None:
