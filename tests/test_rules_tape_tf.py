@@ -46,6 +46,7 @@ PROBES: Dict[Tuple[str, int], Tuple[str, Optional[str]]] = {
     ("TF113", 2): ("tape.gradient(y, [x])", "y"),
     ("TF113", 3): ("tape.gradient(y, [x])", "y"),
     ("TF113", 4): ("tape.gradient(y, [x])", "y"),
+    ("TF113", 5): ("tape.gradient(y, model.trainable_variables)", "y"),
     ("TF117", 0): ("[g]", "y"),
 }
 RULES = [

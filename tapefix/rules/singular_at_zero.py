@@ -85,10 +85,12 @@ class SingularAtZero(Rule):
     The double-where form: the inner `tf.where` feeds the op a harmless value in the lanes the outer
     one discards, so the gradient there is 0. `tf.norm(v)` becomes the same form over the sum of
     squares `tf.reduce_sum(tf.square(v))`.
+    A compound argument (and the sum of squares of a norm) is bound once, to a fresh name on a new
+    line above the statement; in a lambda or a comprehension it is written out in place.
     ```python
     with tf.GradientTape() as tape:
-        squared = tf.reduce_sum(tf.square(a - b))
-        distance = tf.where(squared > 0, tf.sqrt(tf.where(squared > 0, squared, 1.0)), 0.0)
+        sum_of_squares = tf.reduce_sum(tf.square(a - b))
+        distance = tf.where(sum_of_squares > 0, tf.sqrt(tf.where(sum_of_squares > 0, sum_of_squares, 1.0)), 0.0)
         y = tf.where(x > 0, tf.math.log(tf.where(x > 0, x, 1.0)), 0.0)
     ```
 
@@ -97,8 +99,9 @@ class SingularAtZero(Rule):
     of the discarded lanes becomes 0. For `sqrt`, fractional powers and `tf.norm` the forward values
     are identical where the argument is positive or zero (the norm is rewritten as the square root of
     the same sum of squares `tf.norm` computes); where the argument is negative, NaN becomes 0. The
-    gradient at 0 becomes 0 where it was inf or NaN. The rewrite repeats the argument (or the
-    condition), so it is offered only when that is free of side effects; norms with another `ord`
+    gradient at 0 becomes 0 where it was inf or NaN. An argument with side effects or cost (a model
+    call) is computed once on the line above when no other call of the statement runs before it, and
+    is otherwise reported without a fix; norms with another `ord`
     (1, inf, a matrix 2-norm) have no singularity at 0 worth a rewrite and are left alone.
 
     ## References
@@ -168,8 +171,8 @@ import tensorflow as tf
 a = tf.Variable([1.0, 2.0])
 b = tf.Variable([1.0, 2.0])
 with tf.GradientTape() as tape:
-    distance = tf.where(tf.reduce_sum(tf.square(a - b)) > 0, tf.sqrt(tf.where(tf.reduce_sum(tf.square(a - b)) > 0, \
-tf.reduce_sum(tf.square(a - b)), 1.0)), 0.0)
+    sum_of_squares = tf.reduce_sum(tf.square(a - b))
+    distance = tf.where(sum_of_squares > 0, tf.sqrt(tf.where(sum_of_squares > 0, sum_of_squares, 1.0)), 0.0)
 """,
             note="a Euclidean distance between identical points",
         ),
@@ -186,8 +189,8 @@ import tensorflow as tf
 
 w = tf.Variable([[0.0, 0.0], [3.0, 4.0]])
 with tf.GradientTape() as tape:
-    row_norms = tf.where(tf.reduce_sum(tf.square(w), axis=1) > 0, tf.sqrt(tf.where(tf.reduce_sum(tf.square(w), \
-axis=1) > 0, tf.reduce_sum(tf.square(w), axis=1), 1.0)), 0.0)
+    sum_of_squares = tf.reduce_sum(tf.square(w), axis=1)
+    row_norms = tf.where(sum_of_squares > 0, tf.sqrt(tf.where(sum_of_squares > 0, sum_of_squares, 1.0)), 0.0)
 """,
             note="per-row norms with a zero row",
         ),
@@ -245,12 +248,32 @@ with tf.GradientTape() as tape:
             """\
 import tensorflow as tf
 
-x = tf.Variable([0.0, 4.0])
+model = tf.keras.Sequential([tf.keras.layers.Dense(1)])
+x = tf.Variable([[0.0, 4.0]])
 with tf.GradientTape() as tape:
     y = tf.sqrt(model(x))
 """,
+            """\
+import tensorflow as tf
+
+model = tf.keras.Sequential([tf.keras.layers.Dense(1)])
+x = tf.Variable([[0.0, 4.0]])
+with tf.GradientTape() as tape:
+    radicand = model(x)
+    y = tf.where(radicand > 0, tf.sqrt(tf.where(radicand > 0, radicand, 1.0)), 0.0)
+""",
+            note="the argument calls a model: it is computed once, on the line above",
+        ),
+        Invalid(
+            """\
+import tensorflow as tf
+
+x = tf.Variable([0.0, 4.0])
+with tf.GradientTape() as tape:
+    y = tf.reduce_sum(model(x)) + tf.sqrt(model(x))
+""",
             None,
-            note="the argument calls a model: the rewrite would call it three times",
+            note="another call runs before the argument: computing it first would change their order",
         ),
     )
 
@@ -280,12 +303,21 @@ with tf.GradientTape() as tape:
             or not feeds_gradient(context, node)
         ):
             return
-        if not is_pure(arg, context.analysis):
-            self.report(node, no_fix_reason="the argument has side effects or cost (a call); bind it to a name first")
-            return
         tf, import_edits = context.tf()
         value = context.text(arg)
-        positive = f"{_operand(arg, value)} > 0"
+        bound = None
+        if not isinstance(arg, cst.Name) and (is_pure(arg, context.analysis) or context.first_evaluated(arg)):
+            # The argument appears three times in the rewrite: named once, on the line above.
+            bound = context.bind_above(value, "radicand")
+        if bound is None and not is_pure(arg, context.analysis):
+            self.report(node, no_fix_reason="the argument has side effects or cost (a call); bind it to a name first")
+            return
+        if bound is not None:
+            value, binding = bound
+            import_edits = (*import_edits, binding)
+            positive = f"{value} > 0"
+        else:
+            positive = f"{_operand(arg, value)} > 0"
         safe = f"{tf}.where({positive}, {value}, 1.0)"
         start, end = context.span(node)
         arg_start, arg_end = context.span(arg)
@@ -315,12 +347,19 @@ with tf.GradientTape() as tape:
         if len(positional) > 1 or any(a.star for a in node.args) or set(keywords) - {"ord", "axis", "keepdims"}:
             self.report(node, no_fix_reason="positional or unusual arguments: rewrite by hand with a double-where")
             return
-        if not is_pure(arg, context.analysis):
-            self.report(node, no_fix_reason="the argument has side effects or cost (a call); bind it to a name first")
-            return
         tf, import_edits = context.tf()
         extra = "".join(f", {context.text(keywords[k])}" for k in ("axis", "keepdims") if k in keywords)
         squares = f"{tf}.reduce_sum({tf}.square({context.text(arg)}){extra})"
+        bound = None
+        if is_pure(arg, context.analysis) or context.first_evaluated(arg):
+            # The sum of squares appears three times in the rewrite: named once, on the line above.
+            bound = context.bind_above(squares, "sum_of_squares")
+        if bound is None and not is_pure(arg, context.analysis):
+            self.report(node, no_fix_reason="the argument has side effects or cost (a call); bind it to a name first")
+            return
+        if bound is not None:
+            squares, binding = bound
+            import_edits = (*import_edits, binding)
         text = f"{tf}.where({squares} > 0, {tf}.sqrt({tf}.where({squares} > 0, {squares}, 1.0)), 0.0)"
         self.report(
             node,

@@ -15,8 +15,10 @@ margin = 1.5
 with tf.GradientTape() as tape:
     a = tf.gather(embeddings, [0, 0, 1])
     b = tf.gather(embeddings, [1, 2, 2])
-    distance = tf.where(tf.reduce_sum(tf.square(a - b), axis=1) > 0, tf.sqrt(tf.where(tf.reduce_sum(tf.square(a - b), axis=1) > 0, tf.reduce_sum(tf.square(a - b), axis=1), 1.0)), 0.0)
-    spread = tf.where(tf.reduce_sum(tf.square(embeddings - tf.reduce_mean(embeddings, axis=0))) > 0, tf.sqrt(tf.where(tf.reduce_sum(tf.square(embeddings - tf.reduce_mean(embeddings, axis=0))) > 0, tf.reduce_sum(tf.square(embeddings - tf.reduce_mean(embeddings, axis=0))), 1.0)), 0.0)
+    radicand = tf.reduce_sum(tf.square(a - b), axis=1)
+    distance = tf.where(radicand > 0, tf.sqrt(tf.where(radicand > 0, radicand, 1.0)), 0.0)
+    sum_of_squares = tf.reduce_sum(tf.square(embeddings - tf.reduce_mean(embeddings, axis=0)))
+    spread = tf.where(sum_of_squares > 0, tf.sqrt(tf.where(sum_of_squares > 0, sum_of_squares, 1.0)), 0.0)
     pull = same_class * distance ** 2
     push = (1.0 - same_class) * tf.square(tf.maximum(margin - distance, 0.0))
     loss = tf.reduce_mean(pull + push) + 0.01 * spread
