@@ -517,7 +517,9 @@ def _backward(
         raise
     try:
         skip = set(skip_input_indices or ())
-        for index, grad in enumerate(result):
+        # one gradient function returns a bare tensor for its one input: never iterate over a tensor
+        grads = list(result) if isinstance(result, (list, tuple)) else [result]
+        for index, grad in enumerate(grads[:num_inputs]):
             if index in skip:
                 continue
             # TensorFlow passes no inputs to an op whose gradient does not need them; the recorded op has them
