@@ -47,9 +47,10 @@ class RoundingOnTensor(Rule):
     ## Fix safety
     Unsafe: the forward values are bit-identical on finite inputs (checked by the verifier; ±inf
     become NaN), but the gradient is a surrogate, the identity, that the original code never had.
-    The rounded argument appears three times in the rewrite; an argument with side effects or cost (a
-    model call, a random op) is computed once, on a new line above the statement, when no other call of
-    the statement runs before it, and otherwise the finding is reported without a fix.
+    The rounded argument appears three times in the rewrite; an argument with a call or a long one is
+    computed once, on a new line above the statement, bound to a fresh name. An argument with side
+    effects or cost (a model call, a random op) is moved there only when no other call of the statement
+    runs before it, and otherwise the finding is reported without a fix.
     `np.round(x, decimals)`, `np.trunc` and `np.fix` are reported without a fix.
 
     ## References
@@ -312,15 +313,20 @@ with tf.GradientTape() as tape:
             return
         tf, import_edits = context.tf()
         x = context.text(arg)
-        if not is_pure(arg, context.analysis):
-            # Computed once on the line above, where it runs before every other call of the statement anyway.
-            bound = context.bind_above(x, "rounded_input") if context.first_evaluated(arg) else None
-            if bound is None:
-                reason = "the argument has side effects or cost (a call); bind it to a name first"
-                self.report(node, no_fix_reason=reason)
-                return
-            x, binding = bound
-            import_edits = (*import_edits, binding)
+        pure = is_pure(arg, context.analysis)
+        # A short operation (`w * 3.0`) reads well three times; a call or a long expression does not.
+        compound = not isinstance(arg, (cst.Name, cst.Attribute)) and (len(x) > 24 or "(" in x)
+        if compound and (pure or context.first_evaluated(arg)):
+            # The argument appears three times in the rewrite: computed once, on the line above (where an
+            # argument with a call runs before every other call of the statement anyway).
+            bound = context.bind_above(x, "rounded_input")
+            if bound is not None:
+                x, binding = bound
+                import_edits = (*import_edits, binding)
+        if not pure and x == context.text(arg):
+            reason = "the argument has side effects or cost (a call); bind it to a name first"
+            self.report(node, no_fix_reason=reason)
+            return
         x_operand = x if x != context.text(arg) or binds_tighter_than_sum(arg) else f"({x})"
         op = op_text.format(tf=tf)
         text = f"{tf}.stop_gradient({op}({x})) + ({x_operand} - {tf}.stop_gradient({x}))"
