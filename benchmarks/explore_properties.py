@@ -50,8 +50,10 @@ def main() -> int:
             failed += 1
             for line in re.findall(r"^FAILED .*$", run.stdout, re.M):
                 print(f"    {line}")
-    print(f"{options.seeds - failed} of {options.seeds} seeds found no counterexample "
-          f"({time.perf_counter() - started:.0f} s; files: {' '.join(files)})")
+    print(
+        f"{options.seeds - failed} of {options.seeds} seeds found no counterexample "
+        f"({time.perf_counter() - started:.0f} s; files: {' '.join(files)})"
+    )
     return 1 if failed else 0
 
 

@@ -126,7 +126,8 @@ FLAGGED = [
         "a = tf.Variable([1.0])\nb = tf.Variable([1.0])\nwith tf.GradientTape() as tape:\n"
         "    d = tf.sqrt((a - b) ** 2)\n",
         "a = tf.Variable([1.0])\nb = tf.Variable([1.0])\nwith tf.GradientTape() as tape:\n"
-        "    radicand = (a - b) ** 2\n    d = tf.where(radicand > 0, tf.sqrt(tf.where(radicand > 0, radicand, 1.0)), 0.0)\n",
+        "    radicand = (a - b) ** 2\n"
+        "    d = tf.where(radicand > 0, tf.sqrt(tf.where(radicand > 0, radicand, 1.0)), 0.0)\n",
         id="TF113-sqrt-of-a-square",
     ),
     pytest.param(

@@ -80,7 +80,8 @@ with tf.GradientTape() as tape:
     z = tf.cond(x > 0, lambda: x * 3.0, lambda: tf.constant(0.0))
 g = tape.gradient(z, x, unconnected_gradients="zero")
 """,
-            note="the verifier asks for the plain gradient: on the branch taken it is None, as it should be, so its probe reports a failure",
+            note="the verifier asks for the plain gradient: on the branch taken it is None, as it should be, "
+            "so its probe reports a failure",
             verdict="failed",
         ),
         Invalid(

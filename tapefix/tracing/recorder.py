@@ -529,7 +529,8 @@ def _backward(
                 if entry is not None and index < len(entry[4]):
                     value = entry[4][index]
             if grad is None:
-                if getattr(value, "dtype", None) is not None and value.dtype.is_floating:
+                dtype = getattr(value, "dtype", None)
+                if dtype is not None and dtype.is_floating:
                     log.cuts.append((op_name, outputs, index))
             elif log.nonfinite is None and not _finite(grad):
                 # the backward pass runs from the target to the sources: the first op whose gradient is not
