@@ -66,3 +66,17 @@ def test_line_endings_and_tabs_are_kept(newline: str) -> None:
 )
 def test_where_no_line_can_go_above_the_value_is_written_in_place(body: str) -> None:
     assert fixed(body) == HEADER + body.replace("tf.math.reduce_std(x)", IN_PLACE)
+
+
+def test_a_long_where_condition_is_named_once_for_the_double_where() -> None:
+    body = (
+        "with tf.GradientTape() as tape:\n"
+        "    y = tf.where(tf.reduce_sum(x * x) > 0.0, tf.math.log(tf.reduce_sum(x * x)), 0.0)\n"
+        "    z = tf.where(x > 0, tf.math.log(x), 0.0)\n"
+    )
+    assert fixed(body) == HEADER + (
+        "with tf.GradientTape() as tape:\n"
+        "    mask = tf.reduce_sum(x * x) > 0.0\n"
+        "    y = tf.where(mask, tf.math.log(tf.where(mask, tf.reduce_sum(x * x), 1.0)), 0.0)\n"
+        "    z = tf.where(x > 0, tf.math.log(tf.where(x > 0, x, 1.0)), 0.0)\n"
+    )

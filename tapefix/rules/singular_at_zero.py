@@ -403,6 +403,12 @@ with tf.GradientTape() as tape:
         tf, import_edits = context.tf()
         cond = context.text(condition)
         edits = []
+        if len(cond) > 24 or "(" in cond:
+            # The condition would appear twice more: named once, on the line above.
+            bound = context.bind_above(cond, "mask")
+            if bound is not None:
+                cond, binding = bound
+                edits += [binding, context.replace(condition, cond)]
         for arg, safe, selected_when, _ in trapped:
             value = context.text(arg)
             guarded = (
