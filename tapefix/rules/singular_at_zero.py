@@ -85,8 +85,9 @@ class SingularAtZero(Rule):
     The double-where form: the inner `tf.where` feeds the op a harmless value in the lanes the outer
     one discards, so the gradient there is 0. `tf.norm(v)` becomes the same form over the sum of
     squares `tf.reduce_sum(tf.square(v))`.
-    A compound argument (and the sum of squares of a norm) is bound once, to a fresh name on a new
-    line above the statement; in a lambda or a comprehension it is written out in place.
+    A compound argument (and the sum of squares of a norm, and a long `tf.where` condition) is bound
+    once, to a fresh name on a new line above the statement; in a lambda or a comprehension it is
+    written out in place.
     ```python
     with tf.GradientTape() as tape:
         sum_of_squares = tf.reduce_sum(tf.square(a - b))
