@@ -28,42 +28,10 @@ from tapefix.analysis.names import is_under
 from tapefix.analysis.reaching import reaching
 from tapefix.analysis.scope import KERAS, NP, STOP_GRADIENT, TF, Function, ModuleAnalysis
 from tapefix.analysis.syntax import assigned_in, is_integer_dtype, keyword, walk
-from tapefix.analysis.tfops import WEIGHTLESS_LAYERS
+from tapefix.analysis.tfops import ARGMAX, COMPARISONS, SHAPE_OPS, WEIGHTLESS_LAYERS
 
 #: TensorFlow calls whose result carries no gradient back to their inputs (TF 2.21: ``None``)
-CUT_OPS = frozenset(
-    {
-        "stop_gradient",
-        "argmax",
-        "argmin",
-        "math.argmax",
-        "math.argmin",
-        "argsort",
-        "sort_indices",
-        "shape",
-        "size",
-        "rank",
-        "equal",
-        "not_equal",
-        "greater",
-        "less",
-        "greater_equal",
-        "less_equal",
-        "math.equal",
-        "math.not_equal",
-        "math.greater",
-        "math.less",
-        "math.greater_equal",
-        "math.less_equal",
-        "logical_and",
-        "logical_or",
-        "logical_not",
-        "math.logical_and",
-        "math.logical_or",
-        "math.logical_not",
-        "is_tensor",
-    }
-)
+CUT_OPS = frozenset({"stop_gradient", "argsort", "sort_indices", "is_tensor"} | ARGMAX | COMPARISONS | SHAPE_OPS)
 # Builtins that give a plain Python value with no tensor in it.
 _BUILTIN_CUT = {"len", "range", "isinstance", "type", "id", "str", "repr", "bool", "int", "float", "print", "hash"}
 # Builtins that pass their arguments' values on.

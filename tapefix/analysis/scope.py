@@ -25,7 +25,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Set, Tupl
 import libcst as cst
 
 from tapefix.analysis.names import ImportMap, dotted, is_under
-from tapefix.analysis.tfops import GRADIENT_METHODS
+from tapefix.analysis.tfops import ARGMAX, COMPARISONS, GRADIENT_METHODS, SHAPE_OPS
 from tapefix.analysis.walk import Recording, walk
 from tapefix.types import EntryPoint
 
@@ -79,57 +79,43 @@ GRADIENT_TAPES = (
 KERAS = ("tensorflow.keras", "keras", "tf_keras")
 CUSTOM_GRADIENT = ("tensorflow.custom_gradient", "tensorflow.python.ops.custom_gradient.custom_gradient")
 # TensorFlow calls whose result carries no gradient to its inputs, or is not a tensor at all.
-_TF_NO_PATH = {
-    "shape",
-    "size",
-    "rank",
-    "stop_gradient",
-    "zeros_like",
-    "ones_like",
-    "argmax",
-    "argmin",
-    "math.argmax",
-    "math.argmin",
-    "one_hot",
-    "equal",
-    "not_equal",
-    "greater",
-    "less",
-    "greater_equal",
-    "less_equal",
-    "math.equal",
-    "math.greater",
-    "math.less",
-    "logical_and",
-    "logical_or",
-    "logical_not",
-    "is_tensor",
-    "print",
-    "debugging",
-    "summary",
-    "data",
-    "io",
-    "config",
-    "saved_model",
-    "train",
-    "distribute",
-    "GradientTape",
-    "TensorSpec",
-    "function",
-    "random",
-    "constant",
-    "convert_to_tensor",
-    "zeros",
-    "ones",
-    "fill",
-    "range",
-    "eye",
-    "linspace",
-    "cast_int",
-    "numpy_function",
-    "py_function",
-    "experimental.numpy.asarray",
-}
+_TF_NO_PATH = (
+    ARGMAX
+    | COMPARISONS
+    | SHAPE_OPS
+    | {
+        "stop_gradient",
+        "zeros_like",
+        "ones_like",
+        "one_hot",
+        "is_tensor",
+        "print",
+        "debugging",
+        "summary",
+        "data",
+        "io",
+        "config",
+        "saved_model",
+        "train",
+        "distribute",
+        "GradientTape",
+        "TensorSpec",
+        "function",
+        "random",
+        "constant",
+        "convert_to_tensor",
+        "zeros",
+        "ones",
+        "fill",
+        "range",
+        "eye",
+        "linspace",
+        "cast_int",
+        "numpy_function",
+        "py_function",
+        "experimental.numpy.asarray",
+    }
+)
 # TensorFlow calls that keep the shape of their first argument (elementwise ops).
 _TF_ELEMENTWISE_HINT = (
     "abs",

@@ -98,3 +98,17 @@ ROUNDING = frozenset(
 )
 #: NumPy's rounding functions -> the TensorFlow op with the same forward values (both round half to even)
 NUMPY_ROUNDING = {"floor": "floor", "ceil": "math.ceil", "round": "round", "around": "round", "rint": "math.rint"}
+
+# Ops whose result carries no gradient back to their inputs (TF 2.21 returns None through them).
+#: index-valued reductions
+ARGMAX = frozenset({"argmax", "argmin", "math.argmax", "math.argmin"})
+#: comparisons and logic: boolean results
+COMPARISONS = frozenset(
+    {
+        *(f"{prefix}{name}" for prefix in ("", "math.") for name in ("equal", "not_equal", "greater", "less")),
+        *(f"{prefix}{name}" for prefix in ("", "math.") for name in ("greater_equal", "less_equal")),
+        *(f"{prefix}logical_{name}" for prefix in ("", "math.") for name in ("and", "or", "not")),
+    }
+)
+#: a tensor's static facts: its shape, size and rank
+SHAPE_OPS = frozenset({"shape", "size", "rank"})

@@ -7,31 +7,13 @@ from typing import Dict, List, Optional, Set, Tuple
 import libcst as cst
 
 from tapefix.analysis.syntax import argument, is_integer_dtype
+from tapefix.analysis.tfops import ARGMAX, COMPARISONS
 from tapefix.rule import Invalid, RuleContext, TapeBlockRule, Valid
 from tapefix.types import Safety
 
-_ARGMAX = {"argmax", "argmin", "math.argmax", "math.argmin"}
+_ARGMAX = ARGMAX
 _CAST = {"cast", "dtypes.cast"}
-_COMPARISONS = {
-    "equal",
-    "not_equal",
-    "greater",
-    "less",
-    "greater_equal",
-    "less_equal",
-    "math.equal",
-    "math.not_equal",
-    "math.greater",
-    "math.less",
-    "math.greater_equal",
-    "math.less_equal",
-    "logical_and",
-    "logical_or",
-    "logical_not",
-    "math.logical_and",
-    "math.logical_or",
-    "math.logical_not",
-}
+_COMPARISONS = COMPARISONS
 # TensorFlow calls that carry no gradient to their inputs for another reason (another rule's business,
 # or by design): the walk stops there without blaming an integer op.
 _CUT = {"stop_gradient", "shape", "size", "rank", "zeros_like", "ones_like", "one_hot"}
