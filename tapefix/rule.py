@@ -16,6 +16,7 @@ from typing import ClassVar, Dict, List, Optional, Sequence, Set, Tuple
 import libcst as cst
 from libcst.metadata import CodeRange
 
+from tapefix.analysis.expressions import is_pure
 from tapefix.analysis.scope import Function, ModuleAnalysis, Scope, Value
 from tapefix.analysis.syntax import assigned_in, target_names
 from tapefix.analysis.tfops import GRADIENT_METHODS
@@ -170,6 +171,21 @@ class RuleContext:
         self.offset(1, 0)
         assert self._line_starts is not None
         return self._line_starts[bisect.bisect_right(self._line_starts, offset) - 1]
+
+    def name_once(
+        self, arg: cst.BaseExpression, text: str, hint: str, worth: bool = True
+    ) -> Optional[Tuple[str, Tuple[Edit, ...]]]:
+        """For a fix that repeats ``text`` (computed from ``arg``): the text to repeat and the edits that
+        bind it. When naming is ``worth`` it, ``text`` is bound once to a fresh name on the line above
+        (``bind_above``); an argument with side effects or cost is moved there only when no other call
+        of the statement runs before it (``first_evaluated``). None when it can be neither named nor
+        repeated: the rule reports without a fix."""
+        pure = is_pure(arg, self.analysis)
+        if worth and (pure or self.first_evaluated(arg)):
+            bound = self.bind_above(text, hint)
+            if bound is not None:
+                return bound[0], (bound[1],)
+        return (text, ()) if pure else None
 
     def first_evaluated(self, expr: cst.BaseExpression) -> bool:
         """Whether no call of the statement that holds the node being visited runs before ``expr``: then

@@ -6,7 +6,7 @@ from typing import List
 
 import libcst as cst
 
-from tapefix.analysis.expressions import binds_tighter_than_sum, is_pure
+from tapefix.analysis.expressions import binds_tighter_than_sum
 from tapefix.analysis.syntax import walk
 from tapefix.analysis.tfops import NUMPY_ROUNDING, ROUNDING
 from tapefix.analysis.uses import feeds_gradient
@@ -313,20 +313,15 @@ with tf.GradientTape() as tape:
             return
         tf, import_edits = context.tf()
         x = context.text(arg)
-        pure = is_pure(arg, context.analysis)
         # A short operation (`w * 3.0`) reads well three times; a call or a long expression does not.
         compound = not isinstance(arg, (cst.Name, cst.Attribute)) and (len(x) > 24 or "(" in x)
-        if compound and (pure or context.first_evaluated(arg)):
-            # The argument appears three times in the rewrite: computed once, on the line above (where an
-            # argument with a call runs before every other call of the statement anyway).
-            bound = context.bind_above(x, "rounded_input")
-            if bound is not None:
-                x, binding = bound
-                import_edits = (*import_edits, binding)
-        if not pure and x == context.text(arg):
+        named = context.name_once(arg, x, "rounded_input", worth=compound)
+        if named is None:
             reason = "the argument has side effects or cost (a call); bind it to a name first"
             self.report(node, no_fix_reason=reason)
             return
+        x, binding = named
+        import_edits = (*import_edits, *binding)
         x_operand = x if x != context.text(arg) or binds_tighter_than_sum(arg) else f"({x})"
         op = op_text.format(tf=tf)
         text = f"{tf}.stop_gradient({op}({x})) + ({x_operand} - {tf}.stop_gradient({x}))"

@@ -305,20 +305,14 @@ with tf.GradientTape() as tape:
         ):
             return
         tf, import_edits = context.tf()
-        value = context.text(arg)
-        bound = None
-        if not isinstance(arg, cst.Name) and (is_pure(arg, context.analysis) or context.first_evaluated(arg)):
-            # The argument appears three times in the rewrite: named once, on the line above.
-            bound = context.bind_above(value, "radicand")
-        if bound is None and not is_pure(arg, context.analysis):
+        # The argument appears three times in the rewrite: named once, on the line above.
+        named = context.name_once(arg, context.text(arg), "radicand", worth=not isinstance(arg, cst.Name))
+        if named is None:
             self.report(node, no_fix_reason="the argument has side effects or cost (a call); bind it to a name first")
             return
-        if bound is not None:
-            value, binding = bound
-            import_edits = (*import_edits, binding)
-            positive = f"{value} > 0"
-        else:
-            positive = f"{_operand(arg, value)} > 0"
+        value, binding = named
+        import_edits = (*import_edits, *binding)
+        positive = f"{value} > 0" if binding else f"{_operand(arg, value)} > 0"
         safe = f"{tf}.where({positive}, {value}, 1.0)"
         start, end = context.span(node)
         arg_start, arg_end = context.span(arg)
@@ -351,16 +345,13 @@ with tf.GradientTape() as tape:
         tf, import_edits = context.tf()
         extra = "".join(f", {context.text(keywords[k])}" for k in ("axis", "keepdims") if k in keywords)
         squares = f"{tf}.reduce_sum({tf}.square({context.text(arg)}){extra})"
-        bound = None
-        if is_pure(arg, context.analysis) or context.first_evaluated(arg):
-            # The sum of squares appears three times in the rewrite: named once, on the line above.
-            bound = context.bind_above(squares, "sum_of_squares")
-        if bound is None and not is_pure(arg, context.analysis):
+        # The sum of squares appears three times in the rewrite: named once, on the line above.
+        named = context.name_once(arg, squares, "sum_of_squares")
+        if named is None:
             self.report(node, no_fix_reason="the argument has side effects or cost (a call); bind it to a name first")
             return
-        if bound is not None:
-            squares, binding = bound
-            import_edits = (*import_edits, binding)
+        squares, binding = named
+        import_edits = (*import_edits, *binding)
         text = f"{tf}.where({squares} > 0, {tf}.sqrt({tf}.where({squares} > 0, {squares}, 1.0)), 0.0)"
         self.report(
             node,
