@@ -18,7 +18,7 @@ from libcst.metadata import CodeRange
 
 from tapefix.analysis.expressions import is_pure
 from tapefix.analysis.scope import Function, ModuleAnalysis, Scope, Value
-from tapefix.analysis.syntax import assigned_in, target_names
+from tapefix.analysis.syntax import assigned_in, keyword, target_names
 from tapefix.analysis.tfops import GRADIENT_METHODS
 from tapefix.analysis.walk import Positions
 from tapefix.types import Edit, Finding, Fix, Forward, Position, Safety
@@ -226,6 +226,12 @@ class RuleContext:
         indent = self.source[line_start:start]
         if indent.strip(" \t"):
             return None
+        name = self.fresh_name(hint)
+        return name, Edit(line_start, line_start, f"{indent}{name} = {value}{self.newline}")
+
+    def fresh_name(self, hint: str) -> str:
+        """``hint``, or ``hint_2``, ``hint_3``, ...: a name no identifier of the module spells (so it
+        shadows nothing and clashes with nothing), and that no other fix of this check takes."""
         if self._identifiers is None:
             self._identifiers = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", self.source))
         name, count = hint, 1
@@ -233,7 +239,23 @@ class RuleContext:
             count += 1
             name = f"{hint}_{count}"
         self._identifiers.add(name)
-        return name, Edit(line_start, line_start, f"{indent}{name} = {value}{self.newline}")
+        return name
+
+    def persistent_edit(self, constructor: cst.Call) -> Edit:
+        """The edit that makes the tape ``tf.GradientTape(...)`` builds persistent: ``persistent=True``
+        given (or set) in its arguments."""
+        flag = keyword(constructor, "persistent")
+        positional = [a for a in constructor.args if a.keyword is None]
+        if flag is None and positional:
+            flag = positional[0].value
+        if flag is not None:
+            return self.replace(flag, "True")
+        if not constructor.args:
+            return self.replace(constructor, f"{self.text(constructor.func)}(persistent=True)")
+        start, _ = self.span(constructor.args[0])
+        _, end = self.span(constructor.args[-1].value)
+        arguments = self.source[start:end]
+        return self.replace(constructor, f"{self.text(constructor.func)}({arguments}, persistent=True)")
 
     def report(
         self,
@@ -369,6 +391,22 @@ class TapeBlock:
     ancestors: Tuple[cst.CSTNode, ...]
     #: when the walk met the ``with`` statement (source order)
     order: int = 0
+
+    @property
+    def persistent(self) -> Optional[bool]:
+        """True or False when the tape's persistence is a literal (absent means False); None when it is
+        not, or when the constructor is not known."""
+        if self.constructor is None:
+            return None
+        flag = keyword(self.constructor, "persistent")
+        if flag is None:
+            positional = [a for a in self.constructor.args if a.keyword is None]
+            flag = positional[0].value if positional else None
+        if flag is None:
+            return False
+        if isinstance(flag, cst.Name) and flag.value in ("True", "False"):
+            return flag.value == "True"
+        return None
 
 
 class TapeBlockRule(Rule):

@@ -720,6 +720,8 @@ class Connection:
                 return self._made_of(expr, scope, sources, opaque, depth, busy, at)
             if name is not None and name.startswith(NP + "."):
                 return self._made_of(expr, scope, sources, opaque, depth, busy, at)
+            if isinstance(expr.func, cst.Name) and expr.func.value in self.a.class_names:
+                return "connected"  # an object the module's own class constructs (a model, a layer)
             if self.a.is_model(expr.func, scope) and not isinstance(expr.func, cst.Call):
                 return "computed"  # a model's output, computed when the call ran
             callees = self.a.resolve_callee(expr, scope)

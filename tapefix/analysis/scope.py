@@ -193,6 +193,8 @@ class ModuleAnalysis:
         self.by_name: Dict[str, List[Function]] = {}
         self.class_attrs: Dict[str, Dict[str, Value]] = {}
         self.keras_objects: Set[str] = set()
+        #: the classes the module defines at its top level (calling one constructs an object)
+        self.class_names: Set[str] = set()
         #: the With statements that open a gradient tape, with the tape names they bind
         self.tape_blocks: List[Tuple[cst.With, Tuple[str, ...]]] = []
         #: region roots (an IndentedBlock of a tape body, or a function body) and their scope
@@ -592,6 +594,8 @@ class _Collector(cst.CSTVisitor):
         self.a.imports.add_import(node, not self.function_stack)
 
     def visit_ClassDef(self, node: cst.ClassDef) -> None:
+        if not self.class_stack and not self.function_stack:
+            self.a.class_names.add(node.name.value)
         self.class_stack.append(node.name.value)
         self.scope_kinds.append("class")
 

@@ -155,6 +155,28 @@ g = tape.gradient(y, x, unconnected_gradients=tf.UnconnectedGradients.ZERO)
 """,
             note="asking for zeros instead of None is a choice",
         ),
+        Valid(
+            """\
+import tensorflow as tf
+
+class Net(tf.keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.hidden = tf.keras.layers.Dense(4)
+        self.head = tf.keras.layers.Dense(1)
+
+    def call(self, inputs):
+        return self.head(self.hidden(inputs))
+
+net = Net()
+x = tf.ones((2, 3))
+with tf.GradientTape() as tape:
+    features = net.hidden(x)
+    loss = tf.reduce_sum(features * features)
+g = tape.gradient(loss, net.trainable_variables)
+""",
+            note="a model the module's own class constructs is an object, not an output computed before the block",
+        ),
     )
     INVALID = (
         Invalid(

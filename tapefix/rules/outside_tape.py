@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import libcst as cst
 
-from tapefix.analysis.expressions import names_in
-from tapefix.analysis.syntax import argument
-from tapefix.rule import Invalid, TapeBlock, TapeBlockRule, Valid
-from tapefix.types import Forward, Safety
+from tapefix.analysis.expressions import is_pure, names_in
+from tapefix.analysis.syntax import argument, target_names, walk
+from tapefix.rule import Invalid, TapeBlock, TapeBlockRule, Valid, report_fix
+from tapefix.types import Edit, Forward, Safety
 
 _SUM = {"reduce_sum", "math.reduce_sum"}
+# Where a new statement cannot go: the call sits in an expression of its own scope.
+_EXPRESSION_SCOPES = (cst.Lambda, cst.ListComp, cst.SetComp, cst.DictComp, cst.GeneratorExp)
 
 
 class OutsideTape(TapeBlockRule):
@@ -35,7 +37,8 @@ class OutsideTape(TapeBlockRule):
     ```
 
     ## Use instead
-    `tape.gradient` sums a non-scalar target itself, so the reduction can go:
+    `tape.gradient` sums a non-scalar target itself, so the reduction can go (any other expression
+    is computed inside the block):
     ```python
     with tf.GradientTape() as tape:
         y = tf.where(x > 0, x, x * x)
@@ -43,11 +46,20 @@ class OutsideTape(TapeBlockRule):
     ```
 
     ## Fix safety
-    Safe, and offered only for `tf.reduce_sum(y)` without other arguments where `y` is assigned in
-    the block: the gradient of a non-scalar target is the gradient of its sum, so the result is the
-    gradient the code meant, where it was `None`. Any other target computed outside the block
-    (`tf.reduce_mean(y)` differs by a factor, a loss function, a model call, arithmetic, a name
-    assigned before or after the block) is reported without a fix: move that computation into the block.
+    Safe for `tf.reduce_sum(y)` without other arguments where `y` is assigned in the block: the
+    gradient of a non-scalar target is the gradient of its sum, so `y` itself is passed and the result
+    is the gradient the code meant, where it was `None`.
+
+    Any other target written into the call that is pure (names, slices, arithmetic, deterministic
+    TensorFlow ops: `-loss`, `tf.reduce_mean(y)`, `y[:, 0]`) is computed while the tape records and
+    passed by a fresh name. When every name it reads holds the same value at the end of the block, the
+    fix is safe: a new last line of the block computes it (same values, same dtype and shape, now
+    recorded). When it reads a loop variable of a loop after the block (a Jacobian built row by row,
+    `tape.gradient(y[:, i], x)`), the fix is unsafe: `with tape:` right above the call resumes
+    recording for that one line (TensorFlow 2.21 records on a tape entered again, eager or in a
+    `tf.function`), and the tape becomes persistent when the loop asks it more than once (as TF112
+    would). A target with a model or function call, a random op, or a name assigned before or after
+    the block is reported without a fix: move that computation into the block.
 
     `--verify` checks this fix with a tape probe: the definitions the block reads, the `with` block
     and its gradient calls, run as written and fixed (docs/verification.md).
@@ -120,8 +132,58 @@ with tf.GradientTape() as tape:
     y = x * x
 g = tape.gradient(tf.reduce_mean(y), x)
 """,
+            """\
+import tensorflow as tf
+
+x = tf.Variable([1.0, -2.0, 3.0])
+with tf.GradientTape() as tape:
+    y = x * x
+    target = tf.reduce_mean(y)
+g = tape.gradient(target, x)
+""",
+            note="reduce_mean: passing y would scale the gradient by the element count, so the mean moves in",
+        ),
+        Invalid(
+            """\
+import tensorflow as tf
+
+x = tf.Variable([[1.0, 2.0]])
+w = tf.constant([[1.0, 0.5], [2.0, 1.0]])
+with tf.GradientTape() as tape:
+    y = tf.matmul(x, w)
+    target = 1.0
+grads = []
+for i in range(2):
+    grads.append(tape.gradient(y[:, i], x))
+""",
+            """\
+import tensorflow as tf
+
+x = tf.Variable([[1.0, 2.0]])
+w = tf.constant([[1.0, 0.5], [2.0, 1.0]])
+with tf.GradientTape(persistent=True) as tape:
+    y = tf.matmul(x, w)
+    target = 1.0
+grads = []
+for i in range(2):
+    with tape:
+        target_2 = y[:, i]
+    grads.append(tape.gradient(target_2, x))
+""",
+            note="a slice by a loop variable: the tape records again for it, and keeps its recording for the loop",
+        ),
+        Invalid(
+            """\
+import tensorflow as tf
+
+model = tf.keras.Sequential([tf.keras.layers.Dense(2)])
+x = tf.ones((1, 3))
+with tf.GradientTape() as tape:
+    y = model(x)
+g = tape.gradient(tf.reduce_sum(model(y)), model.trainable_variables)
+""",
             None,
-            note="reduce_mean: passing y instead would scale the gradient by the element count",
+            note="a model call in the target is not moved: where it runs is the author's decision",
         ),
         Invalid(
             """\
@@ -191,11 +253,17 @@ g = tape.jacobian(first, w)
                 no_fix_reason="move the computation of the target into the with block",
             )
             return
-        if not isinstance(target, (cst.Call, cst.BinaryOperation, cst.UnaryOperation)):
+        if not isinstance(target, (cst.Call, cst.BinaryOperation, cst.UnaryOperation, cst.Subscript)):
             return
         recorded = self.recorded(block)
         if not (set(names_in(target)) & set(recorded)) and not self.context.on_path(target):
             return
+        if isinstance(target, cst.Subscript) and not (
+            isinstance(target.value, cst.Name)
+            and target.value.value in recorded
+            and not self.assigned_after(block, target.value.value)
+        ):
+            return  # an element of a list built after the block holds a tensor the block computed
         summed = self._summed_name(target, block)
         if summed is not None:
             self.report(
@@ -204,6 +272,11 @@ g = tape.jacobian(first, w)
                 description="pass the recorded tensor: tape.gradient sums a non-scalar target",
             )
             return
+        inside = self._compute_inside(target, block)
+        if inside is not None:
+            edits, safety, description = inside
+            report_fix(self, target, edits, description, safety, Forward.EXACT)
+            return
         reason = "move this computation into the with block"
         if isinstance(target, cst.Call) and self.context.analysis.is_tf_call(target) in (
             "reduce_mean",
@@ -211,6 +284,73 @@ g = tape.jacobian(first, w)
         ):
             reason = "passing the tensor itself would sum, not average: move the reduction into the with block"
         self.report(target, no_fix_reason=reason)
+
+    def _compute_inside(
+        self, target: cst.BaseExpression, block: TapeBlock
+    ) -> Optional[Tuple[Tuple[Edit, ...], Safety, str]]:
+        """Edits that compute a pure target expression while the tape records, and pass its name: at the
+        end of the block when every name it reads holds there the value it holds at the call; else (a
+        loop variable of a loop after the block) in a ``with tape:`` that resumes recording right above
+        the statement of the call, the tape made persistent when the loop asks it more than once."""
+        context = self.context
+        analysis = context.analysis
+        if not is_pure(target, analysis) or any(
+            isinstance(n, cst.Call) and (analysis.qualify(n.func) or "").startswith("numpy.") for n in walk(target)
+        ):
+            return None
+        keywords = {id(n.keyword) for n in walk(target) if isinstance(n, cst.Arg) and n.keyword is not None}
+        read = {
+            n.value
+            for n in (target, *walk(target))
+            if isinstance(n, cst.Name) and id(n) not in keywords and analysis.qualify(n) is None
+        }
+        if any(self.assigned_after(block, name) for name in read):
+            return None
+        ancestors = context.ancestors
+        # Loops that run the call but not the block, and the names they bind.
+        loops = [a for a in ancestors if isinstance(a, (cst.For, cst.While)) and a not in block.ancestors]
+        if any(isinstance(a, _EXPRESSION_SCOPES) for a in ancestors):
+            return None
+        bound_by_loops = {name for loop in loops if isinstance(loop, cst.For) for name in target_names(loop.target)}
+        name = context.fresh_name("target")
+        text = context.text(target)
+        if "\n" in text or "\r" in text:
+            return None
+        replace = context.replace(target, name)
+        if not read & bound_by_loops:
+            body = block.node.body
+            if not isinstance(body, cst.IndentedBlock) or not body.body:
+                return None
+            indent = context.line_indent(body.body[0])
+            _, end = context.span(body.body[-1])
+            line_end = context.source.find("\n", end)
+            if line_end < 0 or not indent.strip(" \t") == "" or not indent:
+                return None
+            at = line_end + 1
+            insert = Edit(at, at, f"{indent}{name} = {text}{context.newline}")
+            return (insert, replace), Safety.SAFE, "compute the target inside the with block"
+        if len(block.node.items) != 1 or block.constructor is None:
+            return None
+        persistent = block.persistent
+        if persistent is None:
+            return None
+        statement = next((a for a in reversed(ancestors) if isinstance(a, cst.SimpleStatementLine)), None)
+        if statement is None or len(statement.body) != 1:
+            return None
+        index = ancestors.index(statement)
+        if not isinstance(ancestors[index - 1], (cst.IndentedBlock, cst.Module)):
+            return None
+        start, _ = context.span(statement.body[0])
+        indent = context.line_indent(statement.body[0])
+        line_start = context.source.rfind("\n", 0, start) + 1
+        if context.source[line_start:start] != indent:
+            return None
+        unit = context.module.default_indent
+        resume = f"{indent}with {block.name}:{context.newline}{indent}{unit}{name} = {text}{context.newline}"
+        edits: Tuple[Edit, ...] = (Edit(line_start, line_start, resume), replace)
+        if not persistent and loops:
+            edits += (context.persistent_edit(block.constructor),)
+        return edits, Safety.UNSAFE, "compute the target while the tape records again (with tape:)"
 
     def _computed_after(self, block: TapeBlock, target: cst.Name) -> bool:
         """A target assigned after the block that tensor-ness does not follow: a gradient the tape

@@ -6,9 +6,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import libcst as cst
 
-from tapefix.analysis.syntax import keyword
 from tapefix.rule import Invalid, RuleContext, TapeBlock, TapeBlockRule, Valid
-from tapefix.types import Edit, Forward, Safety
+from tapefix.types import Forward, Safety
 
 _LOOPS = (cst.For, cst.While, cst.ListComp, cst.SetComp, cst.DictComp, cst.GeneratorExp)
 
@@ -216,7 +215,7 @@ def step(x):
         if found is None:
             return
         block, method = found
-        persistent = _persistent(block)
+        persistent = block.persistent
         if persistent is True:
             return
         ancestors = tuple(self.context.ancestors[:-1])
@@ -231,40 +230,9 @@ def step(x):
         self.report(
             node,
             message,
-            edits=(self._persistent_edit(block.constructor),),
+            edits=(self.context.persistent_edit(block.constructor),),
             description="make the tape persistent",
         )
-
-    def _persistent_edit(self, call: cst.Call) -> Edit:
-        context = self.context
-        flag = keyword(call, "persistent")
-        positional = [a for a in call.args if a.keyword is None]
-        if flag is None and positional:
-            flag = positional[0].value
-        if flag is not None:
-            return context.replace(flag, "True")
-        if not call.args:
-            return context.replace(call, f"{context.text(call.func)}(persistent=True)")
-        start, _ = context.span(call.args[0])
-        _, end = context.span(call.args[-1].value)
-        arguments = context.source[start:end]
-        return context.replace(call, f"{context.text(call.func)}({arguments}, persistent=True)")
-
-
-def _persistent(block: TapeBlock) -> Optional[bool]:
-    """True or False when the tape's persistence is a literal (absent means False); None otherwise."""
-    if block.constructor is None:
-        return None
-    flag = keyword(block.constructor, "persistent")
-    if flag is None:
-        positional = [a for a in block.constructor.args if a.keyword is None]
-        if positional:
-            flag = positional[0].value
-    if flag is None:
-        return False
-    if isinstance(flag, cst.Name) and flag.value in ("True", "False"):
-        return flag.value == "True"
-    return None
 
 
 def _loop_repeats(ancestors: Sequence[cst.CSTNode], block: TapeBlock) -> bool:
