@@ -27,7 +27,7 @@ import libcst as cst
 from tapefix.analysis.names import is_under
 from tapefix.analysis.reaching import reaching
 from tapefix.analysis.scope import KERAS, NP, STOP_GRADIENT, TF, Function, ModuleAnalysis
-from tapefix.analysis.syntax import assigned_in, is_integer_dtype, keyword, walk
+from tapefix.analysis.syntax import assigned_in, bind_arguments, is_integer_dtype, keyword, walk
 from tapefix.analysis.tfops import ARGMAX, COMPARISONS, SHAPE_OPS, WEIGHTLESS_LAYERS
 
 #: TensorFlow calls whose result carries no gradient back to their inputs (TF 2.21: ``None``)
@@ -583,7 +583,7 @@ class Connection:
             return "connected"
         verdict = "constant"
         for call, caller in sites:
-            bound = _bind_arguments(function.node, call)
+            bound = bind_arguments(function.node, call)
             if bound is None or name not in bound:
                 return "connected"
             site_sources: List[str] = []
@@ -795,24 +795,6 @@ class Connection:
                             continue
                 return False
         return found
-
-
-def _bind_arguments(node: cst.FunctionDef, call: cst.Call) -> Optional[Dict[str, cst.BaseExpression]]:
-    """Each parameter of ``node`` and the argument ``call`` passes it; None with ``*args`` or ``**kwargs``."""
-    if any(arg.star for arg in call.args):
-        return None
-    params = [p.name.value for p in list(node.params.posonly_params) + list(node.params.params)]
-    params += [p.name.value for p in node.params.kwonly_params]
-    bound: Dict[str, cst.BaseExpression] = {}
-    positional = [a for a in call.args if a.keyword is None]
-    if len(positional) > len(node.params.posonly_params) + len(node.params.params):
-        return None
-    for param, arg in zip(params, positional):
-        bound[param] = arg.value
-    for arg in call.args:
-        if arg.keyword is not None:
-            bound[arg.keyword.value] = arg.value
-    return bound
 
 
 def _dtype_argument(call: cst.Call) -> Optional[cst.BaseExpression]:

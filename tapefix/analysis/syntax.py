@@ -131,3 +131,26 @@ def keywords(call: cst.Call) -> Dict[str, cst.Arg]:
 
 def has_star(call: cst.Call) -> bool:
     return any(a.star for a in call.args)
+
+
+def bind_arguments(
+    node: cst.FunctionDef, call: cst.Call, method: bool = False
+) -> Optional[Dict[str, cst.BaseExpression]]:
+    """Each parameter of ``node`` and the argument ``call`` passes it; None with ``*args`` or ``**kwargs``.
+    ``method``: the call goes through an instance (``self.f(a)``), so the first parameter is bound already."""
+    if any(arg.star for arg in call.args):
+        return None
+    named = list(node.params.posonly_params) + list(node.params.params)
+    if method:
+        named = named[1:]
+    params = [p.name.value for p in named] + [p.name.value for p in node.params.kwonly_params]
+    bound: Dict[str, cst.BaseExpression] = {}
+    positional = [a for a in call.args if a.keyword is None]
+    if len(positional) > len(named):
+        return None
+    for param, arg in zip(params, positional):
+        bound[param] = arg.value
+    for arg in call.args:
+        if arg.keyword is not None:
+            bound[arg.keyword.value] = arg.value
+    return bound

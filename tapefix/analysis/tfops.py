@@ -112,3 +112,33 @@ COMPARISONS = frozenset(
 )
 #: a tensor's static facts: its shape, size and rank
 SHAPE_OPS = frozenset({"shape", "size", "rank"})
+
+# Arguments TensorFlow takes only as integers: a float tensor there raises (TF 2.21, measured for each:
+# InvalidArgumentError "Value for attr 'Tindices' of float is not in the list of allowed values" and the
+# like, TypeError in a tf.function). By the name under ``tensorflow.``: the (position, keyword) of each.
+# Not here: ``tf.range`` (a float limit gives a float range) and ``tf.zeros_like(x, dtype=...)``.
+_SCATTER_ND = ("update", "add", "sub", "max", "min")
+INTEGER_ARGUMENTS = {
+    "gather": ((1, "indices"), (3, "axis")),
+    "gather_nd": ((1, "indices"),),
+    "one_hot": ((0, "indices"), (1, "depth")),
+    "nn.embedding_lookup": ((1, "ids"),),
+    "scatter_nd": ((0, "indices"), (2, "shape")),
+    **{f"tensor_scatter_nd_{name}": ((1, "indices"),) for name in _SCATTER_ND},
+    "math.unsorted_segment_sum": ((1, "segment_ids"), (2, "num_segments")),
+    "nn.sparse_softmax_cross_entropy_with_logits": ((0, "labels"),),
+    "zeros": ((0, "shape"),),
+    "ones": ((0, "shape"),),
+    "fill": ((0, "dims"),),
+    "reshape": ((1, "shape"),),
+    "tile": ((1, "multiples"),),
+    "broadcast_to": ((1, "shape"),),
+    "slice": ((1, "begin"), (2, "size")),
+    "roll": ((1, "shift"), (2, "axis")),
+    "random.normal": ((0, "shape"),),
+    "random.uniform": ((0, "shape"),),
+}
+#: Python builtins that take only an integer (``range`` of a float tensor raises)
+INTEGER_BUILTINS = frozenset({"range"})
+#: calls whose result has the dtype of their first argument (an index reshaped is still an index)
+SAME_DTYPE = frozenset({"identity", "reshape", "expand_dims", "squeeze", "transpose", "stack", "concat"})

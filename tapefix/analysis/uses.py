@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import enum
 import weakref
+from dataclasses import dataclass
 from typing import Dict, FrozenSet, List, Optional, Protocol, Sequence, Set, Tuple
 
 import libcst as cst
 
 from tapefix.analysis.names import is_under
 from tapefix.analysis.scope import KERAS, NP, TF, Function, ModuleAnalysis, Value
-from tapefix.analysis.syntax import is_integer_dtype
-from tapefix.analysis.tfops import GRADIENT_METHODS
+from tapefix.analysis.syntax import argument, bind_arguments, integer_tensor, is_integer_dtype
+from tapefix.analysis.tfops import GRADIENT_METHODS, INTEGER_ARGUMENTS, INTEGER_BUILTINS, SAME_DTYPE
 from tapefix.types import Forward
 
 
@@ -586,3 +587,157 @@ def _all_targets(target: cst.BaseExpression) -> List[cst.BaseExpression]:
     if isinstance(target, cst.StarredElement):
         return _all_targets(target.value)
     return [target]
+
+
+# ---------------------------------------------------------------------- where a value's dtype matters
+
+
+@dataclass(frozen=True)
+class DtypeUse:
+    """A place where the dtype of a value matters: TensorFlow takes only an integer there (``kind ==
+    "index"``: an index argument, a shape, a subscript, ``range``), or the value meets ``other`` in
+    arithmetic (``kind == "operand"``), where both operands must have one dtype."""
+
+    node: cst.CSTNode
+    kind: str
+    #: the other operand of an arithmetic operation
+    other: Optional[cst.BaseExpression] = None
+    #: the function ``node`` is in (None: the module), where ``other`` is to be looked up
+    function: Optional[Function] = None
+
+
+_MAX_DTYPE_DEPTH = 6
+_ARITHMETIC = (
+    cst.Add, cst.Subtract, cst.Multiply, cst.Divide, cst.FloorDivide, cst.Modulo, cst.Power, cst.MatrixMultiply,
+)  # fmt: skip
+
+
+def dtype_uses(analysis: ModuleAnalysis, name: str, function: Optional[Function]) -> List[DtypeUse]:
+    """Where the value bound to ``name`` (as seen from ``function``; None: the module) goes where its
+    dtype matters, in the scope that binds it and the functions nested there: directly, through the
+    names it is assigned to, through ops that keep its dtype (``tf.reshape``), and into the module's own
+    functions it is passed to (decorated with ``tf.function`` or ``tf.custom_gradient`` included), as
+    the parameter the call binds it to."""
+    found: List[DtypeUse] = []
+    _dtype_name(analysis, name, _owner(name, function), found, set(), 0)
+    return found
+
+
+def _owner(name: str, function: Optional[Function]) -> Optional[Function]:
+    """The function whose own name ``name`` is where ``function`` reads it (None: the module's)."""
+    while function is not None:
+        if name in function.defs or name in function.params:
+            return function
+        function = function.parent
+    return None
+
+
+def _dtype_name(
+    analysis: ModuleAnalysis,
+    name: str,
+    owner: Optional[Function],
+    found: List[DtypeUse],
+    seen: Set[Tuple[int, str]],
+    depth: int,
+) -> None:
+    key = (id(owner), name)
+    if key in seen or depth > _MAX_DTYPE_DEPTH:
+        return
+    seen.add(key)
+    scopes: List[Optional[Function]] = [owner]
+    scopes += [
+        f for f in analysis.functions.values() if f is not owner and _owner(name, f) is owner and _within(f, owner)
+    ]
+    for scope in scopes:
+        root: cst.CSTNode = scope.node if scope is not None else analysis.module
+        for read, stack in _scan(analysis, root).reads.get(name, ()):
+            _dtype_walk(analysis, read, stack, scope, found, seen, depth)
+
+
+def _within(function: Function, owner: Optional[Function]) -> bool:
+    while function is not None:
+        if function is owner:
+            return True
+        function = function.parent  # type: ignore[assignment]
+    return owner is None
+
+
+def _dtype_walk(
+    analysis: ModuleAnalysis,
+    node: cst.CSTNode,
+    parents: Sequence[cst.CSTNode],
+    scope: Optional[Function],
+    found: List[DtypeUse],
+    seen: Set[Tuple[int, str]],
+    depth: int,
+) -> None:
+    child: cst.CSTNode = node
+    for index in range(len(parents) - 1, -1, -1):
+        parent = parents[index]
+        if isinstance(parent, cst.BinaryOperation):
+            if not isinstance(parent.operator, _ARITHMETIC):
+                return
+            other = parent.right if parent.left is child else parent.left
+            found.append(DtypeUse(parent, "operand", other, scope))
+            child = parent
+            continue
+        if isinstance(parent, (cst.UnaryOperation, cst.Element, cst.List, cst.Tuple, cst.Arg)):
+            child = parent
+            continue
+        if isinstance(parent, cst.Subscript):
+            if parent.value is not child:
+                return
+            child = parent  # an element of an index is an index
+            continue
+        if isinstance(parent, (cst.Index, cst.Slice)):
+            subscript = next((p for p in reversed(parents[:index]) if isinstance(p, cst.Subscript)), parent)
+            found.append(DtypeUse(subscript, "index", None, scope))
+            return
+        if isinstance(parent, cst.Call):
+            if parent.func is child or not isinstance(child, cst.Arg):
+                return
+            short = analysis.is_tf_call(parent)
+            if short is not None:
+                for position, keyword in INTEGER_ARGUMENTS.get(short, ()):
+                    if argument(parent, position, keyword) is child.value:
+                        found.append(DtypeUse(parent, "index", None, scope))
+                        return
+                if short in SAME_DTYPE and argument(parent, 0, "") is child.value:
+                    child = parent
+                    continue
+                return
+            if isinstance(parent.func, cst.Name) and parent.func.value in INTEGER_BUILTINS:
+                if not analysis.by_name.get(parent.func.value):
+                    found.append(DtypeUse(parent, "index", None, scope))
+                return
+            method = isinstance(parent.func, cst.Attribute)
+            for callee in analysis.resolve_callee(parent, scope):
+                bound = bind_arguments(callee.node, parent, method and callee.class_name is not None)
+                for param, value in (bound or {}).items():
+                    if value is child.value:
+                        _dtype_name(analysis, param, callee, found, seen, depth + 1)
+            return
+        if isinstance(parent, (cst.Assign, cst.AnnAssign)):
+            targets = [t.target for t in parent.targets] if isinstance(parent, cst.Assign) else [parent.target]
+            for target in targets:
+                if isinstance(target, cst.Name):
+                    _dtype_name(analysis, target.value, _owner(target.value, scope), found, seen, depth + 1)
+            return
+        return
+
+
+def integer_valued(analysis: ModuleAnalysis, expr: cst.BaseExpression, function: Optional[Function]) -> bool:
+    """``tf.constant(2)``, ``tf.cast(x, tf.int32)``, or a name bound to one: a tensor of an integer dtype."""
+    if isinstance(expr, cst.Name):
+        return any(
+            not isinstance(d, cst.Name) and integer_valued(analysis, d, function)
+            for d in analysis.definitions(expr.value, function)
+        )
+    if isinstance(expr, cst.Call):
+        short = analysis.is_tf_call(expr)
+        if short is None:
+            return False
+        if short in ("cast", "dtypes.cast"):
+            return is_integer_dtype(argument(expr, 1, "dtype"))
+        return integer_tensor(expr, short)
+    return False

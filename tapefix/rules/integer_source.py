@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import re
-from typing import List, Optional, Set
+from typing import Dict, List, Optional, Set, Tuple
 
 import libcst as cst
 
 from tapefix.analysis.intent import asserts_none_gradient
 from tapefix.analysis.reaching import reaching
+from tapefix.analysis.scope import Function
 from tapefix.analysis.syntax import argument, integer_tensor, is_integer_dtype, keyword, source_names
+from tapefix.analysis.uses import dtype_uses, integer_valued
 from tapefix.analysis.walk import children
 from tapefix.rule import Invalid, RuleContext, TapeBlockRule, Valid
 from tapefix.types import Edit, Forward, Safety
@@ -52,6 +54,17 @@ class IntegerSource(TapeBlockRule):
     (integer literals are written as floats; an integer `dtype=` becomes `float32`). A tensor built
     from a non-literal value is reported without a fix. A `tf.constant` also needs `tape.watch`
     (TF110) once it is a float.
+
+    No fix either where a float would make the program raise (TF 2.21, measured): when the value is
+    used where TensorFlow takes only integers (an index of `tf.gather`, `tf.gather_nd`,
+    `tf.nn.embedding_lookup`, `tf.one_hot`, `tf.scatter_nd` or `tf.tensor_scatter_nd_*`, a subscript
+    `x[i]`, a `depth` or a shape, Python's `range`: `InvalidArgumentError: Value for attr 'Tindices' of
+    float is not in the list of allowed values`, or `TypeError`), directly, through the names it is
+    assigned to, or in the module's own functions it is passed to (`tf.function` and
+    `tf.custom_gradient` ones included); and when it meets, in arithmetic, an integer tensor the fix
+    leaves an integer (`float32 + int32` raises `InvalidArgumentError` in `AddV2`). The finding then
+    says why. `tf.range` and `tf.zeros_like(x, dtype=...)` take a float as well: they do not stop the
+    fix.
 
     `--verify` checks this fix with a tape probe: the definitions the block reads, the `with` block
     and its gradient calls, run as written and fixed (docs/verification.md). The forward values
@@ -149,6 +162,55 @@ g = tape.gradient(y, x)
             None,
             note="not a literal: np.arange gives int64, but tapefix does not rewrite the value",
         ),
+        Invalid(
+            """\
+import tensorflow as tf
+
+table = tf.Variable([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
+rows = tf.Variable([2, 0])
+with tf.GradientTape() as tape:
+    picked = tf.gather(table, rows)
+    loss = tf.reduce_sum(picked)
+grads = tape.gradient(loss, [table, rows])
+""",
+            None,
+            note="used as an index: `tf.gather` takes only integer indices (a float32 one raises), so no float fix",
+        ),
+        Invalid(
+            """\
+import tensorflow as tf
+
+
+@tf.custom_gradient
+def lookup(table, positions):
+    def grad(upstream):
+        return tf.ones_like(table), None
+
+    return tf.nn.embedding_lookup(table, positions), grad
+
+
+table = tf.Variable([[1.0, 2.0], [3.0, 4.0]])
+ids = tf.Variable([1, 0])
+with tf.GradientTape() as tape:
+    loss = tf.reduce_sum(lookup(table, ids))
+grads = tape.gradient(loss, [table, ids])
+""",
+            None,
+            note="used as an index inside the module's own function it is passed to",
+        ),
+        Invalid(
+            """\
+import tensorflow as tf
+
+x = tf.Variable(3)
+offset = tf.constant(2)
+with tf.GradientTape() as tape:
+    y = x * x + offset
+g = tape.gradient(y, x)
+""",
+            None,
+            note="combined with an integer tensor that is not a source: float32 + int32 would raise",
+        ),
     )
 
     def __init__(self, context: RuleContext) -> None:
@@ -167,6 +229,7 @@ g = tape.gradient(y, x)
         elements = [e.value for e in sources.elements] if isinstance(sources, (cst.List, cst.Tuple)) else None
         statement = next((n for n in reversed(context.ancestors) if isinstance(n, cst.SimpleStatementLine)), node)
         scope = context.function.node if context.function is not None else context.module
+        candidates: List[Tuple[cst.Name, List[cst.BaseExpression]]] = []
         for source in source_names(sources):
             definitions = analysis.definitions(source.value, context.function)
             if not any(self._integer(d) for d in definitions):
@@ -182,16 +245,69 @@ g = tape.gradient(y, x)
             position = next((i for i, e in enumerate(elements) if e is source), None) if elements else None
             if asserts_none_gradient(scope, node, position, len(elements or ()), statement):
                 continue  # a test that checks this very gradient is None means it
+            candidates.append((source, definitions))
+        declined = self._declined(candidates)
+        for source, definitions in candidates:
             for definition in definitions:
                 assert isinstance(definition, cst.Call)
                 if definition in self._reported:
                     continue
                 self._reported.add(definition)
                 edits = self._float_edits(definition)
-                if edits is None:
+                if source.value in declined:
+                    self.report(definition, no_fix_reason=declined[source.value])
+                elif edits is None:
                     self.report(definition, no_fix_reason="the value is not a literal: give it a float dtype by hand")
                 else:
                     self.report(definition, edits=edits, description="a float32 tensor with the same values")
+
+    def _declined(self, found: List[Tuple[cst.Name, List[cst.BaseExpression]]]) -> Dict[str, str]:
+        """The sources whose float fix would make the program raise, and why: the value is used where
+        TensorFlow takes only integers (an index, a shape), or it meets an integer tensor the fix leaves
+        an integer (int32 + float32 raises). A source whose fix is declined stays an integer itself, so
+        its partners are looked at again."""
+        context = self.context
+        analysis = context.analysis
+        integers = {source.value for source, _ in found}
+        floated = {
+            source.value
+            for source, definitions in found
+            if all(isinstance(d, cst.Call) and self._float_edits(d) is not None for d in definitions)
+        }
+        declined: Dict[str, str] = {}
+        changed = True
+        while changed:
+            changed = False
+            for name in sorted(floated):
+                for use in dtype_uses(analysis, name, context.function):
+                    if use.kind == "index":
+                        reason = (
+                            f"the value is used as an index (`{_short(context.text(use.node))}`): TensorFlow takes "
+                            "only integers there, so the float fix would raise"
+                        )
+                    elif use.other is not None and self._stays_integer(use.other, use.function, integers, floated):
+                        reason = (
+                            f"the value is combined with the integer tensor `{_short(context.text(use.other))}`, "
+                            "which would stay an integer: the float fix would raise a dtype error"
+                        )
+                    else:
+                        continue
+                    floated.discard(name)
+                    declined[name] = reason
+                    changed = True
+                    break
+        return declined
+
+    def _stays_integer(
+        self, other: cst.BaseExpression, function: Optional[Function], integers: Set[str], floated: Set[str]
+    ) -> bool:
+        """Whether ``other`` is an integer tensor that this gradient call's fixes leave an integer."""
+        analysis = self.context.analysis
+        if isinstance(other, cst.Name) and other.value in integers:
+            here = analysis.definitions(other.value, function)
+            if here is analysis.definitions(other.value, self.context.function):
+                return other.value not in floated  # a source of this call: a float only if its fix stands
+        return integer_valued(analysis, other, function)
 
     def _integer(self, definition: cst.BaseExpression) -> bool:
         if not isinstance(definition, cst.Call):
@@ -236,6 +352,11 @@ def _literal(expr: cst.BaseExpression) -> bool:
     while isinstance(expr, cst.UnaryOperation) and isinstance(expr.operator, (cst.Minus, cst.Plus)):
         expr = expr.expression
     return isinstance(expr, (cst.Integer, cst.Float))
+
+
+def _short(text: str) -> str:
+    line = text.splitlines()[0] if text else ""
+    return line if len(line) <= 60 and line == text else line[:57] + "..."
 
 
 def _integers(expr: cst.CSTNode) -> List[cst.Integer]:
