@@ -593,6 +593,71 @@ def test_a_verdict_says_whose_gradient_was_checked():
     assert _with_block(unit, Verdict("failed", "forward differs at x=0.5", level="tape block")).status == "failed"
 
 
+HELPER_IF = """\
+import tensorflow as tf
+
+
+def hinge(margin):
+    if margin > 0.0:
+        return margin * 2.0
+    else:
+        return margin * 0.5
+
+
+w = tf.Variable([[0.5], [-0.5]])
+x = tf.constant([[1.0, 2.0], [-1.0, 0.5], [0.3, 0.3]])
+with tf.GradientTape() as tape:
+    loss = tf.reduce_sum(hinge(tf.matmul(x, w)))
+g = tape.gradient(loss, w)
+"""
+
+MODULE_LEVEL = """\
+import numpy as np
+import tensorflow as tf
+
+x = tf.constant(1.0)
+with tf.GradientTape() as tape:
+    tape.watch(x)
+    y = x * 2.0
+first = tape.gradient(y, x)
+
+x = tf.Variable(2.7)
+with tf.GradientTape() as tape:
+    z = np.floor(x) * 3.0
+grad = tape.gradient(z, x)
+"""
+
+
+def test_a_fix_outside_a_standalone_block_is_checked_on_its_tape_slice():
+    from tapefix.verify.probes import plan_tape_block
+
+    # A fix in a function the tape calls: the slice copies the function with the fix in it.
+    (finding,) = _fixes(HELPER_IF, "TF102")
+    probe = plan_tape_block(HELPER_IF, finding, [finding])
+    assert isinstance(probe, Probe) and probe.kind == "tape"
+    assert "tf.where(" in probe.after and "tf.where(" not in probe.before
+    # Module-level code: the nearest assignment above the block is the one in force there, even when
+    # the name is bound again elsewhere at the top level.
+    (finding,) = _fixes(MODULE_LEVEL, "TF101")
+    probe = plan_tape_block(MODULE_LEVEL, finding, [finding])
+    assert isinstance(probe, Probe), probe.reason
+    assert "tf.Variable(2.7)" in probe.before and "tf.constant(1.0)" not in probe.before
+    # Bound inside a compound statement as well: which value is in force is not plain.
+    branched = MODULE_LEVEL + "if grad is None:\n    x = tf.constant(0.0)\n"
+    (finding,) = _fixes(branched, "TF101")
+    assert isinstance(plan_tape_block(branched, finding, [finding]), Unverifiable)
+
+
+@pytest.mark.tf
+def test_fixes_outside_a_standalone_block_get_a_tape_block_verdict(verifier):
+    for source, code in [(HELPER_IF, "TF102"), (MODULE_LEVEL, "TF101")]:
+        findings = _fixes(source, code)
+        (verdict,) = verifier(source, findings)
+        assert verdict.status == "verified", verdict.reason
+        assert verdict.level == "tape block", verdict.reason
+        assert "whole tape block" in verdict.reason
+
+
 # ------------------------------------------------------------------------------ --verify-with
 BATCHES = """\
 import numpy as np

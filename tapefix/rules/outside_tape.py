@@ -152,9 +152,8 @@ w = tf.constant([[1.0, 0.5], [2.0, 1.0]])
 with tf.GradientTape() as tape:
     y = tf.matmul(x, w)
     target = 1.0
-grads = []
 for i in range(2):
-    grads.append(tape.gradient(y[:, i], x))
+    row = tape.gradient(y[:, i], x)
 """,
             """\
 import tensorflow as tf
@@ -164,11 +163,10 @@ w = tf.constant([[1.0, 0.5], [2.0, 1.0]])
 with tf.GradientTape(persistent=True) as tape:
     y = tf.matmul(x, w)
     target = 1.0
-grads = []
 for i in range(2):
     with tape:
         target_2 = y[:, i]
-    grads.append(tape.gradient(target_2, x))
+    row = tape.gradient(target_2, x)
 """,
             note="a slice by a loop variable: the tape records again for it, and keeps its recording for the loop",
         ),
@@ -326,8 +324,10 @@ g = tape.jacobian(first, w)
             line_end = context.source.find("\n", end)
             if line_end < 0 or not indent.strip(" \t") == "" or not indent:
                 return None
-            at = line_end + 1
-            insert = Edit(at, at, f"{indent}{name} = {text}{context.newline}")
+            # Before the line break that ends the block's last line (a comment there stays on it): the
+            # new line is then inside the with statement's own text.
+            at = line_end - 1 if context.source[line_end - 1 : line_end] == "\r" else line_end
+            insert = Edit(at, at, f"{context.newline}{indent}{name} = {text}")
             return (insert, replace), Safety.SAFE, "compute the target inside the with block"
         if len(block.node.items) != 1 or block.constructor is None:
             return None

@@ -219,7 +219,6 @@ g = tape.gradient(b, a)
 a = tf.Variable(3.0)
 """,
             note="rebound to a variable only after the tape: the tensor is what the tape sees",
-            verdict="unverified",
         ),
         Invalid(
             """\

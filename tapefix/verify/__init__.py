@@ -25,6 +25,7 @@ from tapefix.verify.probes import (
     plan,
     plan_block,
     plan_tape,
+    plan_tape_block,
     refusal,
 )
 from tapefix.verify.runner import ChildError, Runner
@@ -107,8 +108,13 @@ class ProbeVerifier:
                 verdicts[index] = Verdict("unverified", refused)
                 continue
             pending.append((index, "unit", planned))
-            if planned.kind == "statement":
-                block = plan_block(source, finding, findings, facts=facts)
+            if planned.kind in ("statement", "function"):
+                # The whole tape block with its fixes applied: as a statement probe of the block when
+                # it stands alone, else as the tape slice that runs it (module-level code, a function
+                # the tape calls).
+                block = plan_block(source, finding, findings, facts=facts) if planned.kind == "statement" else None
+                if not isinstance(block, Probe):
+                    block = plan_tape_block(source, finding, findings, facts=facts)
                 if isinstance(block, Probe) and not (refusal(block.before) or refusal(block.after)):
                     blocks[index] = block
                     pending.append((index, "block", block))
@@ -173,6 +179,14 @@ def _with_block(unit: Verdict, block: Verdict) -> Verdict:
     if block.passed:
         forward = block.reason.split("; ", 1)[-1]
         return replace(unit, reason=f"{unit.reason}; whole tape block: {forward}", level="tape block")
+    if block.status == "unverified" and block.before and block.after == "finite" and block.before != "finite":
+        # The block as written raised before it ended: its gradients are back with the fixes, and the
+        # forward values were compared on the unit the fix sits in.
+        return replace(
+            unit,
+            reason=f"{unit.reason}; whole tape block: {block.before} -> finite (forward compared on the {unit.level} only)",
+            level="tape block",
+        )
     if block.status == "failed":
         return replace(unit, reason=f"{unit.reason}; the whole tape block's gradient is not back yet: {block.reason}")
     return unit

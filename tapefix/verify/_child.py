@@ -68,14 +68,16 @@ def cases(count: int, shapes: Sequence[Any] = ()) -> List[Tuple[str, List[Any]]]
     out.append(("matrix", matrices))
     # Norms and reductions are singular where a whole row, column or vector is zero.
     out.append(("zeros", [np.zeros(len(VECTOR), dtype=np.float32) for _ in range(count)]))
-    if shapes and len(shapes) == count and all(s is not None for s in shapes):
+    if shapes and len(shapes) == count and any(s is not None for s in shapes):
+        # An input whose shape the module does not declare takes a scalar, which broadcasts.
         declared = []
-        for index, shape in enumerate(shapes):
+        for index, shape in enumerate(s if s is not None else () for s in shapes):
             size = int(np.prod(shape)) if shape else 1
             values = np.resize(np.roll(np.array(VECTOR, dtype=np.float32), index), size)
             declared.append(values.reshape(shape) if shape else np.float32(values[0]))
         out.append(("declared", declared))
-        out.append(("declared-zeros", [np.zeros_like(np.asarray(v)) for v in declared]))
+        if all(s is not None for s in shapes):
+            out.append(("declared-zeros", [np.zeros_like(np.asarray(v)) for v in declared]))
     return out
 
 

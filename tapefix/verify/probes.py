@@ -33,6 +33,7 @@ from libcst.metadata import MetadataWrapper, PositionProvider
 from tapefix.analysis.expressions import numeric_literal
 from tapefix.analysis.names import dotted
 from tapefix.analysis.scope import Function, ModuleAnalysis, encloses
+from tapefix.analysis.syntax import keyword
 from tapefix.layout import parse_exactly
 from tapefix.types import Edit, Finding
 
@@ -128,6 +129,26 @@ def plan_block(
         return Unverifiable(str(reason))
     except (cst.ParserSyntaxError, RecursionError) as error:
         return Unverifiable(f"the tape block cannot be isolated: {type(error).__name__}")
+
+
+def plan_tape_block(
+    source: str, finding: Finding, others: Sequence[Finding] = (), facts: Optional[ModuleFacts] = None
+) -> Plan:
+    """The tape probe of the tape block whose gradients ``finding``'s fix is for, wherever the fix sits
+    in it (a statement of the block, a function the block calls): the slice of definitions, the ``with``
+    block and its gradient calls, as written and with every fix of the slice applied. It checks what
+    the user asks of the fix: that the gradients of the block with respect to their sources come back
+    present and finite. Never raises."""
+    if finding.fix is None:
+        return Unverifiable("the finding has no fix")
+    try:
+        if facts is None or facts.source != source:
+            facts = ModuleFacts(source)
+        return _Planner(facts, finding, _other_edits(finding, others)).tape(anywhere=True)
+    except _CannotProbe as reason:
+        return Unverifiable(str(reason))
+    except (cst.ParserSyntaxError, RecursionError) as error:
+        return Unverifiable(f"the tape slice cannot be isolated: {type(error).__name__}")
 
 
 #: the reason ``plan_tape`` gives for a fix that touches no tape block, its gradient calls or their sources
@@ -331,16 +352,27 @@ class _Planner:
         return self._statement_probe(body, function, kind="block")
 
     # ------------------------------------------------------------------ tape probes
-    def tape(self) -> Probe:
-        """The tape probe: definitions, the ``with`` block and its gradient calls, as one unit."""
+    def tape(self, anywhere: bool = False) -> Probe:
+        """The tape probe: definitions, the ``with`` block and its gradient calls, as one unit. With
+        ``anywhere``, for a fix anywhere in the slice or the functions it runs (the first slice whose
+        probe holds every edit of the fix), not only one of the tape's bookkeeping."""
         edits = [e for e in self.fix.edits if not _is_import_edit(e)]
         if not edits:
             raise _CannotProbe("the fix only adds imports")
+        why = NOT_A_TAPE_FIX
         for with_node, tapes in self.analysis.tape_blocks:
             found = self._tape_slice(with_node, tapes)
-            if found is not None and self._touches(found, edits):
+            if found is None:
+                continue
+            if not anywhere:
+                if self._touches(found, edits):
+                    return self._tape_probe(found)
+                continue
+            try:
                 return self._tape_probe(found)
-        raise _CannotProbe(NOT_A_TAPE_FIX)
+            except _CannotProbe as reason:
+                why = str(reason)
+        raise _CannotProbe(why)
 
     def _tape_slice(self, with_node: cst.With, tapes: Tuple[str, ...]) -> Optional[_Slice]:
         chain: List[Tuple[Sequence[cst.CSTNode], int, Optional[cst.FunctionDef]]] = []
@@ -417,12 +449,54 @@ class _Planner:
                 value = statement.body[0].value
                 scope = self.analysis.function_of(function) if function is not None else None
                 inside = {id(n) for s in [found.with_node, *found.calls] for n in _nodes(s)}
-                if any(d is not value and id(d) not in inside for d in self.analysis.definitions(name, scope)):
+                others = [d for d in self.analysis.definitions(name, scope) if d is not value and id(d) not in inside]
+                if others and not (function is None and all(self._top_level(d) for d in others)):
                     return None  # assigned elsewhere too: which value is in force is not plain
                 return statement
             if function is not None and function is not outer and name in _parameters(function):
                 return "parameter"
         return None
+
+    def _model_input(self, name: str, found: _Slice) -> Optional[Tuple[int, ...]]:
+        """A batch of two for a parameter the slice passes first to a Keras model it copies, when the
+        model declares its input shape (``keras.Input(shape=...)`` first, or ``input_shape=`` on its first
+        layer); None otherwise."""
+        for statement in [found.with_node, *found.calls]:
+            for node in _nodes(statement):
+                if not (
+                    isinstance(node, cst.Call)
+                    and isinstance(node.func, cst.Name)
+                    and node.args
+                    and isinstance(node.args[0].value, cst.Name)
+                    and node.args[0].value.value == name
+                ):
+                    continue
+                definition = self._definition(node.func.value, found)
+                if not isinstance(definition, cst.SimpleStatementLine):
+                    continue
+                maker = definition.body[0].value  # type: ignore[attr-defined]
+                if not (isinstance(maker, cst.Call) and maker.args and isinstance(maker.args[0].value, cst.List)):
+                    continue
+                layers = maker.args[0].value.elements
+                first = layers[0].value if layers else None
+                if not isinstance(first, cst.Call):
+                    continue
+                shape = keyword(first, "shape") or keyword(first, "input_shape")
+                if shape is None and (self.analysis.qualify(first.func) or "").endswith(".Input") and first.args:
+                    shape = first.args[0].value
+                if isinstance(shape, cst.Tuple) and all(isinstance(e.value, cst.Integer) for e in shape.elements):
+                    return (2, *(int(e.value.value) for e in shape.elements))  # type: ignore[attr-defined]
+        return None
+
+    def _top_level(self, value: cst.CSTNode) -> bool:
+        """Whether ``value`` is assigned by a statement of the module's own body (straight-line code:
+        the nearest such assignment above a statement is the one in force there)."""
+        node: Optional[cst.CSTNode] = value
+        while node is not None and not isinstance(node, cst.SimpleStatementLine):
+            if isinstance(node, (cst.BaseCompoundStatement, cst.FunctionDef, cst.Lambda)):
+                return False
+            node = self.parents.get(node)
+        return node is not None and isinstance(self.parents.get(node), cst.Module)
 
     def _makes_variable(self, statement: cst.CSTNode) -> bool:
         """Whether the definition makes variables: a ``tf.Variable`` or a Keras model."""
@@ -537,11 +611,11 @@ class _Planner:
                 + "".join(_reindent(t, _indent_of(t)) for t in setup)
                 + f"    return ({''.join(n + ', ' for n in made_names)})\n"
             )
-        self._check_all_edits_used(used)
         grads = ", ".join(gradients + (["__tapefix_returned"] if returns else []))
         epilogue = f"    return ({', '.join(forward)},), ({grads},)\n"
         header = f"def {UNIT}({', '.join(['__tapefix_forward', *inputs, *made_names])}):\n"
         before_helpers, after_helpers = self._helpers(resolver.helpers, used)
+        self._check_all_edits_used(used)
         before = self._module(False, before_helpers + setups[0], header, literals, units[0], epilogue)
         after = self._module(True, after_helpers + setups[1], header, literals, units[1], epilogue)
         return Probe(
@@ -553,7 +627,7 @@ class _Planner:
             self.fix.forward.value,
             False,
             _control_flow(before) or _control_flow(after),
-            tuple(resolver.shape(n) if n not in variables else None for n in inputs),
+            tuple(resolver.shape(n) if n not in variables else self._model_input(n, found) for n in inputs),
             tuple(variables),
         )
 
