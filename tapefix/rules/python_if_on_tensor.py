@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Set, Tuple
+from typing import Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
 
 import libcst as cst
 
+from tapefix.analysis.connection import Connection
 from tapefix.analysis.expressions import names_in, numeric_literal
-from tapefix.analysis.scope import Shape
+from tapefix.analysis.scope import Function, Shape
+from tapefix.analysis.syntax import argument
 from tapefix.rule import Invalid, Rule, RuleContext, Valid
-from tapefix.types import Forward, Safety
+from tapefix.types import Edit, Forward, Safety
 
+# How many helpers up a parameter's callers are followed (``inner(v)`` called as ``inner(p)``).
+_MAX_CALLER_DEPTH = 4
 _ELEMENTWISE_COMPARE = (cst.GreaterThan, cst.GreaterThanEqual, cst.LessThan, cst.LessThanEqual, cst.Equal, cst.NotEqual)
 # Ops whose gradient is inf or NaN somewhere in the lanes a tf.where does not select.
 _SINGULAR_TF = {
@@ -40,7 +44,9 @@ class PythonIfOnTensor(Rule):
     """
     ## What it does
     Finds a Python `if` whose condition compares a non-scalar tensor on the gradient path while a
-    tape records.
+    tape records, also in a helper the tape reaches through a call, when a call of the helper passes
+    a non-scalar tensor (a batched model output, or something computed elementwise from one) as the
+    parameter the condition compares.
 
     ## Why is this bad?
     Python needs one truth value. For a tensor with more than one element, eager TensorFlow raises
@@ -75,8 +81,11 @@ class PythonIfOnTensor(Rule):
     Unsafe. Where the condition holds, the values are those of the `if` branch, and of the `else`
     branch elsewhere, lane by lane: this is the elementwise meaning the code asked for, but a Python
     `if` never broadcasts, and `tf.where` does. The fix is offered only for branches that assign the
-    same plain names (or both `return`) with simple statements, a single comparison as condition,
-    and no comments inside; anything else is reported without a fix.
+    same plain names (or both `return`, also as `if c: return a` directly followed by `return b`) with
+    simple statements, a single comparison as condition, and no comments inside; anything else is
+    reported without a fix. `tf.where` computes both branches on every element: checked on TF 2.21
+    for `sqrt`, the double-where form gives the per-element Python `if`'s values and gradients bit for
+    bit, and keeps the gradient finite where a single `tf.where` around `log` or a division gives NaN.
 
     ## References
     - research/idioms.md, idiom 12 and findings 1 and 13 (D1-D10)
@@ -142,6 +151,26 @@ with tf.GradientTape() as tape:
     y = loss_fn(x, False)
 """,
             note="a Python flag passed in",
+        ),
+        Valid(
+            """\
+import tensorflow as tf
+
+def damped(v):
+    if v > 0.5:
+        return v * 0.5
+    return v
+
+def my_loss(t, p):
+    return damped(tf.reduce_mean(tf.abs(t - p)))
+
+model = tf.keras.Sequential([tf.keras.layers.Dense(1)])
+xs, ys = tf.ones((8, 3)), tf.zeros((8, 1))
+with tf.GradientTape() as tape:
+    pred = model(xs)
+    loss = my_loss(ys, pred)
+""",
+            note="a helper's `if` on a parameter that every call passes a full reduction: a scalar, fine in eager mode",
         ),
     )
     INVALID = (
@@ -283,7 +312,81 @@ with tf.GradientTape() as tape:
             note="a branch calls a callable the verifier cannot rebuild, so the fix is unverified",
             verdict="unverified",
         ),
+        Invalid(
+            """\
+import tensorflow as tf
+
+def clipped(v):
+    if v > 0.5:
+        return tf.sqrt(v)
+    else:
+        return v
+
+def my_loss(t, p):
+    return tf.reduce_mean(clipped(tf.abs(t - p)))
+
+model = tf.keras.Sequential([tf.keras.layers.Dense(1)])
+xs, ys = tf.ones((8, 3)), tf.zeros((8, 1))
+with tf.GradientTape() as tape:
+    pred = model(xs)
+    loss = my_loss(ys, pred)
+""",
+            """\
+import tensorflow as tf
+
+def clipped(v):
+    return tf.where(v > 0.5, tf.sqrt(tf.where(v > 0.5, v, 1.0)), v)
+
+def my_loss(t, p):
+    return tf.reduce_mean(clipped(tf.abs(t - p)))
+
+model = tf.keras.Sequential([tf.keras.layers.Dense(1)])
+xs, ys = tf.ones((8, 3)), tf.zeros((8, 1))
+with tf.GradientTape() as tape:
+    pred = model(xs)
+    loss = my_loss(ys, pred)
+""",
+            note="a helper reached through another helper, called with an elementwise function of a batched "
+            "model output: the `if` raises on the batch",
+        ),
+        Invalid(
+            """\
+import tensorflow as tf
+
+def shrink(v):
+    if v < 1.0:
+        return v * v
+    return 2.0 * v - 1.0
+
+def penalty(w):
+    return tf.reduce_sum(shrink(w * 0.5))
+
+w = tf.Variable([0.5, 3.0, -4.0])
+with tf.GradientTape() as tape:
+    loss = penalty(w)
+""",
+            """\
+import tensorflow as tf
+
+def shrink(v):
+    return tf.where(v < 1.0, v * v, 2.0 * v - 1.0)
+
+def penalty(w):
+    return tf.reduce_sum(shrink(w * 0.5))
+
+w = tf.Variable([0.5, 3.0, -4.0])
+with tf.GradientTape() as tape:
+    loss = penalty(w)
+""",
+            note="`if c: return a` followed by `return b` is an if/else too; the fix spans two statements, "
+            "which the verifier does not isolate",
+            verdict="unverified",
+        ),
     )
+
+    def __init__(self, context: RuleContext) -> None:
+        super().__init__(context)
+        self._connection: Optional[Connection] = None
 
     def visit_If(self, node: cst.If) -> None:
         context = self.context
@@ -292,16 +395,39 @@ with tf.GradientTape() as tape:
         shape = self._shape(node.test)
         if shape is not Shape.NONSCALAR:
             return
-        reason, text = self._rewrite(node)
+        following = self._following_return(node)
+        reason, text = self._rewrite(node, following)
         if text is None:
             self.report(node.test, no_fix_reason=reason)
             return
         tf, import_edits = context.tf()
+        start, end = context.span(node)
+        if following is not None and node.orelse is None:
+            end = context.span(following)[1]  # ``if c: return a`` then ``return b``: both become one return
         self.report(
             node.test,
-            edits=(context.replace(node, text.format(tf=tf)), *import_edits),
+            edits=(Edit(start, end, text.format(tf=tf)), *import_edits),
             description="elementwise tf.where in place of the Python if",
         )
+
+    def _following_return(self, node: cst.If) -> Optional[cst.SimpleStatementLine]:
+        """The ``return b`` line right after an ``if c: return a`` with no else, in the same block."""
+        if node.orelse is not None or len(self.context.ancestors) < 2:
+            return None
+        block = self.context.parent
+        if not isinstance(block, cst.IndentedBlock):
+            return None
+        index = next((i for i, s in enumerate(block.body) if s is node), None)
+        if index is None or index + 1 >= len(block.body):
+            return None
+        following = block.body[index + 1]
+        if (
+            isinstance(following, cst.SimpleStatementLine)
+            and len(following.body) == 1
+            and isinstance(following.body[0], cst.Return)
+        ):
+            return following
+        return None
 
     # ------------------------------------------------------------------ detection
     def _comparisons(self, test: cst.BaseExpression) -> List[cst.Comparison]:
@@ -326,26 +452,73 @@ with tf.GradientTape() as tape:
         shapes: List[Shape] = []
         for comparison in self._comparisons(test):
             operands = [comparison.left] + [t.comparator for t in comparison.comparisons]
-            shapes.extend(self.context.value(o).shape for o in operands)
+            shapes.extend(self._operand_shape(o) for o in operands)
         if Shape.NONSCALAR in shapes:
             return Shape.NONSCALAR
         if shapes and all(s is Shape.SCALAR for s in shapes):
             return Shape.SCALAR
         return Shape.UNKNOWN
 
+    def _operand_shape(self, operand: cst.BaseExpression) -> Shape:
+        """The operand's shape class; for a parameter of a helper whose shape the model leaves open,
+        what the helper's callers pass (a batched model output passed on through another helper)."""
+        shape = self.context.value(operand).shape
+        function = self.context.function
+        if shape is Shape.UNKNOWN and isinstance(operand, cst.Name) and function is not None:
+            return self._passed_shape(operand.value, function, _MAX_CALLER_DEPTH, frozenset())
+        return shape
+
+    def _passed_shape(self, name: str, function: Function, depth: int, busy: FrozenSet[int]) -> Shape:
+        """NONSCALAR when some call of ``function`` in the module passes a non-scalar tensor on the gradient
+        path as its parameter ``name`` (the ``if`` raises for that call), SCALAR when every call passes a
+        scalar, else UNKNOWN. Not for a name the function rebinds, a function passed around as a value, or
+        one a tape in another module runs (its callers are out of sight)."""
+        analysis = self.context.analysis
+        if depth == 0 or id(function.node) in busy or name not in function.params or name in function.defs:
+            return Shape.UNKNOWN
+        if any(f is function for f in analysis.entry_functions):
+            return Shape.UNKNOWN
+        if self._connection is None:
+            self._connection = Connection(analysis, self.context.code)
+        # Every call of a plain function, by name; none when it is also passed around as a value.
+        sites = self._connection._call_sites().get(function.node)
+        if not sites:
+            return Shape.UNKNOWN
+        index = function.params.index(name)
+        shapes: List[Shape] = []
+        for call, caller in sites:
+            passed = argument(call, index, name)
+            if passed is None:
+                return Shape.UNKNOWN  # a default value, or a star argument
+            value = analysis.value(passed, caller)
+            shape = value.shape
+            if shape is Shape.UNKNOWN and isinstance(passed, cst.Name) and caller is not None:
+                shape = self._passed_shape(passed.value, caller, depth - 1, busy | {id(function.node)})
+            if shape is Shape.NONSCALAR and value.on_path:
+                return Shape.NONSCALAR
+            shapes.append(shape)
+        return Shape.SCALAR if shapes and all(s is Shape.SCALAR for s in shapes) else Shape.UNKNOWN
+
     # ------------------------------------------------------------------ the rewrite
-    def _rewrite(self, node: cst.If) -> Tuple[str, Optional[str]]:
-        """(reason, replacement text with ``{tf}`` placeholders); text None when there is no fix."""
+    def _rewrite(self, node: cst.If, following: Optional[cst.SimpleStatementLine]) -> Tuple[str, Optional[str]]:
+        """(reason, replacement text with ``{tf}`` placeholders); text None when there is no fix.
+        ``following`` is the ``return b`` right after an ``if`` with no else: it is the else branch."""
         context = self.context
         test = node.test
         if not (isinstance(test, cst.Comparison) and len(test.comparisons) == 1):
             return "the condition is not a single comparison", None
         if isinstance(node.orelse, cst.If):
             return "elif chains are not rewritten", None
-        if "#" in context.text(node):
-            return "comments inside the if would be lost", None
         then = _simple_statements(node.body)
-        other = _simple_statements(node.orelse.body) if node.orelse is not None else []
+        if node.orelse is not None:
+            other = _simple_statements(node.orelse.body)
+        elif following is not None and then is not None and [type(s) for s in then] == [cst.Return]:
+            other = list(following.body)
+        else:
+            other, following = [], None
+        end = context.span(following)[1] if following is not None else context.span(node)[1]
+        if "#" in context.source[context.span(node)[0] : end]:
+            return "comments inside the if would be lost", None
         if then is None or other is None:
             return "a branch holds statements that are not simple assignments", None
         cond = context.text(test)
