@@ -1,5 +1,5 @@
-"""TF102 on a helper's ``if`` reached through calls, and TF102 with TF101 in one branch: the fixed
-programs are checked as text here and run under TensorFlow (marked ``tf``)."""
+"""TF102 on a helper's ``if`` reached through calls, TF102 with TF101 in one branch, and TF101 on floor
+division: the fixed programs are checked as text here and run under TensorFlow (marked ``tf``)."""
 
 from __future__ import annotations
 
@@ -64,3 +64,34 @@ def test_the_composed_fix_runs_and_gives_every_gradient() -> None:
     expected = np.where(v > 0.5, np.floor(v * 4.0) / 4.0, v).astype(np.float32)
     fixed_quantised = namespace["quantised"]
     assert np.array_equal(fixed_quantised(tf.constant(v)).numpy(), expected)
+
+
+@pytest.mark.tf
+def test_floor_division_fix_keeps_forward_values_and_takes_the_gradient_of_the_quotient() -> None:
+    import numpy as np
+    import tensorflow as tf
+
+    source = """\
+import tensorflow as tf
+
+x = tf.Variable([7.5, -3.2, 1.0, 0.0, -0.4])
+y = tf.Variable([2.0, 1.5, 0.3, -2.0, 0.7])
+with tf.GradientTape(persistent=True) as tape:
+    q = tf.math.floordiv(x, y)
+    r = x // y
+"""
+    before: dict = {}
+    exec(compile(source, "before.py", "exec"), before)
+    assert before["tape"].gradient(before["q"], [before["x"], before["y"]]) == [None, None]
+    assert before["tape"].gradient(before["r"], [before["x"], before["y"]]) == [None, None]
+    after: dict = {}
+    exec(compile(fix_source(source, UNSAFE).fixed_source, "after.py", "exec"), after)
+    x, y, tape = after["x"], after["y"], after["tape"]
+    with tf.GradientTape() as reference:
+        quotient = x / y
+    expected = reference.gradient(quotient, [x, y])
+    for name in ("q", "r"):
+        # equal values; a -0.0 quotient comes back as 0.0
+        assert np.array_equal(after[name].numpy(), before[name].numpy())
+        got = tape.gradient(after[name], [x, y])
+        assert all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(got, expected))

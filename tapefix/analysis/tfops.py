@@ -96,6 +96,18 @@ ROUNDING = frozenset(
         *(f"{keras}.ops.{name}" for keras in ("keras", "tensorflow.keras") for name in _KERAS_ROUNDING),
     }
 )
+# Floor division: ``floor(x / y)`` forward; TF 2.21 returns no gradient for either operand through
+# tf.math.floordiv (tf.compat.v1.floordiv; TF 2 has no tf.floordiv), tf.experimental.numpy.floor_divide,
+# keras.ops.floor_divide, nor through the ``//`` operator on float tensors. Their remainders
+# (tf.math.floormod, tf.math.mod, ``%``) do have a gradient (1 for x, -floor(x / y) for y): not here.
+FLOOR_DIVISION = frozenset(
+    {
+        "tensorflow.math.floordiv",
+        "tensorflow.compat.v1.floordiv",
+        "tensorflow.experimental.numpy.floor_divide",
+        *(f"{keras}.ops.floor_divide" for keras in ("keras", "tensorflow.keras")),
+    }
+)
 #: NumPy's rounding functions -> the TensorFlow op with the same forward values (both round half to even)
 NUMPY_ROUNDING = {"floor": "floor", "ceil": "math.ceil", "round": "round", "around": "round", "rint": "math.rint"}
 
