@@ -47,6 +47,8 @@ PROBES: Dict[Tuple[str, int], Tuple[str, Optional[str]]] = {
     ("TF113", 3): ("tape.gradient(y, [x])", "y"),
     ("TF113", 4): ("tape.gradient(y, [x])", "y"),
     ("TF113", 5): ("tape.gradient(y, model.trainable_variables)", "y"),
+    ("TF115", 2): ("[g]", "loss"),
+    ("TF115", 3): ("[g]", "loss"),
     ("TF117", 0): ("[g]", "y"),
 }
 RULES = [

@@ -741,3 +741,58 @@ def integer_valued(analysis: ModuleAnalysis, expr: cst.BaseExpression, function:
             return is_integer_dtype(argument(expr, 1, "dtype"))
         return integer_tensor(expr, short)
     return False
+
+
+# ---------------------------------------------------------------------- a name read only as a value
+
+# Attributes a tensor has as well as a variable: reading them does not need the variable.
+_VALUE_ATTRIBUTES = ("shape", "dtype", "ndim")
+
+
+def state_use(analysis: ModuleAnalysis, name: str, function: Optional[Function]) -> Optional[cst.CSTNode]:
+    """The first read of ``name`` (as seen from ``function``; None: the module), in the scope that binds
+    it and the functions nested there, that needs more than its value: a method or attribute of its own
+    (``v.assign(...)``, ``v.trainable``), a gradient *source*, ``tape.watch``, a call of anything but
+    TensorFlow (an optimizer, the module's own function, ``list.append``), another name bound to it.
+    None when every read only takes the value: arithmetic, a comparison, an element, an argument of a
+    TensorFlow op, a gradient target, a return value."""
+    owner = _owner(name, function)
+    scopes: List[Optional[Function]] = [owner]
+    scopes += [
+        f for f in analysis.functions.values() if f is not owner and _owner(name, f) is owner and _within(f, owner)
+    ]
+    for scope in scopes:
+        root: cst.CSTNode = scope.node if scope is not None else analysis.module
+        for read, stack in _scan(analysis, root).reads.get(name, ()):
+            if not _read_as_value(analysis, read, stack):
+                return read
+    return None
+
+
+def _read_as_value(analysis: ModuleAnalysis, node: cst.CSTNode, parents: Sequence[cst.CSTNode]) -> bool:
+    child: cst.CSTNode = node
+    for index in range(len(parents) - 1, -1, -1):
+        parent = parents[index]
+        if isinstance(parent, (cst.BinaryOperation, cst.UnaryOperation, cst.Comparison, cst.ComparisonTarget)):
+            return True
+        if isinstance(parent, (cst.Return, cst.Expr, cst.Index, cst.Slice)):
+            return True  # returned, discarded, or an index (a variable's value serves as well)
+        if isinstance(parent, cst.Subscript):
+            return True  # an element of it, or it as an index
+        if isinstance(parent, (cst.Element, cst.List, cst.Tuple, cst.Arg, cst.SubscriptElement)):
+            child = parent
+            continue
+        if isinstance(parent, cst.Attribute):
+            return parent.value is child and parent.attr.value in _VALUE_ATTRIBUTES
+        if isinstance(parent, cst.Call):
+            if parent.func is child or not isinstance(child, cst.Arg):
+                return False
+            short = analysis.is_tf_call(parent)
+            if short is not None:
+                return not short.startswith("Variable")
+            func = parent.func
+            if isinstance(func, cst.Attribute) and func.attr.value in GRADIENT_METHODS:
+                return argument(parent, 0, "target") is child.value  # a target, not a source
+            return isinstance(func, cst.Name) and func.value == "print" and not analysis.by_name.get("print")
+        return False
+    return False

@@ -6,9 +6,11 @@ from typing import Dict, List, Optional, Set, Tuple
 
 import libcst as cst
 
+from tapefix.analysis.scope import ModuleAnalysis
 from tapefix.analysis.syntax import argument, walk
+from tapefix.analysis.uses import state_use
 from tapefix.rule import Invalid, RuleContext, TapeBlock, TapeBlockRule, Valid
-from tapefix.types import Safety
+from tapefix.types import Edit, Forward, Safety
 
 _ASSIGN = ("assign", "assign_add", "assign_sub")
 
@@ -48,8 +50,20 @@ class VariableStateInTape(TapeBlockRule):
     ```
 
     ## Fix safety
-    No fix: whether the variable's state must change (and when) is the program's business; the rule
-    reports with the name and the cut.
+    An assignment is reported without a fix: whether the variable's state must change (and when) is
+    the program's business; the rule reports with the name and the cut.
+
+    `v = tf.Variable(expr)` is fixed, unsafely, to `v = expr` (`v = tf.identity(expr)` when `expr` is
+    not an op's result, such as another variable, so that `v` stays a tensor rather than the same
+    variable). The forward values are identical (TF 2.21: same values and dtype); the gradient now
+    flows through `v` to `expr`'s inputs instead of being `None`; `v` is no longer a variable. The fix
+    is offered only when `tf.Variable` is given the value alone (no `dtype=`, `trainable=`, `name=`),
+    `v` is bound nowhere else, and every read of `v` takes only its value: arithmetic, a comparison,
+    an index, an argument of a TensorFlow op, a return value, a gradient target. A `v` that is
+    assigned (`v.assign*`), asked for `.trainable` or another variable attribute, passed to an
+    optimizer or any non-TensorFlow call, watched, or given as a gradient source keeps the report
+    without a fix. In a `tf.function` the fix also removes the `ValueError` that creating the
+    variable raised there.
 
     ## References
     - research/idioms.md, idioms 16, 23 and 24 (C5-*, C6, C15, F4)
@@ -58,7 +72,8 @@ class VariableStateInTape(TapeBlockRule):
     CODE = "TF115"
     NAME = "variable-state-in-tape"
     MESSAGE = "a variable assigned from a tensor on the gradient path: the tape does not record assignments"
-    SAFETY = Safety.DISPLAY_ONLY
+    SAFETY = Safety.UNSAFE
+    FORWARD = Forward.EXACT
 
     VALID = (
         Valid(
@@ -128,8 +143,64 @@ with tf.GradientTape() as tape:
     loss = y + 1.0
 g = tape.gradient(loss, x)
 """,
+            """\
+import tensorflow as tf
+
+x = tf.Variable(3.0)
+with tf.GradientTape() as tape:
+    y = x * x
+    loss = y + 1.0
+g = tape.gradient(loss, x)
+""",
+            note="a variable created inside the tape and only read as a value: the tensor itself",
+        ),
+        Invalid(
+            """\
+import tensorflow as tf
+
+w = tf.Variable([1.0, 2.0])
+with tf.GradientTape() as tape:
+    h = tf.Variable(w)
+    loss = tf.reduce_sum(h * h)
+g = tape.gradient(loss, w)
+""",
+            """\
+import tensorflow as tf
+
+w = tf.Variable([1.0, 2.0])
+with tf.GradientTape() as tape:
+    h = tf.identity(w)
+    loss = tf.reduce_sum(h * h)
+g = tape.gradient(loss, w)
+""",
+            note="a copy of a variable: `tf.identity`, so that `h` is a tensor, not the same variable",
+        ),
+        Invalid(
+            """\
+import tensorflow as tf
+
+x = tf.Variable(3.0)
+with tf.GradientTape() as tape:
+    y = tf.Variable(x * x)
+    y.assign_add(1.0)
+    loss = y * 2.0
+g, dy = tape.gradient(loss, [x, y])
+""",
             None,
-            note="a variable created inside the tape",
+            note="a variable that is assigned later and is a gradient source: it stays a variable",
+        ),
+        Invalid(
+            """\
+import tensorflow as tf
+
+x = tf.Variable(3.0)
+with tf.GradientTape() as tape:
+    y = tf.Variable(x * x)
+    loss = y * 2.0
+g, dy = tape.gradient(loss, [x, y])
+""",
+            None,
+            note="a gradient source: the caller wants the gradient with respect to the variable itself",
         ),
     )
 
@@ -156,12 +227,17 @@ g = tape.gradient(loss, x)
         if short == "Variable":
             value = argument(node, 0, "initial_value")
             if value is not None and context.on_path(value) and self._block() is not None:
-                self.report(
-                    node,
+                message = (
                     "tf.Variable created inside the tape from a tensor on the gradient path: the variable is a copy, "
-                    "so gradients with respect to that tensor's inputs are None",
-                    no_fix_reason="use the tensor itself while the tape records",
+                    "so gradients with respect to that tensor's inputs are None"
                 )
+                edits = self._tensor_edits(node, value)
+                if edits is None:
+                    self.report(node, message, no_fix_reason="use the tensor itself while the tape records")
+                else:
+                    self.report(
+                        node, message, edits=edits, description="the tensor itself: the gradient flows to its inputs"
+                    )
             return
         func = node.func
         if not (
@@ -194,6 +270,34 @@ g = tape.gradient(loss, x)
             no_fix_reason="keep the value as a tensor while the tape records; assign after the block",
         )
 
+    def _tensor_edits(self, node: cst.Call, value: cst.BaseExpression) -> Optional[List[Edit]]:
+        """``v = tf.Variable(expr)`` -> ``v = expr`` when ``v`` is bound only here and every read of it
+        takes only its value (never ``.assign``, ``.trainable``, an optimizer, a gradient source)."""
+        context = self.context
+        analysis = context.analysis
+        if len(node.args) != 1 or node.args[0].star:
+            return None  # a dtype, a name, trainable=...: what the variable was made with matters
+        statement = context.ancestors[-2] if len(context.ancestors) >= 2 else None
+        if not (
+            isinstance(statement, cst.Assign)
+            and statement.value is node
+            and len(statement.targets) == 1
+            and isinstance(statement.targets[0].target, cst.Name)
+        ):
+            return None
+        name = statement.targets[0].target.value
+        definitions = analysis.definitions(name, context.function)
+        if len(definitions) != 1 or definitions[0] is not node:
+            return None  # rebound elsewhere (as a variable, perhaps)
+        if state_use(analysis, name, context.function) is not None:
+            return None
+        text = context.text(value)
+        if not _fresh_tensor(analysis, value):
+            # ``tf.Variable(w)`` copies; ``w`` alone would be the same variable, not a tensor of its value.
+            tf, import_edits = context.tf()
+            return [context.replace(node, f"{tf}.identity({text})"), *import_edits]
+        return [context.replace(node, text)]
+
     def _is_variable(self, name: str) -> bool:
         analysis = self.context.analysis
         definitions = analysis.definitions(name, self.context.function)
@@ -211,6 +315,16 @@ g = tape.gradient(loss, x)
                     if block.node is ancestor and function_id == id(self.context.function):
                         return block
         return None
+
+
+def _fresh_tensor(analysis: ModuleAnalysis, value: cst.BaseExpression) -> bool:
+    """An op's result: a new tensor, never a variable (``x * 2.0``, ``tf.matmul(a, b)``)."""
+    if isinstance(value, (cst.BinaryOperation, cst.UnaryOperation)):
+        return True
+    if isinstance(value, cst.Call):
+        short = analysis.is_tf_call(value)
+        return short is not None and not short.startswith("Variable") and not short.startswith("keras")
+    return False
 
 
 def _read_after(body: cst.CSTNode, call: cst.Call, name: str) -> bool:
