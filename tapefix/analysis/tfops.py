@@ -154,3 +154,10 @@ INTEGER_ARGUMENTS = {
 INTEGER_BUILTINS = frozenset({"range"})
 #: calls whose result has the dtype of their first argument (an index reshaped is still an index)
 SAME_DTYPE = frozenset({"identity", "reshape", "expand_dims", "squeeze", "transpose", "stack", "concat"})
+
+#: ops (last name under ``tensorflow.``) whose result is one tensor, never a list of them (``tf.split``,
+#: ``tf.unstack``, ``tf.nn.moments`` return several): ``y[0]`` of their result slices a tensor
+SINGLE_TENSOR_OPS = frozenset(
+    "matmul reduce_sum reduce_mean reduce_max reduce_min square sqrt exp log tanh sigmoid add multiply "
+    "subtract divide stack concat reshape transpose einsum abs gather where".split()
+)

@@ -8,6 +8,7 @@ import libcst as cst
 
 from tapefix.analysis.expressions import is_pure, names_in
 from tapefix.analysis.syntax import argument, target_names, walk
+from tapefix.analysis.tfops import SINGLE_TENSOR_OPS
 from tapefix.rule import Invalid, TapeBlock, TapeBlockRule, Valid, report_fix
 from tapefix.types import Edit, Forward, Safety
 
@@ -102,6 +103,19 @@ losses = [y]
 h = tape.gradient(losses[0], x)
 """,
             note="a gradient call inside the block; a Python list element",
+        ),
+        Valid(
+            """\
+import tensorflow as tf
+
+x = tf.Variable([1.0, -2.0])
+with tf.GradientTape(persistent=True) as tape:
+    losses = {"total": tf.reduce_sum(x * x)}
+    states = (x * 2.0, x * 3.0)
+g = tape.gradient(losses["total"], x)
+h = tape.gradient(states[0], x)
+""",
+            note="an element of a dict or tuple the block built is the tensor it computed: nothing to record",
         ),
     )
     INVALID = (
@@ -256,12 +270,10 @@ g = tape.jacobian(first, w)
         recorded = self.recorded(block)
         if not (set(names_in(target)) & set(recorded)) and not self.context.on_path(target):
             return
-        if isinstance(target, cst.Subscript) and not (
-            isinstance(target.value, cst.Name)
-            and target.value.value in recorded
-            and not self.assigned_after(block, target.value.value)
-        ):
-            return  # an element of a list built after the block holds a tensor the block computed
+        if isinstance(target, cst.Subscript) and not self._tensor_slice(target, block):
+            # An element of a list, tuple or dict (``losses["total"]``, ``states[0]``) is the tensor the
+            # block computed: indexing a Python container records nothing and needs nothing recorded.
+            return
         summed = self._summed_name(target, block)
         if summed is not None:
             self.report(
@@ -282,6 +294,25 @@ g = tape.jacobian(first, w)
         ):
             reason = "passing the tensor itself would sum, not average: move the reduction into the with block"
         self.report(target, no_fix_reason=reason)
+
+    def _tensor_slice(self, target: cst.Subscript, block: TapeBlock) -> bool:
+        """Whether ``target`` slices a tensor the block computed: the base is assigned in the block (and
+        not after it) and the index is one only a tensor takes (``y[:, i]``, ``y[0:2]``), or every value
+        the block gives the base is a TensorFlow op's or arithmetic's result."""
+        base = target.value
+        if not isinstance(base, cst.Name) or self.assigned_after(block, base.value):
+            return False
+        values = self.recorded(block).get(base.value)
+        if not values:
+            return False
+        if len(target.slice) > 1 or any(isinstance(e.slice, cst.Slice) for e in target.slice):
+            return True
+        analysis = self.context.analysis
+        return all(
+            isinstance(v, (cst.BinaryOperation, cst.UnaryOperation))
+            or (isinstance(v, cst.Call) and (analysis.is_tf_call(v) or "").split(".")[-1] in SINGLE_TENSOR_OPS)
+            for v in values
+        )
 
     def _compute_inside(
         self, target: cst.BaseExpression, block: TapeBlock

@@ -184,7 +184,9 @@ def _with_block(unit: Verdict, block: Verdict) -> Verdict:
         # forward values were compared on the unit the fix sits in.
         return replace(
             unit,
-            reason=f"{unit.reason}; whole tape block: {block.before} -> finite (forward compared on the {unit.level} only)",
+            reason=(
+                f"{unit.reason}; whole tape block: {block.before} -> finite (forward compared on the {unit.level} only)"
+            ),
             level="tape block",
         )
     if block.status == "failed":
