@@ -189,10 +189,11 @@ for i in range(2):
 import tensorflow as tf
 
 model = tf.keras.Sequential([tf.keras.layers.Dense(2)])
+head = tf.keras.Sequential([tf.keras.layers.Dense(1)])
 x = tf.ones((1, 3))
 with tf.GradientTape() as tape:
     y = model(x)
-g = tape.gradient(tf.reduce_sum(model(y)), model.trainable_variables)
+g = tape.gradient(tf.reduce_sum(head(y)), model.trainable_variables)
 """,
             None,
             note="a model call in the target is not moved: where it runs is the author's decision",

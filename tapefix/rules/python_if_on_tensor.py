@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import tokenize
 from typing import Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
 
 import libcst as cst
@@ -82,8 +84,8 @@ class PythonIfOnTensor(Rule):
     branch elsewhere, lane by lane: this is the elementwise meaning the code asked for, but a Python
     `if` never broadcasts, and `tf.where` does. The fix is offered only for branches that assign the
     same plain names (or both `return`, also as `if c: return a` directly followed by `return b`) with
-    simple statements, a single comparison as condition, and no comments inside; anything else is
-    reported without a fix. `tf.where` computes both branches on every element: checked on TF 2.21
+    simple statements and a single comparison as condition; anything else is reported without a fix.
+    The comments inside the `if` are kept, in order, on lines of their own above the new statement. `tf.where` computes both branches on every element: checked on TF 2.21
     for `sqrt`, the double-where form gives the per-element Python `if`'s values and gradients bit for
     bit, and keeps the gradient finite where a single `tf.where` around `log` or a division gives NaN.
 
@@ -382,6 +384,37 @@ with tf.GradientTape() as tape:
             "which the verifier does not isolate",
             verdict="unverified",
         ),
+        Invalid(
+            """\
+import tensorflow as tf
+
+def ramp(v):
+    if v > 0.0:  # the active side
+        return v * 2.0
+    else:
+        # flat below zero
+        return v * 0.0
+
+w = tf.Variable([1.0, -1.0])
+with tf.GradientTape() as tape:
+    loss = tf.reduce_sum(ramp(w * 3.0))
+g = tape.gradient(loss, w)
+""",
+            """\
+import tensorflow as tf
+
+def ramp(v):
+    # the active side
+    # flat below zero
+    return tf.where(v > 0.0, v * 2.0, v * 0.0)
+
+w = tf.Variable([1.0, -1.0])
+with tf.GradientTape() as tape:
+    loss = tf.reduce_sum(ramp(w * 3.0))
+g = tape.gradient(loss, w)
+""",
+            note="the comments inside the if are kept above the new statement",
+        ),
     )
 
     def __init__(self, context: RuleContext) -> None:
@@ -404,9 +437,16 @@ with tf.GradientTape() as tape:
         start, end = context.span(node)
         if following is not None and node.orelse is None:
             end = context.span(following)[1]  # ``if c: return a`` then ``return b``: both become one return
+        # The comments of the if's lines stay, on lines of their own above the statement that replaces it.
+        indent = context.line_indent(node)
+        comments = _comments(context.source, start, end)
+        if comments is None:
+            self.report(node.test, no_fix_reason="the comments inside the if cannot be kept")
+            return
+        kept = "".join(f"{comment}{context.newline}{indent}" for comment in comments)
         self.report(
             node.test,
-            edits=(Edit(start, end, text.format(tf=tf)), *import_edits),
+            edits=(Edit(start, end, kept + text.format(tf=tf)), *import_edits),
             description="elementwise tf.where in place of the Python if",
         )
 
@@ -516,9 +556,6 @@ with tf.GradientTape() as tape:
             other = list(following.body)
         else:
             other, following = [], None
-        end = context.span(following)[1] if following is not None else context.span(node)[1]
-        if "#" in context.source[context.span(node)[0] : end]:
-            return "comments inside the if would be lost", None
         if then is None or other is None:
             return "a branch holds statements that are not simple assignments", None
         cond = context.text(test)
@@ -606,6 +643,21 @@ with tf.GradientTape() as tape:
             cursor = end
         out.append(_braces(text[cursor:]))
         return "".join(out)
+
+
+def _comments(source: str, start: int, end: int) -> Optional[List[str]]:
+    """The comments in ``source[start:end]`` (a statement's text), in order; None when the text cannot
+    be tokenised on its own (then a rewrite could lose one)."""
+    line_start = source.rfind("\n", 0, start) + 1
+    text = source[line_start:end] + "\n"
+    found: List[str] = []
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(text).readline):
+            if token.type == tokenize.COMMENT:
+                found.append(token.string)
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        return None
+    return found
 
 
 def _braces(text: str) -> str:

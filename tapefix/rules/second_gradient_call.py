@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import libcst as cst
 
+from tapefix.analysis.expressions import names_in
+from tapefix.analysis.syntax import argument, target_names
 from tapefix.rule import Invalid, RuleContext, TapeBlock, TapeBlockRule, Valid
 from tapefix.types import Forward, Safety
 
@@ -203,6 +205,19 @@ def step(x):
 """,
             note="two calls in one return statement; persistent given by position",
         ),
+        Invalid(
+            """\
+import tensorflow as tf
+
+x = tf.Variable(1.5)
+with tf.GradientTape() as tape:
+    y = x**3
+dy = tape.gradient(y, x)
+d2y = tape.gradient(dy, x)
+""",
+            None,
+            note="no fix: the second target is a gradient computed after the block, None on a persistent tape too",
+        ),
     )
 
     def __init__(self, context: RuleContext) -> None:
@@ -227,12 +242,47 @@ def step(x):
         if persistent is None or block.constructor is None:
             return  # persistence unknown: the tape may well be persistent
         message = f"{method} called again on a non-persistent tape: RuntimeError"
+        if self._unrecorded_target(node, block):
+            # Persistence would only turn the RuntimeError into a None gradient, silently.
+            self.report(node, message, no_fix_reason=_UNRECORDED)
+            return
         self.report(
             node,
             message,
             edits=(self.context.persistent_edit(block.constructor),),
             description="make the tape persistent",
         )
+
+    def _unrecorded_target(self, node: cst.Call, block: TapeBlock) -> bool:
+        """Whether the repeated call's target is a name the block never computes: assigned after the block
+        (a gradient differentiated again) or bound by a comprehension or loop around the call."""
+        target = argument(node, 0, "target")
+        if not isinstance(target, cst.Name) or target.value in self.recorded(block):
+            return False
+        if self.assigned_after(block, target.value):
+            return True
+        for ancestor in self.context.ancestors:
+            if ancestor in block.ancestors:
+                continue
+            loops: List[Union[cst.For, cst.CompFor]] = [ancestor] if isinstance(ancestor, cst.For) else []
+            fors = ancestor.for_in if isinstance(ancestor, _COMPREHENSIONS) else None
+            while fors is not None:
+                loops.append(fors)
+                fors = fors.inner_for_in
+            for loop in loops:
+                if target.value in target_names(loop.target):
+                    # Iterating what was computed after the block (gradients), not what the block computed.
+                    read = set(names_in(loop.iter))
+                    recorded = self.recorded(block)
+                    return not (read & set(recorded)) and any(self.assigned_after(block, n) for n in read)
+        return False
+
+
+_UNRECORDED = (
+    "the target is not computed in the with block, so its gradient is None: compute it inside the block "
+    "first (a persistent tape would turn the RuntimeError into a silent None)"
+)
+_COMPREHENSIONS = (cst.ListComp, cst.SetComp, cst.GeneratorExp, cst.DictComp)
 
 
 def _loop_repeats(ancestors: Sequence[cst.CSTNode], block: TapeBlock) -> bool:
