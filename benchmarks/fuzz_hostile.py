@@ -136,6 +136,10 @@ def deep_mutant(text: str, rng: random.Random) -> Tuple[str, str]:
 
 
 # ---------------------------------------------------------------------------- the oracle
+#: a comment line a fix carries over (``# note`` and the indentation of the line after it)
+KEPT_COMMENT = re.compile(r"#[^\n]*\n[ \t]*")
+
+
 def _signature(source: str, finding: Finding) -> Tuple[str, str]:
     """What a finding is, wherever it lies: its rule and the text at its range."""
     return finding.code, BREAK.sub("\n", source[finding.start_offset : finding.end_offset])
@@ -150,8 +154,9 @@ def _fix_problems(text: str, source: str, expected: Sequence[Finding], got: Sequ
         other = wanted.get(_signature(source, finding))
         if other is None or other.fix is None or finding.fix is None:
             continue
-        mine = [BREAK.sub("\n", e.text) for e in finding.fix.edits]
-        theirs = [BREAK.sub("\n", e.text) for e in other.fix.edits]
+        # Comments the fix keeps from the code it replaces are the user's own (a layout mutant adds some).
+        mine = [KEPT_COMMENT.sub("", BREAK.sub("\n", e.text)) for e in finding.fix.edits]
+        theirs = [KEPT_COMMENT.sub("", BREAK.sub("\n", e.text)) for e in other.fix.edits]
         if mine != theirs:
             problems.append(f"{finding.code}'s fix differs from the unmutated file's: {mine} vs {theirs}")
     return problems

@@ -128,3 +128,30 @@ def probe(x):
 """
     findings = check_source(step, Config(unsafe_fixes=True))
     assert [(f.code, f.start.line) for f in findings] == [("TF101", 15)]
+
+
+def test_every_call_of_a_function_is_one_call_site_wherever_it_sits():
+    import libcst as cst
+
+    from tapefix.analysis.expressions import call_sites
+    from tapefix.analysis.scope import ModuleAnalysis
+
+    source = (
+        "import tensorflow as tf\n\n"
+        "def scale(v, k):\n    return v * k\n\n"
+        "def step(x):\n    with tf.GradientTape() as tape:\n        y = scale(x, 2.0)\n"
+        "    if x is not None:\n        z = scale(y, 3.0)\n    return scale(z, 4.0)\n\n"
+        "def passed_around(f):\n    return f\n\n"
+        "passed_around(scale)\n"
+    )
+    analysis = ModuleAnalysis(cst.parse_module(source))
+    (scale,) = analysis.by_name["scale"]
+    # Used as a value too: its callers are out of sight, so no site list at all.
+    assert call_sites(analysis, scale) is None
+    analysis = ModuleAnalysis(cst.parse_module(source.replace("passed_around(scale)\n", "")))
+    (scale,) = analysis.by_name["scale"]
+    sites = call_sites(analysis, scale)
+    assert sites is not None
+    # Inside a with block, an if and a return: each call once, with the function that makes it.
+    assert [call.args[1].value.value for call, _, _ in sites] == ["2.0", "3.0", "4.0"]
+    assert all(caller is not None and caller.node.name.value == "step" for _, caller, _ in sites)

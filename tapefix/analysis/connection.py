@@ -24,6 +24,7 @@ from typing import Dict, FrozenSet, List, Optional, Sequence, Set, Tuple, Union
 
 import libcst as cst
 
+from tapefix.analysis.expressions import call_sites
 from tapefix.analysis.names import is_under
 from tapefix.analysis.reaching import reaching
 from tapefix.analysis.scope import KERAS, NP, STOP_GRADIENT, TF, Function, ModuleAnalysis
@@ -150,7 +151,6 @@ class Connection:
         in the (usual) module that has none."""
         self.a = analysis
         self._scopes: Dict[int, Scope] = {0: None}
-        self._sites: Optional[Dict[cst.FunctionDef, List[Tuple[cst.Call, Scope]]]] = None
         self._top: Optional[_Frame] = None
         self._top_sources: Set[str] = set()
         self._globals: Set[str] = set()
@@ -578,11 +578,11 @@ class Connection:
         """A parameter of the function that holds the block, as every call of it in the module binds it:
         a loss computed by the caller before the call is computed before the block. "connected" when
         some call passes a source (or may), or when the function has no call tapefix can see."""
-        sites = self._call_sites().get(function.node, [])
+        sites = call_sites(self.a, function)
         if not sites:
             return "connected"
         verdict = "constant"
-        for call, caller in sites:
+        for call, caller, _ in sites:
             bound = bind_arguments(function.node, call)
             if bound is None or name not in bound:
                 return "connected"
@@ -603,26 +603,6 @@ class Connection:
             if kind == "computed":
                 verdict = "computed"
         return verdict
-
-    def _call_sites(self) -> Dict[cst.FunctionDef, List[Tuple[cst.Call, Scope]]]:
-        """Every call in the module of each of its plain functions, with the scope that makes it."""
-        if self._sites is None:
-            sites: Dict[cst.FunctionDef, List[Tuple[cst.Call, Scope]]] = {}
-            scopes: List[Tuple[cst.CSTNode, Scope]] = [(self.a.module, None)]
-            scopes.extend((f.node.body, f) for f in self.a.functions.values())
-            for root, caller in scopes:
-                for node in walk(root):
-                    if isinstance(node, cst.Call) and isinstance(node.func, cst.Name):
-                        for callee in self.a.resolve_callee(node, caller):
-                            sites.setdefault(callee.node, []).append((node, caller))
-            # A function also used as a value (passed, stored) has callers tapefix cannot see.
-            for function in self.a.functions.values():
-                name = function.node.name.value
-                calls = sum(1 for c, _ in sites.get(function.node, []))
-                if self.a.name_reads.get(name, 0) - 1 != calls:
-                    sites.pop(function.node, None)
-            self._sites = sites
-        return self._sites
 
     # ------------------------------------------------------------------ names from before the block
     def _leaf(

@@ -355,7 +355,7 @@ class _Facts:
         function = self.a.function_of(node)
         if function is None or function in self.a.entry_functions:
             return UNKNOWN
-        calls = _call_sites(self.a, function)
+        calls = call_sites(self.a, function)
         if calls is None:
             return UNKNOWN
         index = function.params.index(name)
@@ -575,7 +575,7 @@ _SITES: weakref.WeakKeyDictionary[ModuleAnalysis, List[Tuple[cst.Call, Tuple[cst
 )
 
 
-def _call_sites(
+def call_sites(
     analysis: ModuleAnalysis, function: Function
 ) -> Optional[List[Tuple[cst.Call, Optional[Function], Tuple[cst.CSTNode, ...]]]]:
     """Every call of ``function`` in the module, with its caller and the nodes down to its statement;
@@ -610,7 +610,8 @@ def _collect_calls(module: cst.Module) -> List[Tuple[cst.Call, Tuple[cst.CSTNode
                 line = (*path, child)
                 found.extend((c, line) for c in _calls_in(child))
             elif isinstance(child, (cst.BaseCompoundStatement, cst.BaseSuite, cst.Module)):
-                header = [n for n in child.children if not isinstance(n, (cst.BaseSuite, cst.BaseCompoundStatement))]
+                # The statement's own parts (an if's test, a for's iterable); its statements are visited below.
+                header = [n for n in child.children if not isinstance(n, (cst.BaseSuite, cst.BaseStatement))]
                 for part in header:
                     found.extend((c, (*path, child)) for c in _calls_in(part))
                 visit(child, (*path, child))

@@ -8,8 +8,7 @@ from typing import Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
 
 import libcst as cst
 
-from tapefix.analysis.connection import Connection
-from tapefix.analysis.expressions import names_in, numeric_literal
+from tapefix.analysis.expressions import call_sites, names_in, numeric_literal
 from tapefix.analysis.scope import Function, Shape
 from tapefix.analysis.syntax import argument
 from tapefix.rule import Invalid, Rule, RuleContext, Valid
@@ -85,9 +84,10 @@ class PythonIfOnTensor(Rule):
     `if` never broadcasts, and `tf.where` does. The fix is offered only for branches that assign the
     same plain names (or both `return`, also as `if c: return a` directly followed by `return b`) with
     simple statements and a single comparison as condition; anything else is reported without a fix.
-    The comments inside the `if` are kept, in order, on lines of their own above the new statement. `tf.where` computes both branches on every element: checked on TF 2.21
-    for `sqrt`, the double-where form gives the per-element Python `if`'s values and gradients bit for
-    bit, and keeps the gradient finite where a single `tf.where` around `log` or a division gives NaN.
+    The comments inside the `if` are kept, in order, on lines of their own above the new statement.
+    `tf.where` computes both branches on every element: checked on TF 2.21 for `sqrt`, the
+    double-where form gives the per-element Python `if`'s values and gradients bit for bit, and keeps
+    the gradient finite where a single `tf.where` around `log` or a division gives NaN.
 
     ## References
     - research/idioms.md, idiom 12 and findings 1 and 13 (D1-D10)
@@ -417,10 +417,6 @@ g = tape.gradient(loss, w)
         ),
     )
 
-    def __init__(self, context: RuleContext) -> None:
-        super().__init__(context)
-        self._connection: Optional[Connection] = None
-
     def visit_If(self, node: cst.If) -> None:
         context = self.context
         if not self._tensor_condition(node.test):
@@ -518,15 +514,13 @@ g = tape.gradient(loss, w)
             return Shape.UNKNOWN
         if any(f is function for f in analysis.entry_functions):
             return Shape.UNKNOWN
-        if self._connection is None:
-            self._connection = Connection(analysis, self.context.code)
-        # Every call of a plain function, by name; none when it is also passed around as a value.
-        sites = self._connection._call_sites().get(function.node)
+        # Every call of the function; none when it is also passed around as a value.
+        sites = call_sites(analysis, function)
         if not sites:
             return Shape.UNKNOWN
         index = function.params.index(name)
         shapes: List[Shape] = []
-        for call, caller in sites:
+        for call, caller, _ in sites:
             passed = argument(call, index, name)
             if passed is None:
                 return Shape.UNKNOWN  # a default value, or a star argument
