@@ -37,7 +37,10 @@ USES = {
         False,
     ),
     "collected": ("    state = []\n    state.append(v)\n    loss = v * 2.0\ng = tape.gradient(loss, x)\n", False),
-    "another name for it": ("    w = v\n    loss = w * 2.0\ng = tape.gradient(loss, x)\n", False),
+    "another name read as a value": ("    w = v\n    loss = w * 2.0\ng = tape.gradient(loss, x)\n", True),
+    "another name used as a source": ("    w = v\n    loss = w * 2.0\ng = tape.gradient(loss, [x, w])\n", False),
+    "another name bound twice": ("    w = v\n    w = x\n    loss = w * 2.0\ng = tape.gradient(loss, x)\n", False),
+    "names bound to each other": ("    w = v\n    u = w\n    u.assign(0.0)\ng = tape.gradient(v, x)\n", False),
     "rebound as a variable": ("    loss = v * 2.0\nv = tf.Variable(0.0)\ng = tape.gradient(loss, x)\n", False),
 }
 

@@ -749,13 +749,16 @@ def integer_valued(analysis: ModuleAnalysis, expr: cst.BaseExpression, function:
 _VALUE_ATTRIBUTES = ("shape", "dtype", "ndim")
 
 
-def state_use(analysis: ModuleAnalysis, name: str, function: Optional[Function]) -> Optional[cst.CSTNode]:
+def state_use(
+    analysis: ModuleAnalysis, name: str, function: Optional[Function], seen: FrozenSet[str] = frozenset()
+) -> Optional[cst.CSTNode]:
     """The first read of ``name`` (as seen from ``function``; None: the module), in the scope that binds
     it and the functions nested there, that needs more than its value: a method or attribute of its own
     (``v.assign(...)``, ``v.trainable``), a gradient *source*, ``tape.watch``, a call of anything but
-    TensorFlow (an optimizer, the module's own function, ``list.append``), another name bound to it.
-    None when every read only takes the value: arithmetic, a comparison, an element, an argument of a
-    TensorFlow op, a gradient target, a return value."""
+    TensorFlow (an optimizer, the module's own function, ``list.append``), or another name bound to it
+    (``alias = v``) that is read so, or bound elsewhere too. None when every read only takes the value:
+    arithmetic, a comparison, an element, an argument of a TensorFlow op, a gradient target, a return
+    value."""
     owner = _owner(name, function)
     scopes: List[Optional[Function]] = [owner]
     scopes += [
@@ -764,8 +767,29 @@ def state_use(analysis: ModuleAnalysis, name: str, function: Optional[Function])
     for scope in scopes:
         root: cst.CSTNode = scope.node if scope is not None else analysis.module
         for read, stack in _scan(analysis, root).reads.get(name, ()):
+            alias = _alias(read, stack)
+            if alias is not None:
+                # ``alias = v``: the alias is the same object, so its reads count as the name's.
+                if alias in seen or len(analysis.definitions(alias, scope)) != 1:
+                    return read
+                if state_use(analysis, alias, scope, seen | {name}) is not None:
+                    return read
+                continue
             if not _read_as_value(analysis, read, stack):
                 return read
+    return None
+
+
+def _alias(node: cst.CSTNode, parents: Sequence[cst.CSTNode]) -> Optional[str]:
+    """``alias`` when ``node`` is the whole value of ``alias = node`` (one plain-name target)."""
+    parent = parents[-1] if parents else None
+    if (
+        isinstance(parent, cst.Assign)
+        and parent.value is node
+        and len(parent.targets) == 1
+        and isinstance(parent.targets[0].target, cst.Name)
+    ):
+        return parent.targets[0].target.value
     return None
 
 

@@ -59,7 +59,8 @@ class VariableStateInTape(TapeBlockRule):
     flows through `v` to `expr`'s inputs instead of being `None`; `v` is no longer a variable. The fix
     is offered only when `tf.Variable` is given the value alone (no `dtype=`, `trainable=`, `name=`),
     `v` is bound nowhere else, and every read of `v` takes only its value: arithmetic, a comparison,
-    an index, an argument of a TensorFlow op, a return value, a gradient target. A `v` that is
+    an index, an argument of a TensorFlow op, a return value, a gradient target, or another name
+    bound once to `v` (`total = v`) whose reads are all of those kinds. A `v` that is
     assigned (`v.assign*`), asked for `.trainable` or another variable attribute, passed to an
     optimizer or any non-TensorFlow call, watched, or given as a gradient source keeps the report
     without a fix. In a `tf.function` the fix also removes the `ValueError` that creating the
