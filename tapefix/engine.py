@@ -14,6 +14,7 @@ import libcst as cst
 
 from tapefix.analysis.scope import ModuleAnalysis, Scope
 from tapefix.analysis.slicing import EditPlan, needed_source, plan_edit
+from tapefix.analysis.syntax import tape_block_indices
 from tapefix.analysis.walk import walk
 from tapefix.depth import check_depth
 from tapefix.layout import parse_exactly
@@ -302,7 +303,9 @@ def fix_source(
     # Fixes not to try again: (code, where the finding starts now). Keyed on the place, not on the
     # fix, whose edit offsets move when earlier edits land.
     rejected: Set[Tuple[str, int]] = set()
-    for _ in range(MAX_PASSES):
+    #: the fixes that landed: the pass, the tape block (by order in the module), the verdict, the finding
+    landed: List[Tuple[int, Optional[int], Optional[Verdict], Finding]] = []
+    for passes in range(MAX_PASSES):
         candidates = [f for f in findings if applicable(f, config) and (f.code, f.start_offset) not in rejected]
         if not candidates:
             break
@@ -337,6 +340,9 @@ def fix_source(
             continue
         for finding in chosen:
             _record(original, where, finding, Status.FIXED, pass_verdicts.get(id(finding)), status, verdicts, extra)
+        if verifier is not None:
+            blocks = tape_block_indices(current, [f.start_offset for f in chosen])
+            landed.extend((passes, block, pass_verdicts.get(id(f)), f) for f, block in zip(chosen, blocks))
         edits_sorted = sorted(edits, key=lambda e: (e.start, e.end))
         where = [None if w is None else _shift(w, edits_sorted) for w in where]
         rejected = {
@@ -344,6 +350,9 @@ def fix_source(
         }
         current = candidate_source
         findings = _analyze(current, new_module, rules, entry_points, needed)
+    vouched = _vouched_by_later_passes(landed)
+    verdicts = {index: vouched.get(id(verdict), verdict) for index, verdict in verdicts.items()}
+    extra = [replace(o, verdict=vouched.get(id(o.verdict), o.verdict)) for o in extra]
     outcomes = []
     for index, finding in enumerate(original):
         state = status.get(index)
@@ -358,6 +367,33 @@ def fix_source(
         outcomes.append(Outcome(finding, state, verdicts.get(index)))
     outcomes.extend(extra)
     return SourceResult(source, current, tuple(outcomes))
+
+
+def _vouched_by_later_passes(
+    landed: Sequence[Tuple[int, Optional[int], Optional[Verdict], Finding]],
+) -> Dict[int, Verdict]:
+    """Verdicts of fixes whose tape block's gradient was not back yet when they were checked, where a
+    fix of a later pass in the same block (made visible by them: ``np.mean`` of what ``model.predict``
+    returned) brought the whole block's gradients back: by ``id`` of the old verdict, the new one."""
+    out: Dict[int, Verdict] = {}
+    for passes, block, verdict, _ in landed:
+        if block is None or verdict is None or not verdict.passed or verdict.level == "tape block":
+            continue
+        if "not back yet" not in verdict.reason:
+            continue
+        for later_pass, later_block, later, later_finding in landed:
+            if later_pass > passes and later_block == block and later is not None and later.passed:
+                if later.level != "tape block":
+                    continue
+                reason = verdict.reason.split("; the whole tape block's gradient is not back yet", 1)[0]
+                out[id(verdict)] = replace(
+                    verdict,
+                    reason=f"{reason}; whole tape block: gradients back with the next pass's fixes "
+                    f"({later_finding.code} at line {later_finding.start.line} of that pass)",
+                    level="tape block",
+                )
+                break
+    return out
 
 
 def _parses(source: str, entry_points: Sequence[EntryPoint]) -> bool:

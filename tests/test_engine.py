@@ -155,3 +155,61 @@ def test_every_call_of_a_function_is_one_call_site_wherever_it_sits():
     # Inside a with block, an if and a return: each call once, with the function that makes it.
     assert [call.args[1].value.value for call, _, _ in sites] == ["2.0", "3.0", "4.0"]
     assert all(caller is not None and caller.node.name.value == "step" for _, caller, _ in sites)
+
+
+PREDICT_THEN_NUMPY = """\
+import numpy as np
+import tensorflow as tf
+
+model = tf.keras.Sequential([tf.keras.layers.Dense(1)])
+features = tf.ones((4, 2))
+with tf.GradientTape() as tape:
+    pred = model.predict(features, verbose=0)
+    loss = np.mean(pred * 2.0)
+grads = tape.gradient(loss, model.trainable_variables)
+with tf.GradientTape() as other:
+    other_loss = np.floor(features[0, 0] * 3.0)
+"""
+
+
+def test_a_fix_whose_block_needs_the_next_pass_is_vouched_for_by_it():
+    def verifier(source, findings):
+        verdicts = []
+        for finding in findings:
+            if finding.code == "TF109":
+                verdicts.append(
+                    Verdict(
+                        "verified",
+                        "gradient raised AttributeError -> finite; the whole tape block's gradient is not back yet: x",
+                        level="statement",
+                    )
+                )
+            else:
+                verdicts.append(Verdict("verified", "gradient was None -> finite", level="tape block"))
+        return verdicts
+
+    result = fix_source(PREDICT_THEN_NUMPY, Config(unsafe_fixes=True), verifier)
+    by_code = {o.finding.code: o for o in result.outcomes}
+    assert "model(features, training=False)" in result.fixed_source and "tf.reduce_mean" in result.fixed_source
+    vouched = by_code["TF109"].verdict
+    assert vouched is not None and vouched.level == "tape block", vouched
+    assert "gradients back with the next pass's fixes (TF104 at line 8" in vouched.reason
+    assert "not back yet" not in vouched.reason
+
+
+def test_tape_blocks_are_numbered_in_order_and_the_innermost_holds_an_offset():
+    from tapefix.analysis.syntax import tape_block_indices
+
+    source = (
+        "import tensorflow as tf\n"
+        "s = 'é'; x = tf.Variable(1.0)\n"
+        "with tf.GradientTape() as outer:\n"
+        "    with tf.GradientTape() as inner:  # é\n"
+        "        y = x * x\n"
+        "    z = y * 2.0\n"
+        "with open('f') as handle:\n"
+        "    w = 1\n"
+    )
+    offsets = [source.index("y = x"), source.index("z = y"), source.index("w = 1"), source.index("s = ")]
+    assert tape_block_indices(source, offsets) == [1, 0, None, None]
+    assert tape_block_indices("with (", [0]) == [None]

@@ -3,7 +3,8 @@ literals and dtypes."""
 
 from __future__ import annotations
 
-from typing import Dict, Iterator, List, Optional
+import ast
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import libcst as cst
 
@@ -154,3 +155,43 @@ def bind_arguments(
         if arg.keyword is not None:
             bound[arg.keyword.value] = arg.value
     return bound
+
+
+def tape_block_indices(source: str, offsets: Sequence[int]) -> List[Optional[int]]:
+    """For each offset of ``source``, which ``with ...GradientTape(...)`` block holds it (the innermost),
+    by the blocks' order in the module; None outside every such block or when the source does not parse.
+    Fixes neither add nor remove such blocks, so the number names the same block across passes."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError, RecursionError):
+        return [None] * len(offsets)
+    lines = source.splitlines(keepends=True)
+    starts = [0]
+    for line in lines:
+        starts.append(starts[-1] + len(line))
+
+    def offset(line: int, column: int) -> int:
+        # ast counts columns in UTF-8 bytes; tapefix counts code points.
+        text = lines[line - 1] if line <= len(lines) else ""
+        return starts[line - 1] + len(text.encode("utf-8")[:column].decode("utf-8", errors="ignore"))
+
+    spans: List[Tuple[int, int]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.With, ast.AsyncWith)) and any(
+            isinstance(item.context_expr, ast.Call) and _called_name(item.context_expr.func) == "GradientTape"
+            for item in node.items
+        ):
+            end = offset(node.end_lineno or node.lineno, node.end_col_offset or 0)
+            spans.append((offset(node.lineno, node.col_offset), end))
+    spans.sort()
+    out: List[Optional[int]] = []
+    for offset in offsets:
+        holding = [i for i, (start, end) in enumerate(spans) if start <= offset < end]
+        out.append(max(holding, key=lambda i: spans[i][0]) if holding else None)
+    return out
+
+
+def _called_name(func: ast.expr) -> str:
+    if isinstance(func, ast.Attribute):
+        return func.attr
+    return func.id if isinstance(func, ast.Name) else ""
