@@ -12,6 +12,7 @@ from tapefix.analysis.names import dotted
 from tapefix.analysis.reaching import reaching
 from tapefix.analysis.scope import Function, ModuleAnalysis
 from tapefix.analysis.syntax import is_integer_dtype, keyword, walk
+from tapefix.analysis.tfops import SOFTMAX
 
 # TensorFlow functions whose result differs from call to call: never duplicate their calls.
 _IMPURE_TF = ("random", "Variable", "py_function", "numpy_function", "print", "summary", "io", "data")
@@ -120,7 +121,6 @@ _SAME_VALUES = {
 _SUMS = {"reduce_sum", "math.reduce_sum", "reduce_mean", "math.reduce_mean"}
 _EXTREMES = {"reduce_max", "math.reduce_max", "reduce_min", "math.reduce_min"}
 _NORMS = {"norm", "linalg.norm", "math.l2_norm"}
-_SOFTMAX = {"nn.softmax", "math.softmax", "keras.activations.softmax"}
 # Continuous random draws (TensorFlow's and NumPy's): each element is exactly 0 with a tiny but real
 # probability (measured on TF 2.21 CPU: 7 zeros in 1e8 tf.random.normal draws, 11 in tf.random.uniform).
 _DRAWS_TF = {
@@ -432,7 +432,7 @@ class _Facts:
             return inner
         if name in _MAGNITUDE:
             return Sign(True, inner.nonzero, inner.draws)
-        if name in _SOFTMAX:
+        if name in SOFTMAX:
             axis = keyword(call, "axis") or (call.args[1].value if len(call.args) > 1 else None)
             return Sign(True, False, frozenset(), _axis_text(axis))
         if name in _SUMS:

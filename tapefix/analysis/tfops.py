@@ -161,3 +161,123 @@ SINGLE_TENSOR_OPS = frozenset(
     "matmul reduce_sum reduce_mean reduce_max reduce_min square sqrt exp log tanh sigmoid add multiply "
     "subtract divide stack concat reshape transpose einsum abs gather where".split()
 )
+#: ``tf.cast`` under both its names: its result has the dtype it is given, whatever its argument's
+CAST = frozenset({"cast", "dtypes.cast"})
+#: calls that cut the gradient by design, not by an integer result: a stop, a shape fact, a shape-only tensor, a one-hot
+GRADIENT_CUTS = frozenset({"stop_gradient", *SHAPE_OPS, "zeros_like", "ones_like", "one_hot"})
+#: ``tf.where`` (and its v2 name): selects elementwise, but differentiates both branches in every lane
+WHERE = frozenset({"where", "where_v2"})
+#: calls that bound a value from above or below when wrapped around it
+BOUNDING = frozenset({"clip_by_value", "minimum", "maximum", "math.minimum", "math.maximum"})
+#: the sum reduction (``tape.gradient`` sums a non-scalar target itself, so it adds nothing there)
+REDUCE_SUM = frozenset({"reduce_sum", "math.reduce_sum"})
+#: Python's two-argument builtins -> the TensorFlow op with the same forward value elementwise
+BUILTIN_MIN_MAX = {"max": "maximum", "min": "minimum"}
+
+# Ops at whose edge a value or a gradient becomes 0, inf or NaN (TF 2.21).
+#: the natural logarithm: -inf at 0, gradient inf
+LOG = frozenset({"log", "math.log"})
+#: ``log(1 + x)``: -inf at -1, gradient inf
+LOG1P = frozenset({"log1p", "math.log1p"})
+#: the exponential: overflows to inf above about 88.7 in float32, so ``log(1 + exp(x))`` is inf there
+EXP = frozenset({"exp", "math.exp"})
+#: the softmax: a probability underflows to exactly 0 long before the logits are extreme
+SOFTMAX = frozenset({"nn.softmax", "math.softmax", "keras.activations.softmax"})
+#: the logistic sigmoid: underflows to exactly 0 for a very negative input
+SIGMOID = frozenset({"sigmoid", "math.sigmoid", "nn.sigmoid", "keras.activations.sigmoid"})
+#: the keywords each softmax spelling shares with ``tf.nn.log_softmax(logits, axis)``
+SOFTMAX_KEYWORDS = {"nn.softmax": frozenset({"logits", "axis"}), "math.softmax": frozenset({"logits", "axis"})}
+#: the square root: gradient inf at 0
+SQRT = frozenset({"sqrt", "math.sqrt"})
+#: the power ``x ** y``: for an exponent below 1, gradient inf (or NaN) at x = 0
+POW = frozenset({"pow", "math.pow"})
+#: the vector norm: the square root of a sum of squares, gradient NaN at the zero vector
+NORM = frozenset({"norm", "linalg.norm"})
+#: the inverse cosine and sine: gradient infinite at ±1
+ACOS_ASIN = frozenset({"acos", "math.acos", "asin", "math.asin"})
+#: the standard deviation: the square root of the variance, gradient NaN where the values are all equal
+REDUCE_STD = frozenset({"math.reduce_std"})
+#: ops whose gradient is inf or NaN in some lanes a tf.where around them may leave unselected
+SINGULAR_OPS = frozenset(
+    {
+        "math.log",
+        "log",
+        "sqrt",
+        "math.sqrt",
+        "math.rsqrt",
+        "rsqrt",
+        "math.reciprocal",
+        "reciprocal",
+        "math.log1p",
+        "math.acos",
+        "acos",
+        "math.asin",
+        "asin",
+        "pow",
+        "math.pow",
+        "math.divide",
+        "divide",
+        "experimental.numpy.log",
+        "experimental.numpy.sqrt",
+    }
+)
+#: ops whose gradient is inf at a point a guarding tf.where leaves out -> an in-domain argument for that point
+TRAP_SAFE_VALUE = {
+    "sqrt": "1.0",
+    "math.sqrt": "1.0",
+    "rsqrt": "1.0",
+    "math.rsqrt": "1.0",
+    "reciprocal": "1.0",
+    "math.reciprocal": "1.0",
+    "log": "1.0",
+    "math.log": "1.0",
+    "log1p": "1.0",
+    "math.log1p": "1.0",
+    "acos": "0.0",
+    "math.acos": "0.0",
+    "asin": "0.0",
+    "math.asin": "0.0",
+    "pow": "1.0",
+    "math.pow": "1.0",
+}
+#: of those, the ones whose NaN eager and tf.function mask but XLA does not (research/idioms.md, E4 table)
+XLA_ONLY_TRAP = frozenset({"sqrt", "math.sqrt", "rsqrt", "math.rsqrt", "reciprocal", "math.reciprocal"})
+
+# Ops that cut the gradient or fail in ``tape.gradient`` (TF 2.21).
+#: ops with no registered gradient (tape.gradient raises LookupError) -> (differentiated argument, op name)
+NO_REGISTERED_GRADIENT = {
+    "unique": ("x", "Unique"),
+    "unique_with_counts": ("x", "UniqueWithCounts"),
+    "image.adjust_contrast": ("images", "AdjustContrastv2"),
+    "image.random_contrast": ("image", "AdjustContrastv2"),
+    "image.adjust_saturation": ("image", "AdjustSaturation"),
+    "image.random_saturation": ("image", "AdjustSaturation"),
+    "image.adjust_hue": ("image", "AdjustHue"),
+    "image.random_hue": ("image", "AdjustHue"),
+    "image.draw_bounding_boxes": ("images", "DrawBoundingBoxesV2"),
+    "image.extract_glimpse": ("input", "ExtractGlimpseV2"),
+    "linalg.lu": ("input", "Lu"),
+}
+#: random sampling whose result carries no gradient back to its input (None) -> that input's keyword
+SAMPLING = {
+    "random.categorical": "logits",
+    "random.shuffle": "value",
+}
+#: image resizing: ``method="area"`` runs ResizeArea, which has no registered gradient
+RESIZE = frozenset({"image.resize"})
+#: ``tf.data`` datasets made from tensors: they and their iterators are stateful and stop every gradient
+DATASET_FROM_TENSORS = frozenset({"data.Dataset.from_tensors", "data.Dataset.from_tensor_slices"})
+#: a variable's methods that assign to it, which a tape does not record
+VARIABLE_ASSIGN_METHODS = ("assign", "assign_add", "assign_sub")
+#: strategies whose variables are mirrored: a step outside ``strategy.run`` fails in ``tape.gradient``
+MIRRORED_STRATEGIES = ("distribute.MirroredStrategy",)
+
+# Leaving TensorFlow for NumPy: the tape records nothing past these.
+#: NumPy functions (name under ``numpy.``) that copy a tensor into a NumPy array
+NUMPY_CONVERTERS = frozenset({"array", "asarray", "asanyarray", "copy"})
+#: NumPy scalar types (name under ``numpy.``) whose call makes a NumPy scalar of a tensor
+NUMPY_SCALARS = frozenset({"float32", "float64", "float16", "double", "single"})
+#: Keras functions (how their name under ``keras.`` ends) that return a tensor's value as NumPy
+KERAS_CONVERTERS = ("backend.eval", "ops.convert_to_numpy", "backend.get_value")
+#: methods, called without arguments, that return a tensor's (or an array's) value as NumPy or Python
+NUMPY_METHODS = ("numpy", "item", "tolist")

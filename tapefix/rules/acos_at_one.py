@@ -5,14 +5,10 @@ from __future__ import annotations
 import libcst as cst
 
 from tapefix.analysis.expressions import first_argument, is_pure, names_in, numeric_literal
+from tapefix.analysis.tfops import ACOS_ASIN, BOUNDING, WHERE
 from tapefix.analysis.uses import feeds_computation
 from tapefix.rule import Invalid, Rule, Valid
 from tapefix.types import Forward, Safety
-
-_ARC = {"acos", "math.acos", "asin", "math.asin"}
-_WHERE = {"where", "where_v2"}
-# Calls that keep a value away from ±1 when their author wrote them around the argument.
-_BOUNDING = {"clip_by_value", "minimum", "maximum", "math.minimum", "math.maximum"}
 
 
 class AcosAtOne(Rule):
@@ -148,7 +144,7 @@ with tf.GradientTape() as tape:
     def visit_Call(self, node: cst.Call) -> None:
         context = self.context
         name = context.analysis.is_tf_call(node)
-        if name not in _ARC:
+        if name not in ACOS_ASIN:
             return
         arg = first_argument(node, ("x",))
         if arg is None or not context.on_path(arg) or self._bounded(arg, frozenset()) or self._guarded_by_context(arg):
@@ -182,7 +178,7 @@ with tf.GradientTape() as tape:
         if numeric_literal(expr) is not None:
             return True
         if isinstance(expr, cst.Call):
-            return analysis.is_tf_call(expr) in _BOUNDING
+            return analysis.is_tf_call(expr) in BOUNDING
         if isinstance(expr, cst.BinaryOperation) and isinstance(expr.operator, cst.Multiply):
             for side in (expr.left, expr.right):
                 factor = numeric_literal(side)
@@ -199,7 +195,7 @@ with tf.GradientTape() as tape:
         """True inside ``tf.stop_gradient``, for an argument that is itself a ``tf.where`` (the fixed
         form), and in a branch of a ``tf.where`` whose condition tests the same names (TF113's trap)."""
         analysis = self.context.analysis
-        if isinstance(arg, cst.Call) and analysis.is_tf_call(arg) in _WHERE:
+        if isinstance(arg, cst.Call) and analysis.is_tf_call(arg) in WHERE:
             return True
         arg_names = set(names_in(arg))
         for ancestor in self.context.ancestors:
@@ -208,6 +204,6 @@ with tf.GradientTape() as tape:
             name = analysis.is_tf_call(ancestor)
             if name == "stop_gradient":
                 return True
-            if name in _WHERE and ancestor.args and arg_names & set(names_in(ancestor.args[0].value)):
+            if name in WHERE and ancestor.args and arg_names & set(names_in(ancestor.args[0].value)):
                 return True
         return False

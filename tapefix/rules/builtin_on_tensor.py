@@ -5,11 +5,10 @@ from __future__ import annotations
 import libcst as cst
 
 from tapefix.analysis.syntax import has_star, is_number, keywords, positional
+from tapefix.analysis.tfops import BUILTIN_MIN_MAX
 from tapefix.analysis.uses import UseFinder, decide
 from tapefix.rule import Invalid, Rule, Valid, report_fix
 from tapefix.types import Forward, Safety
-
-_TF_OPS = {"max": "maximum", "min": "minimum"}
 
 
 class BuiltinOnTensor(Rule):
@@ -183,8 +182,8 @@ grads = tape.gradient(loss, x)
         report_fix(
             self,
             node,
-            (context.replace(func, f"{tf}.{_TF_OPS[func.value]}"), *import_edits),
-            f"{func.value}(a, b) -> {tf}.{_TF_OPS[func.value]}(a, b)",
+            (context.replace(func, f"{tf}.{BUILTIN_MIN_MAX[func.value]}"), *import_edits),
+            f"{func.value}(a, b) -> {tf}.{BUILTIN_MIN_MAX[func.value]}(a, b)",
             Safety.SAFE if safe else Safety.UNSAFE,
             Forward.EXACT,
         )

@@ -7,16 +7,9 @@ from typing import Dict, List, Optional, Set, Tuple
 import libcst as cst
 
 from tapefix.analysis.syntax import argument, is_integer_dtype
-from tapefix.analysis.tfops import ARGMAX, COMPARISONS
+from tapefix.analysis.tfops import ARGMAX, CAST, COMPARISONS, GRADIENT_CUTS
 from tapefix.rule import Invalid, RuleContext, TapeBlockRule, Valid
 from tapefix.types import Safety
-
-_ARGMAX = ARGMAX
-_CAST = {"cast", "dtypes.cast"}
-_COMPARISONS = COMPARISONS
-# TensorFlow calls that carry no gradient to their inputs for another reason (another rule's business,
-# or by design): the walk stops there without blaming an integer op.
-_CUT = {"stop_gradient", "shape", "size", "rank", "zeros_like", "ones_like", "one_hot"}
 
 
 class IntegerPath(TapeBlockRule):
@@ -197,12 +190,12 @@ class _Connection:
     def _call(self, call: cst.Call) -> bool:
         short = self.context.analysis.is_tf_call(call)
         first = call.args[0].value if call.args else None
-        if short in _ARGMAX:
+        if short in ARGMAX:
             self._cut(
                 call, first, f"tf.{short} on the only path to the gradient target: integer indices carry no gradient"
             )
             return False
-        if short in _CAST and len(call.args) >= 2:
+        if short in CAST and len(call.args) >= 2:
             dtype = argument(call, 1, "dtype")
             if is_integer_dtype(dtype):
                 self._cut(call, first, "cast to an integer dtype on the only path to the gradient target: no gradient")
@@ -214,7 +207,7 @@ class _Connection:
                     "cast of a comparison on the only path to the gradient target: booleans carry no gradient",
                 )
                 return False
-        if short in _CUT or short in _COMPARISONS:
+        if short in GRADIENT_CUTS or short in COMPARISONS:
             return False
         arguments = [self.connected(a.value) for a in call.args]
         if short is not None:
@@ -224,7 +217,7 @@ class _Connection:
     def _boolean(self, expr: cst.BaseExpression) -> bool:
         if isinstance(expr, cst.Comparison):
             return True
-        return isinstance(expr, cst.Call) and self.context.analysis.is_tf_call(expr) in _COMPARISONS
+        return isinstance(expr, cst.Call) and self.context.analysis.is_tf_call(expr) in COMPARISONS
 
     def _compared(self, expr: cst.BaseExpression) -> Optional[cst.BaseExpression]:
         """An operand of the comparison that may carry a gradient, for the cut's check."""

@@ -7,18 +7,10 @@ from typing import Optional, Tuple
 import libcst as cst
 
 from tapefix.analysis.expressions import first_argument, guarded_from_zero, is_pure, names_in, numeric_literal
+from tapefix.analysis.tfops import EXP, LOG, LOG1P, SIGMOID, SOFTMAX, SOFTMAX_KEYWORDS, WHERE
 from tapefix.analysis.uses import feeds_gradient
 from tapefix.rule import Invalid, Rule, RuleContext, Valid
 from tapefix.types import Forward, Safety
-
-_LOG = {"log", "math.log"}
-_LOG1P = {"log1p", "math.log1p"}
-_EXP = {"exp", "math.exp"}
-_SOFTMAX = {"nn.softmax", "math.softmax", "keras.activations.softmax"}
-_SIGMOID = {"sigmoid", "math.sigmoid", "nn.sigmoid", "keras.activations.sigmoid"}
-_WHERE = {"where", "where_v2"}
-# Keywords each softmax spelling shares with ``tf.nn.log_softmax(logits, axis)``.
-_SOFTMAX_KEYWORDS = {"nn.softmax": {"logits", "axis"}, "math.softmax": {"logits", "axis"}}
 
 
 class LogAtZero(Rule):
@@ -228,9 +220,9 @@ with tf.GradientTape() as tape:
 
     def visit_Call(self, node: cst.Call) -> None:
         name = self.context.analysis.is_tf_call(node)
-        if name in _LOG:
+        if name in LOG:
             self._log(node)
-        elif name in _LOG1P:
+        elif name in LOG1P:
             arg = first_argument(node, ("x", "logits"))
             if arg is not None and self._is_exp(arg) and self.context.on_path(arg):
                 self._softplus(node)
@@ -267,14 +259,14 @@ with tf.GradientTape() as tape:
             return
         inner = context.analysis.is_tf_call(arg) if isinstance(arg, cst.Call) else None
         # A Keras activation is not a tensor to the analysis: ask about its input instead.
-        activation = inner in _SOFTMAX | _SIGMOID
+        activation = inner in SOFTMAX | SIGMOID
         probed = first_argument(arg, ("x", "logits")) if isinstance(arg, cst.Call) and activation else arg
         if probed is None or not context.on_path(probed) or not feeds_gradient(context, node):
             return
-        if inner in _SOFTMAX and isinstance(arg, cst.Call):
+        if inner in SOFTMAX and isinstance(arg, cst.Call):
             self._log_softmax(node, arg, inner)
             return
-        if inner in _SIGMOID:
+        if inner in SIGMOID:
             self.report(
                 node,
                 "log of a sigmoid: -inf forward and NaN gradient where the sigmoid underflows",
@@ -297,7 +289,7 @@ with tf.GradientTape() as tape:
     def _log_softmax(self, node: cst.Call, softmax: cst.Call, name: str) -> None:
         context = self.context
         message = "log of a softmax: -inf forward and NaN gradient where a probability underflows"
-        allowed = _SOFTMAX_KEYWORDS.get(name, {"axis"})
+        allowed = SOFTMAX_KEYWORDS.get(name, {"axis"})
         positional = [a for a in softmax.args if a.keyword is None]
         keywords = [a.keyword.value for a in softmax.args if a.keyword is not None]
         logits = min(len(positional), 1) + keywords.count("logits")
@@ -329,7 +321,7 @@ with tf.GradientTape() as tape:
 
     # ------------------------------------------------------------------ shapes
     def _is_exp(self, expr: cst.BaseExpression) -> bool:
-        return isinstance(expr, cst.Call) and self.context.analysis.is_tf_call(expr) in _EXP
+        return isinstance(expr, cst.Call) and self.context.analysis.is_tf_call(expr) in EXP
 
     def _one_plus_exp(self, expr: cst.BaseExpression) -> bool:
         if not (isinstance(expr, cst.BinaryOperation) and isinstance(expr.operator, cst.Add)):
@@ -340,7 +332,7 @@ with tf.GradientTape() as tape:
         return False
 
     def _log_operand(self, expr: cst.BaseExpression) -> Optional[cst.BaseExpression]:
-        if isinstance(expr, cst.Call) and self.context.analysis.is_tf_call(expr) in _LOG:
+        if isinstance(expr, cst.Call) and self.context.analysis.is_tf_call(expr) in LOG:
             return first_argument(expr, ("x", "logits"))
         return None
 
@@ -380,7 +372,7 @@ with tf.GradientTape() as tape:
         names = set(names_in(arg))
         ancestors = self.context.ancestors
         for index, node in enumerate(ancestors):
-            if isinstance(node, cst.Call) and self.context.analysis.is_tf_call(node) in _WHERE and node.args:
+            if isinstance(node, cst.Call) and self.context.analysis.is_tf_call(node) in WHERE and node.args:
                 if names & set(names_in(node.args[0].value)):
                     return True
             inside = ancestors[index + 1] if index + 1 < len(ancestors) else None

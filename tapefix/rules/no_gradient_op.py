@@ -8,32 +8,10 @@ import libcst as cst
 
 from tapefix.analysis.intent import expects_gradient_error
 from tapefix.analysis.syntax import argument, keyword
+from tapefix.analysis.tfops import NO_REGISTERED_GRADIENT, RESIZE, SAMPLING
 from tapefix.analysis.uses import feeds_computation
 from tapefix.rule import Invalid, Rule, Valid
 from tapefix.types import Safety
-
-# TensorFlow functions whose op has no entry in the gradient registry (each raised
-# ``LookupError: gradient registry has no entry for: <Op>`` under TF 2.21), with the argument that
-# carries the differentiated tensor and the op's name.
-_NO_GRADIENT = {
-    "unique": ("x", "Unique"),
-    "unique_with_counts": ("x", "UniqueWithCounts"),
-    "image.adjust_contrast": ("images", "AdjustContrastv2"),
-    "image.random_contrast": ("image", "AdjustContrastv2"),
-    "image.adjust_saturation": ("image", "AdjustSaturation"),
-    "image.random_saturation": ("image", "AdjustSaturation"),
-    "image.adjust_hue": ("image", "AdjustHue"),
-    "image.random_hue": ("image", "AdjustHue"),
-    "image.draw_bounding_boxes": ("images", "DrawBoundingBoxesV2"),
-    "image.extract_glimpse": ("input", "ExtractGlimpseV2"),
-    "linalg.lu": ("input", "Lu"),
-}
-# Sampling whose result carries no gradient back to its input (``tape.gradient`` returns None).
-_SAMPLING = {
-    "random.categorical": "logits",
-    "random.shuffle": "value",
-}
-_RESIZE = {"image.resize"}
 
 
 class NoGradientOp(Rule):
@@ -153,14 +131,14 @@ with tf.GradientTape() as tape:
     def visit_Call(self, node: cst.Call) -> None:
         context = self.context
         name = context.analysis.is_tf_call(node)
-        if name not in _NO_GRADIENT and name not in _RESIZE and name not in _SAMPLING:
+        if name not in NO_REGISTERED_GRADIENT and name not in RESIZE and name not in SAMPLING:
             return
         if not feeds_computation(context, node):
             return
         if expects_gradient_error(context.analysis, context.ancestors):
             return  # every gradient call of this tape catches the LookupError: the failure is the point
-        if name in _NO_GRADIENT:
-            key, op = _NO_GRADIENT[name]
+        if name in NO_REGISTERED_GRADIENT:
+            key, op = NO_REGISTERED_GRADIENT[name]
             value = argument(node, 0, key)
             if value is not None and context.on_path(value):
                 self.report(
@@ -168,7 +146,7 @@ with tf.GradientTape() as tape:
                     f"tf.{name} on the gradient path: no registered gradient ({op}), tape.gradient raises LookupError",
                     no_fix_reason="reformulate in differentiable TensorFlow ops",
                 )
-        elif name in _RESIZE:
+        elif name in RESIZE:
             value = argument(node, 0, "images")
             if value is not None and context.on_path(value) and _area(keyword(node, "method") or _third(node)):
                 self.report(
@@ -177,8 +155,8 @@ with tf.GradientTape() as tape:
                     "tape.gradient raises LookupError",
                     no_fix_reason="use a method with a gradient (bilinear, bicubic, nearest) or tf.nn.avg_pool",
                 )
-        elif name in _SAMPLING:
-            value = argument(node, 0, _SAMPLING[name])
+        elif name in SAMPLING:
+            value = argument(node, 0, SAMPLING[name])
             if value is not None and context.on_path(value):
                 self.report(
                     node,

@@ -9,13 +9,11 @@ import libcst as cst
 from tapefix.analysis.names import is_under
 from tapefix.analysis.scope import KERAS
 from tapefix.analysis.syntax import has_star, keywords, positional
+from tapefix.analysis.tfops import KERAS_CONVERTERS, NUMPY_CONVERTERS, NUMPY_SCALARS
 from tapefix.analysis.uses import UseFinder, decide, forward_after
 from tapefix.rule import Invalid, Rule, Valid, report_fix
 from tapefix.types import Edit, Forward, Safety
 
-_NUMPY_CONVERTERS = {"array", "asarray", "asanyarray", "copy"}
-_NUMPY_SCALARS = {"float32", "float64", "float16", "double", "single"}
-_KERAS_CONVERTERS = ("backend.eval", "ops.convert_to_numpy", "backend.get_value")
 # Parents under which an expression needs no parentheses of its own.
 _STANDALONE = (cst.Assign, cst.AnnAssign, cst.AugAssign, cst.Return, cst.Arg, cst.Element, cst.Index, cst.DictElement)
 _ATOMS = (cst.Name, cst.Attribute, cst.Call, cst.Subscript, cst.Integer, cst.Float, cst.List, cst.Tuple)
@@ -271,17 +269,17 @@ grads = tape.gradient(loss, x)
         if not args:
             return None
         name = analysis.is_numpy_call(node)
-        if name in _NUMPY_CONVERTERS or name in _NUMPY_SCALARS:
+        if name in NUMPY_CONVERTERS or name in NUMPY_SCALARS:
             return args[0].value
         qualified = analysis.qualify(func)
-        if is_under(qualified, KERAS) and qualified is not None and qualified.endswith(_KERAS_CONVERTERS):
+        if is_under(qualified, KERAS) and qualified is not None and qualified.endswith(KERAS_CONVERTERS):
             return args[0].value
         return None
 
     def _no_fix_reason(self, node: cst.Call, converted: cst.BaseExpression) -> str:
         if has_star(node) or len(positional(node)) > 1 or keywords(node):
             return "extra arguments (dtype=, copy=) change the value; drop the conversion by hand"
-        if self.context.analysis.is_numpy_call(node) in _NUMPY_SCALARS:
+        if self.context.analysis.is_numpy_call(node) in NUMPY_SCALARS:
             return "a NumPy scalar type: use tf.cast with the dtype you mean"
         if isinstance(converted, (cst.List, cst.Tuple)):
             return "a list of tensors: tf.stack keeps the gradient, but check its shape and dtype by hand"

@@ -7,11 +7,10 @@ from typing import Optional
 import libcst as cst
 
 from tapefix.analysis.syntax import argument
+from tapefix.analysis.tfops import NUMPY_METHODS
 from tapefix.analysis.walk import children
 from tapefix.rule import Invalid, Rule, Valid
 from tapefix.types import Safety
-
-_NUMPY_METHODS = ("numpy", "item", "tolist")
 
 
 class NumpyFunction(Rule):
@@ -145,6 +144,6 @@ with tf.GradientTape() as tape:
         if isinstance(node, cst.Call):
             if self.context.analysis.is_numpy_call(node) is not None:
                 return True
-            if isinstance(node.func, cst.Attribute) and node.func.attr.value in _NUMPY_METHODS and not node.args:
+            if isinstance(node.func, cst.Attribute) and node.func.attr.value in NUMPY_METHODS and not node.args:
                 return True
         return any(self._numpy_in(child) for child in children(node))

@@ -8,11 +8,10 @@ import libcst as cst
 
 from tapefix.analysis.expressions import is_pure, names_in
 from tapefix.analysis.syntax import argument, target_names, walk
-from tapefix.analysis.tfops import SINGLE_TENSOR_OPS
+from tapefix.analysis.tfops import REDUCE_SUM, SINGLE_TENSOR_OPS
 from tapefix.rule import Invalid, TapeBlock, TapeBlockRule, Valid, report_fix
 from tapefix.types import Edit, Forward, Safety
 
-_SUM = {"reduce_sum", "math.reduce_sum"}
 # Where a new statement cannot go: the call sits in an expression of its own scope.
 _EXPRESSION_SCOPES = (cst.Lambda, cst.ListComp, cst.SetComp, cst.DictComp, cst.GeneratorExp)
 
@@ -408,7 +407,7 @@ g = tape.jacobian(first, w)
     def _summed_name(self, target: cst.BaseExpression, block: TapeBlock) -> Optional[str]:
         """``y`` when ``target`` is ``tf.reduce_sum(y)`` (no other arguments) and the block assigns ``y``
         and nothing reassigns it since."""
-        if not isinstance(target, cst.Call) or self.context.analysis.is_tf_call(target) not in _SUM:
+        if not isinstance(target, cst.Call) or self.context.analysis.is_tf_call(target) not in REDUCE_SUM:
             return None
         if len(target.args) != 1 or target.args[0].keyword is not None or target.args[0].star:
             return None

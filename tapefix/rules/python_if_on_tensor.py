@@ -11,34 +11,13 @@ import libcst as cst
 from tapefix.analysis.expressions import call_sites, names_in, numeric_literal
 from tapefix.analysis.scope import Function, Shape
 from tapefix.analysis.syntax import argument
+from tapefix.analysis.tfops import SINGULAR_OPS
 from tapefix.rule import Invalid, Rule, RuleContext, Valid
 from tapefix.types import Edit, Forward, Safety
 
 # How many helpers up a parameter's callers are followed (``inner(v)`` called as ``inner(p)``).
 _MAX_CALLER_DEPTH = 4
 _ELEMENTWISE_COMPARE = (cst.GreaterThan, cst.GreaterThanEqual, cst.LessThan, cst.LessThanEqual, cst.Equal, cst.NotEqual)
-# Ops whose gradient is inf or NaN somewhere in the lanes a tf.where does not select.
-_SINGULAR_TF = {
-    "math.log",
-    "log",
-    "sqrt",
-    "math.sqrt",
-    "math.rsqrt",
-    "rsqrt",
-    "math.reciprocal",
-    "reciprocal",
-    "math.log1p",
-    "math.acos",
-    "acos",
-    "math.asin",
-    "asin",
-    "pow",
-    "math.pow",
-    "math.divide",
-    "divide",
-    "experimental.numpy.log",
-    "experimental.numpy.sqrt",
-}
 
 
 class PythonIfOnTensor(Rule):
@@ -690,7 +669,7 @@ def _singular_args(expr: cst.CSTNode, context: RuleContext) -> List[cst.CSTNode]
     found: List[cst.CSTNode] = []
 
     def walk(node: cst.CSTNode) -> None:
-        if isinstance(node, cst.Call) and context.analysis.is_tf_call(node) in _SINGULAR_TF and node.args:
+        if isinstance(node, cst.Call) and context.analysis.is_tf_call(node) in SINGULAR_OPS and node.args:
             found.append(node.args[0].value)
         elif isinstance(node, cst.BinaryOperation):
             if isinstance(node.operator, cst.Divide):

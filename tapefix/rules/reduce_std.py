@@ -6,11 +6,11 @@ import libcst as cst
 
 from tapefix.analysis.expressions import is_pure
 from tapefix.analysis.syntax import argument
+from tapefix.analysis.tfops import REDUCE_STD
 from tapefix.analysis.uses import feeds_computation
 from tapefix.rule import Invalid, Rule, Valid
 from tapefix.types import Forward, Safety
 
-_REDUCE_STD = {"math.reduce_std"}
 _KNOWN_KEYWORDS = {"input_tensor", "axis", "keepdims", "name"}
 
 
@@ -156,7 +156,7 @@ with tf.GradientTape() as tape:
 
     def visit_Call(self, node: cst.Call) -> None:
         context = self.context
-        if context.analysis.is_tf_call(node) not in _REDUCE_STD:
+        if context.analysis.is_tf_call(node) not in REDUCE_STD:
             return
         value = argument(node, 0, "input_tensor")
         if value is None or not context.on_path(value) or not feeds_computation(context, node):

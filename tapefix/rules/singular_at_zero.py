@@ -7,38 +7,12 @@ from typing import List, Optional, Tuple
 import libcst as cst
 
 from tapefix.analysis.expressions import first_argument, guarded_from_zero, is_pure, names_in, numeric_literal
+from tapefix.analysis.tfops import NORM, POW, SQRT, TRAP_SAFE_VALUE, WHERE, XLA_ONLY_TRAP
 from tapefix.analysis.uses import feeds_gradient
 from tapefix.analysis.walk import children
 from tapefix.rule import Invalid, Rule, RuleContext, Valid
 from tapefix.types import Edit, Forward, Safety
 
-_SQRT = {"sqrt", "math.sqrt"}
-_POW = {"pow", "math.pow"}
-_NORM = {"norm", "linalg.norm"}
-_WHERE = {"where", "where_v2"}
-# Ops whose gradient is inf at a point a guarding tf.where leaves out, and the in-domain value that
-# replaces their argument there.
-_TRAP_SAFE_VALUE = {
-    "sqrt": "1.0",
-    "math.sqrt": "1.0",
-    "rsqrt": "1.0",
-    "math.rsqrt": "1.0",
-    "reciprocal": "1.0",
-    "math.reciprocal": "1.0",
-    "log": "1.0",
-    "math.log": "1.0",
-    "log1p": "1.0",
-    "math.log1p": "1.0",
-    "acos": "0.0",
-    "math.acos": "0.0",
-    "asin": "0.0",
-    "math.asin": "0.0",
-    "pow": "1.0",
-    "math.pow": "1.0",
-}
-# Ops whose unselected-lane NaN TensorFlow's eager and tf.function kernels mask (the gradient kernel
-# returns 0 for a 0 upstream gradient); XLA does not (research/idioms.md, E4 table).
-_XLA_ONLY_TRAP = {"sqrt", "math.sqrt", "rsqrt", "math.rsqrt", "reciprocal", "math.reciprocal"}
 # Operands of ``>`` that need parentheses of their own.
 _LOOSE = (cst.Comparison, cst.BooleanOperation, cst.IfExp, cst.Lambda, cst.NamedExpr)
 
@@ -280,13 +254,13 @@ with tf.GradientTape() as tape:
 
     def visit_Call(self, node: cst.Call) -> None:
         name = self.context.analysis.is_tf_call(node)
-        if name in _WHERE:
+        if name in WHERE:
             self._where_trap(node)
-        elif name in _SQRT:
+        elif name in SQRT:
             self._root(node, first_argument(node, ("x", "tensor", "input_tensor")))
-        elif name in _POW and len(node.args) == 2 and _fractional(node.args[1].value):
+        elif name in POW and len(node.args) == 2 and _fractional(node.args[1].value):
             self._root(node, node.args[0].value)
-        elif name in _NORM:
+        elif name in NORM:
             self._norm(node)
 
     def visit_BinaryOperation(self, node: cst.BinaryOperation) -> None:
@@ -365,7 +339,7 @@ with tf.GradientTape() as tape:
         ancestors = self.context.ancestors
         for index in range(len(ancestors) - 1, -1, -1):
             node = ancestors[index]
-            if isinstance(node, cst.Call) and self.context.analysis.is_tf_call(node) in _WHERE:
+            if isinstance(node, cst.Call) and self.context.analysis.is_tf_call(node) in WHERE:
                 branch = _where_branch(node, ancestors[index + 1] if index + 1 < len(ancestors) else None)
                 if branch is not None and set(names_in(node.args[0].value)) & set(names_in(arg)):
                     return True
@@ -385,7 +359,7 @@ with tf.GradientTape() as tape:
                     trapped.append((arg, safe, selected_when, op))
         if not trapped or not feeds_gradient(context, node):
             return
-        xla_only = all(op in _XLA_ONLY_TRAP for _, _, _, op in trapped)
+        xla_only = all(op in XLA_ONLY_TRAP for _, _, _, op in trapped)
         message = "tf.where over an op with an infinite derivative in the discarded lanes: " + (
             "NaN gradient under XLA (jit_compile=True)" if xla_only else "NaN gradient in every mode"
         )
@@ -451,7 +425,7 @@ def _operand(expr: cst.BaseExpression, text: str) -> str:
 
 
 def _is_where(expr: cst.BaseExpression, context: RuleContext) -> bool:
-    return isinstance(expr, cst.Call) and context.analysis.is_tf_call(expr) in _WHERE
+    return isinstance(expr, cst.Call) and context.analysis.is_tf_call(expr) in WHERE
 
 
 def _where_branch(where: cst.Call, child: Optional[cst.CSTNode]) -> Optional[int]:
@@ -470,9 +444,9 @@ def _singular_args(expr: cst.CSTNode, context: RuleContext) -> List[Tuple[cst.Ba
     def walk(node: cst.CSTNode) -> None:
         if isinstance(node, cst.Call):
             name = analysis.is_tf_call(node)
-            if name in _TRAP_SAFE_VALUE and node.args and node.args[0].keyword is None:
-                if name not in _POW or (len(node.args) == 2 and _singular_exponent(node.args[1].value)):
-                    found.append((node.args[0].value, _TRAP_SAFE_VALUE[name], name))
+            if name in TRAP_SAFE_VALUE and node.args and node.args[0].keyword is None:
+                if name not in POW or (len(node.args) == 2 and _singular_exponent(node.args[1].value)):
+                    found.append((node.args[0].value, TRAP_SAFE_VALUE[name], name))
         elif isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.Power):
             if _singular_exponent(node.right):
                 found.append((node.left, "1.0", "pow"))

@@ -8,10 +8,9 @@ from typing import List
 import libcst as cst
 
 from tapefix.analysis.syntax import argument
+from tapefix.analysis.tfops import DATASET_FROM_TENSORS
 from tapefix.rule import Invalid, TapeBlockRule, Valid
 from tapefix.types import Safety
-
-_DATASET = {"data.Dataset.from_tensors", "data.Dataset.from_tensor_slices"}
 
 
 class StatefulInTape(TapeBlockRule):
@@ -134,7 +133,7 @@ grads = tape.gradient(tf.stop_gradient(loss), x)
 
     def visit_Call(self, node: cst.Call) -> None:
         context = self.context
-        if context.recording and context.analysis.is_tf_call(node) in _DATASET:
+        if context.recording and context.analysis.is_tf_call(node) in DATASET_FROM_TENSORS:
             value = argument(node, 0, "tensors")
             if value is not None and context.on_path(value):
                 self.report(node, no_fix_reason="build the dataset from inputs before the tape, or keep the tensor")

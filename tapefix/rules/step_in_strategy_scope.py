@@ -8,11 +8,9 @@ import libcst as cst
 
 from tapefix.analysis.scope import GRADIENT_TAPES
 from tapefix.analysis.syntax import walk
-from tapefix.analysis.tfops import GRADIENT_METHODS
+from tapefix.analysis.tfops import GRADIENT_METHODS, MIRRORED_STRATEGIES
 from tapefix.rule import Invalid, Rule, Valid
 from tapefix.types import Forward, Safety
-
-_STRATEGIES = ("distribute.MirroredStrategy",)
 
 
 class StepInStrategyScope(Rule):
@@ -178,7 +176,7 @@ with strategy.scope():
                 name = expr.func.value.value
                 definitions = analysis.definitions(name, self.context.function)
                 if definitions and all(
-                    isinstance(d, cst.Call) and analysis.is_tf_call(d) in _STRATEGIES for d in definitions
+                    isinstance(d, cst.Call) and analysis.is_tf_call(d) in MIRRORED_STRATEGIES for d in definitions
                 ):
                     return name
         return None

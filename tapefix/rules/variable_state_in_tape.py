@@ -8,11 +8,10 @@ import libcst as cst
 
 from tapefix.analysis.scope import ModuleAnalysis
 from tapefix.analysis.syntax import argument, walk
+from tapefix.analysis.tfops import VARIABLE_ASSIGN_METHODS
 from tapefix.analysis.uses import state_use
 from tapefix.rule import Invalid, RuleContext, TapeBlock, TapeBlockRule, Valid
 from tapefix.types import Edit, Forward, Safety
-
-_ASSIGN = ("assign", "assign_add", "assign_sub")
 
 
 class VariableStateInTape(TapeBlockRule):
@@ -243,7 +242,7 @@ g, dy = tape.gradient(loss, [x, y])
         func = node.func
         if not (
             isinstance(func, cst.Attribute)
-            and func.attr.value in _ASSIGN
+            and func.attr.value in VARIABLE_ASSIGN_METHODS
             and isinstance(func.value, cst.Name)
             and node.args
             and context.on_path(node.args[0].value)
