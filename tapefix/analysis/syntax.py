@@ -170,7 +170,7 @@ def tape_block_indices(source: str, offsets: Sequence[int]) -> List[Optional[int
     for line in lines:
         starts.append(starts[-1] + len(line))
 
-    def offset(line: int, column: int) -> int:
+    def position(line: int, column: int) -> int:
         # ast counts columns in UTF-8 bytes; tapefix counts code points.
         text = lines[line - 1] if line <= len(lines) else ""
         return starts[line - 1] + len(text.encode("utf-8")[:column].decode("utf-8", errors="ignore"))
@@ -181,8 +181,8 @@ def tape_block_indices(source: str, offsets: Sequence[int]) -> List[Optional[int
             isinstance(item.context_expr, ast.Call) and _called_name(item.context_expr.func) == "GradientTape"
             for item in node.items
         ):
-            end = offset(node.end_lineno or node.lineno, node.end_col_offset or 0)
-            spans.append((offset(node.lineno, node.col_offset), end))
+            end = position(node.end_lineno or node.lineno, node.end_col_offset or 0)
+            spans.append((position(node.lineno, node.col_offset), end))
     spans.sort()
     out: List[Optional[int]] = []
     for offset in offsets:

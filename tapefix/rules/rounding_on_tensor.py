@@ -396,10 +396,10 @@ with tf.GradientTape() as tape:
     def visit_Call(self, node: cst.Call) -> None:
         context = self.context
         if context.analysis.qualify(node.func) in FLOOR_DIVISION:
-            x, y = argument(node, 0, "x"), argument(node, 1, "y")
+            dividend, divisor = argument(node, 0, "x"), argument(node, 1, "y")
             extra = [a for a in node.args if a.keyword is not None and a.keyword.value not in ("x", "y", "name")]
-            if x is not None and y is not None and not extra and not any(a.star for a in node.args):
-                self._floor_division(node, x, y, lambda a, b: f"{context.text(node.func)}({a}, {b})")
+            if dividend is not None and divisor is not None and not extra and not any(a.star for a in node.args):
+                self._floor_division(node, dividend, divisor, lambda a, b: f"{context.text(node.func)}({a}, {b})")
             return
         np_name = context.analysis.is_numpy_call(node)
         if np_name in NUMPY_ROUNDING or np_name in ("trunc", "fix"):
