@@ -9,7 +9,7 @@ import libcst as cst
 from tapefix.analysis.reaching import reaching
 from tapefix.analysis.syntax import argument, integer_tensor, keyword, source_names, walk
 from tapefix.analysis.tfops import TENSOR_CONSTRUCTORS
-from tapefix.rule import Invalid, TapeBlock, TapeBlockRule, Valid
+from tapefix.rule import Invalid, TapeBlock, TapeBlockRule, Valid, report_fix
 from tapefix.types import Edit, Forward, Safety
 
 
@@ -59,6 +59,8 @@ class UnwatchedSource(TapeBlockRule):
 
     ## Fix safety
     Safe: watching a tensor changes no value; the gradient becomes the true one instead of `None`.
+    Unsafe for a variable made with `trainable=False`: its author may have frozen it on purpose, and an
+    optimizer given the gradient the watch brings then updates it.
     The `tape.watch` calls go first in the block. No fix is offered when the source is assigned inside
     the block (a watch at the top would run before it exists), when it is a NumPy array (`tape.watch`
     raises on one: convert it with `tf.convert_to_tensor` first) or when the block is a one-line
@@ -278,7 +280,10 @@ g = tape.gradient(y, x)
                 needing.append((source, verdict))
         if not needing:
             return
-        fixable = [s.value for s, verdict in needing if verdict == "fix"]
+        fixable = [s.value for s, verdict in needing if verdict in ("fix", "frozen")]
+        # A variable made with trainable=False gets a gradient once watched: an optimizer given it then
+        # updates a variable its author froze. The fix is then unsafe.
+        frozen = any(verdict == "frozen" for _, verdict in needing)
         edits: Tuple[Edit, ...] = ()
         if fixable and isinstance(body, cst.IndentedBlock) and body.body:
             first = body.body[0]
@@ -294,6 +299,9 @@ g = tape.gradient(y, x)
             name = source.value
             message = (
                 f"gradient source `{name}` is a tensor the tape does not watch before using it: its gradient is None"
+                if verdict != "frozen"
+                else f"gradient source `{name}` is a variable made with trainable=False, which the tape does not "
+                "watch: its gradient is None"
             )
             if verdict == "numpy":
                 self.report(
@@ -304,7 +312,15 @@ g = tape.gradient(y, x)
             elif verdict == "inside":
                 self.report(source, message, no_fix_reason="it is assigned inside the block: watch it right after that")
             elif edits:
-                self.report(source, message, edits=edits, description=f"watch {', '.join(fixable)} first in the block")
+                report_fix(
+                    self,
+                    source,
+                    edits,
+                    f"watch {', '.join(fixable)} first in the block",
+                    Safety.UNSAFE if frozen else self.SAFETY,
+                    self.FORWARD,
+                    message=message,
+                )
             else:
                 self.report(source, message, no_fix_reason="a one-line with block: add tape.watch by hand")
 
@@ -353,7 +369,14 @@ g = tape.gradient(y, x)
             return None
         if name in assigned:
             return "inside"
-        return "fix"
+        frozen = any(
+            isinstance(d, cst.Call)
+            and analysis.is_tf_call(d) == "Variable"
+            and isinstance(keyword(d, "trainable"), cst.Name)
+            and keyword(d, "trainable").value == "False"  # type: ignore[union-attr]
+            for d in definitions
+        )
+        return "frozen" if frozen else "fix"
 
     def _tensor_arithmetic(self, expr: cst.BinaryOperation) -> bool:
         """Arithmetic whose result is certainly a tensor: one operand is a variable or a TensorFlow op's
