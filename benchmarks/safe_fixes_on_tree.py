@@ -129,6 +129,7 @@ def main() -> int:
         problem = judge(ran[key], forward)
         codes[key.split(":")[2]] = codes.get(key.split(":")[2], 0) + 1
         if problem == "timeout":
+            print(f"TIMEOUT  {key}")
             timeouts += 1
         elif problem:
             print(f"CHANGED  {key}: {problem}")
