@@ -35,6 +35,7 @@ PROBES: Dict[Tuple[str, int], Tuple[str, Optional[str]]] = {
     ("TF110", 2): ("[g]", "y"),
     ("TF110", 3): ("[g]", "b"),
     ("TF110", 4): ("[dh]", "out"),
+    ("TF110", 6): ("[g]", "y"),
     ("TF111", 0): ("[dy_dx]", "y"),
     ("TF111", 1): ("grads", "y"),
     ("TF112", 0): ("[ga, gb]", "a"),

@@ -7,7 +7,7 @@ from typing import Callable, Dict, List, Optional, Set, Tuple
 import libcst as cst
 
 from tapefix.analysis.reaching import reaching
-from tapefix.analysis.syntax import argument, integer_tensor, keyword, source_names, walk
+from tapefix.analysis.syntax import argument, integer_tensor, keyword, source_names, target_names, walk
 from tapefix.analysis.tfops import TENSOR_CONSTRUCTORS
 from tapefix.rule import Invalid, TapeBlock, TapeBlockRule, Valid, report_fix
 from tapefix.types import Edit, Forward, Safety
@@ -61,8 +61,10 @@ class UnwatchedSource(TapeBlockRule):
     Safe: watching a tensor changes no value; the gradient becomes the true one instead of `None`.
     Unsafe for a variable made with `trainable=False`: its author may have frozen it on purpose, and an
     optimizer given the gradient the watch brings then updates it.
-    The `tape.watch` calls go first in the block. No fix is offered when the source is assigned inside
-    the block (a watch at the top would run before it exists), when it is a NumPy array (`tape.watch`
+    The `tape.watch` calls go first in the block; a source the block itself makes (`x =
+    tf.constant(...)` in the block, once, on a line of its own, read nowhere before) is watched on a new
+    line right after that assignment. No fix is offered for a source assigned in the block otherwise
+    (a watch at the top would run before it exists), when it is a NumPy array (`tape.watch`
     raises on one: convert it with `tf.convert_to_tensor` first) or when the block is a one-line
     `with`. Integer tensors are left to TF111: watching one still gives `None`.
 
@@ -260,6 +262,42 @@ g = tape.gradient(y, x)
             None,
             note="tape.watch raises on a NumPy array: convert it first",
         ),
+        Invalid(
+            """\
+import tensorflow as tf
+
+w = tf.Variable(2.0)
+with tf.GradientTape() as tape:
+    x = tf.constant(3.0)  # made in the block
+    y = x * x * w
+g = tape.gradient(y, [x, w])
+""",
+            """\
+import tensorflow as tf
+
+w = tf.Variable(2.0)
+with tf.GradientTape() as tape:
+    x = tf.constant(3.0)  # made in the block
+    tape.watch(x)
+    y = x * x * w
+g = tape.gradient(y, [x, w])
+""",
+            note="a tensor made in the block is watched right after it is made",
+        ),
+        Invalid(
+            """\
+import tensorflow as tf
+
+x = tf.constant(1.0)
+with tf.GradientTape() as tape:
+    z = x * 2.0
+    x = tf.constant(3.0)
+    y = x * z
+g = tape.gradient(y, x)
+""",
+            None,
+            note="no fix: the block reads another x before making this one",
+        ),
     )
 
     def visit_Call(self, node: cst.Call) -> None:
@@ -310,7 +348,13 @@ g = tape.gradient(y, x)
                     no_fix_reason="tape.watch raises on a NumPy array: convert it with tf.convert_to_tensor first",
                 )
             elif verdict == "inside":
-                self.report(source, message, no_fix_reason="it is assigned inside the block: watch it right after that")
+                after = self._watch_after_assignment(block, name)
+                if after is None:
+                    self.report(
+                        source, message, no_fix_reason="it is assigned inside the block: watch it right after that"
+                    )
+                else:
+                    self.report(source, message, edits=(after,), description=f"watch {name} right after it is made")
             elif edits:
                 report_fix(
                     self,
@@ -377,6 +421,50 @@ g = tape.gradient(y, x)
             for d in definitions
         )
         return "frozen" if frozen else "fix"
+
+    def _watch_after_assignment(self, block: TapeBlock, name: str) -> Optional[Edit]:
+        """``tape.watch(name)`` on a new line right after the one statement of the block that assigns
+        ``name`` (a line of its own, in an indented block), when no read of ``name`` comes before it."""
+        context = self.context
+        statements = [
+            node
+            for node in walk(block.node.body)
+            if isinstance(node, cst.SimpleStatementLine)
+            and any(
+                name in target_names(t.target)
+                for small in node.body
+                if isinstance(small, cst.Assign)
+                for t in small.targets
+            )
+        ]
+        stores = [
+            node
+            for node in walk(block.node.body)
+            if isinstance(node, (cst.AssignTarget, cst.AugAssign, cst.AnnAssign, cst.For, cst.NamedExpr, cst.CompFor))
+            and name in target_names(node.target)
+        ]
+        if len(statements) != 1 or len(stores) != 1 or len(statements[0].body) != 1:
+            return None
+        statement = statements[0]
+        start, end = context.span(statement.body[0])
+        first_use, _ = _first_use_and_watch(block.node.body, block.name, name, self._may_hold)
+        assignment_read = any(isinstance(n, cst.Name) and n.value == name for n in walk(statement.body[0].value))  # type: ignore[attr-defined]
+        if assignment_read:
+            return None  # ``x = f(x)``: the value read before it is another one
+        uses_before = [
+            n
+            for n in walk(block.node.body)
+            if isinstance(n, cst.Name) and n.value == name and context.span(n)[0] < start
+        ]
+        if uses_before or first_use is None:
+            return None
+        line_start = context.source.rfind("\n", 0, start) + 1
+        indent = context.source[line_start:start]
+        line_end = context.source.find("\n", end)
+        if indent.strip(" \t") or line_end < 0:
+            return None
+        at = line_end - 1 if context.source[line_end - 1 : line_end] == "\r" else line_end
+        return Edit(at, at, f"{context.newline}{indent}{block.name}.watch({name})")
 
     def _tensor_arithmetic(self, expr: cst.BinaryOperation) -> bool:
         """Arithmetic whose result is certainly a tensor: one operand is a variable or a TensorFlow op's
