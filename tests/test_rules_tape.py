@@ -82,7 +82,8 @@ FLAGGED = [
     pytest.param(
         "TF110",
         "with tf.GradientTape() as tape:\n    x = tf.constant(1.0)\n    y = x * 2.0\ng = tape.gradient(y, x)\n",
-        None,
+        "with tf.GradientTape() as tape:\n    x = tf.constant(1.0)\n    tape.watch(x)\n    y = x * 2.0\n"
+        "g = tape.gradient(y, x)\n",
         id="TF110-assigned-inside-the-block",
     ),
     pytest.param(

@@ -157,6 +157,19 @@ def bind_arguments(
     return bound
 
 
+def assigned_name(node: cst.CSTNode, parent: Optional[cst.CSTNode]) -> Optional[str]:
+    """``name`` when ``node`` is the whole value of ``name = node`` (one plain-name target), ``parent``
+    being the node right above it; else None."""
+    if (
+        isinstance(parent, cst.Assign)
+        and parent.value is node
+        and len(parent.targets) == 1
+        and isinstance(parent.targets[0].target, cst.Name)
+    ):
+        return parent.targets[0].target.value
+    return None
+
+
 def tape_block_indices(source: str, offsets: Sequence[int]) -> List[Optional[int]]:
     """For each offset of ``source``, which ``with ...GradientTape(...)`` block holds it (the innermost),
     by the blocks' order in the module; None outside every such block or when the source does not parse.

@@ -11,13 +11,13 @@ from __future__ import annotations
 import enum
 import weakref
 from dataclasses import dataclass
-from typing import Dict, FrozenSet, List, Optional, Protocol, Sequence, Set, Tuple
+from typing import Dict, FrozenSet, Iterator, List, Optional, Protocol, Sequence, Set, Tuple
 
 import libcst as cst
 
 from tapefix.analysis.names import is_under
 from tapefix.analysis.scope import KERAS, NP, TF, Function, ModuleAnalysis, Value
-from tapefix.analysis.syntax import argument, bind_arguments, integer_tensor, is_integer_dtype
+from tapefix.analysis.syntax import argument, assigned_name, bind_arguments, integer_tensor, is_integer_dtype
 from tapefix.analysis.tfops import GRADIENT_METHODS, INTEGER_ARGUMENTS, INTEGER_BUILTINS, SAME_DTYPE
 from tapefix.types import Forward
 
@@ -644,6 +644,15 @@ def _dtype_name(
     if key in seen or depth > _MAX_DTYPE_DEPTH:
         return
     seen.add(key)
+    for scope, read, stack in _reads(analysis, name, owner):
+        _dtype_walk(analysis, read, stack, scope, found, seen, depth)
+
+
+def _reads(
+    analysis: ModuleAnalysis, name: str, owner: Optional[Function]
+) -> Iterator[Tuple[Optional[Function], cst.CSTNode, Sequence[cst.CSTNode]]]:
+    """Every read of ``name`` in the scope ``owner`` that binds it and in the functions nested there that
+    see the same binding: (the scope it is in, the read, the nodes above it)."""
     scopes: List[Optional[Function]] = [owner]
     scopes += [
         f for f in analysis.functions.values() if f is not owner and _owner(name, f) is owner and _within(f, owner)
@@ -651,7 +660,7 @@ def _dtype_name(
     for scope in scopes:
         root: cst.CSTNode = scope.node if scope is not None else analysis.module
         for read, stack in _scan(analysis, root).reads.get(name, ()):
-            _dtype_walk(analysis, read, stack, scope, found, seen, depth)
+            yield scope, read, stack
 
 
 def _within(function: Function, owner: Optional[Function]) -> bool:
@@ -759,37 +768,17 @@ def state_use(
     (``alias = v``) that is read so, or bound elsewhere too. None when every read only takes the value:
     arithmetic, a comparison, an element, an argument of a TensorFlow op, a gradient target, a return
     value."""
-    owner = _owner(name, function)
-    scopes: List[Optional[Function]] = [owner]
-    scopes += [
-        f for f in analysis.functions.values() if f is not owner and _owner(name, f) is owner and _within(f, owner)
-    ]
-    for scope in scopes:
-        root: cst.CSTNode = scope.node if scope is not None else analysis.module
-        for read, stack in _scan(analysis, root).reads.get(name, ()):
-            alias = _alias(read, stack)
-            if alias is not None:
-                # ``alias = v``: the alias is the same object, so its reads count as the name's.
-                if alias in seen or len(analysis.definitions(alias, scope)) != 1:
-                    return read
-                if state_use(analysis, alias, scope, seen | {name}) is not None:
-                    return read
-                continue
-            if not _read_as_value(analysis, read, stack):
+    for scope, read, stack in _reads(analysis, name, _owner(name, function)):
+        alias = assigned_name(read, stack[-1] if stack else None)
+        if alias is not None:
+            # ``alias = v``: the alias is the same object, so its reads count as the name's.
+            if alias in seen or len(analysis.definitions(alias, scope)) != 1:
                 return read
-    return None
-
-
-def _alias(node: cst.CSTNode, parents: Sequence[cst.CSTNode]) -> Optional[str]:
-    """``alias`` when ``node`` is the whole value of ``alias = node`` (one plain-name target)."""
-    parent = parents[-1] if parents else None
-    if (
-        isinstance(parent, cst.Assign)
-        and parent.value is node
-        and len(parent.targets) == 1
-        and isinstance(parent.targets[0].target, cst.Name)
-    ):
-        return parent.targets[0].target.value
+            if state_use(analysis, alias, scope, seen | {name}) is not None:
+                return read
+            continue
+        if not _read_as_value(analysis, read, stack):
+            return read
     return None
 
 

@@ -7,7 +7,7 @@ from typing import Dict, List, Optional, Set, Tuple
 import libcst as cst
 
 from tapefix.analysis.names import dotted
-from tapefix.analysis.syntax import argument
+from tapefix.analysis.syntax import argument, assigned_name
 from tapefix.rule import Invalid, RuleContext, TapeBlockRule, Valid
 from tapefix.types import Edit, Forward, Safety
 
@@ -217,14 +217,7 @@ loss_fn = keras.losses.MeanSquaredError()
     def _bound_to(self, node: cst.Call) -> Optional[str]:
         """The plain name the gradient call is assigned to (``grads = tape.gradient(...)``)."""
         parent = self.context.ancestors[-2] if len(self.context.ancestors) > 1 else None
-        if (
-            isinstance(parent, cst.Assign)
-            and parent.value is node
-            and len(parent.targets) == 1
-            and isinstance(parent.targets[0].target, cst.Name)
-        ):
-            return parent.targets[0].target.value
-        return None
+        return assigned_name(node, parent)
 
     def _check_apply(self, node: cst.Call) -> None:
         func = node.func
