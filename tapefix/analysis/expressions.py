@@ -12,10 +12,21 @@ from tapefix.analysis.names import dotted
 from tapefix.analysis.reaching import reaching
 from tapefix.analysis.scope import Function, ModuleAnalysis
 from tapefix.analysis.syntax import is_integer_dtype, keyword, walk
-from tapefix.analysis.tfops import SOFTMAX
-
-# TensorFlow functions whose result differs from call to call: never duplicate their calls.
-_IMPURE_TF = ("random", "Variable", "py_function", "numpy_function", "print", "summary", "io", "data")
+from tapefix.analysis.tfops import (
+    IMPURE_CALLS,
+    MAGNITUDE,
+    NONZERO_TF,
+    NORM_OR_L2_NORM,
+    NUMPY_RANDOM_DRAWS,
+    OPTIMIZER_UPDATE_METHODS,
+    POSITIVE_TF,
+    RANDOM_DRAWS,
+    REDUCE_MAX_OR_MIN,
+    REDUCE_SUM_OR_MEAN,
+    SAME_VALUES,
+    SOFTMAX,
+    VARIABLE_UPDATE_METHODS,
+)
 
 
 def is_pure(expr: cst.BaseExpression, analysis: ModuleAnalysis) -> bool:
@@ -38,7 +49,7 @@ def is_pure(expr: cst.BaseExpression, analysis: ModuleAnalysis) -> bool:
         if name is None or not name.startswith(("tensorflow.", "numpy.")):
             return False
         short = name.split(".", 1)[1]
-        if short.startswith(_IMPURE_TF) or ".random" in name:
+        if short.startswith(IMPURE_CALLS) or ".random" in name:
             return False
         return all(is_pure(arg.value, analysis) for arg in expr.args)
     return False
@@ -95,49 +106,7 @@ def numeric_literal(expr: cst.BaseExpression) -> Optional[float]:
     return None
 
 
-# TensorFlow calls whose result is never zero, or that the user wrote as a guard.
-NONZERO_TF = frozenset(
-    {
-        "maximum", "math.maximum", "clip_by_value", "exp", "math.exp", "nn.softplus", "math.softplus",
-        "ones", "ones_like", "where", "where_v2", "sigmoid", "math.sigmoid", "nn.sigmoid",
-        "math.divide_no_nan", "keras.backend.epsilon", "shape", "size",
-    }
-)  # fmt: skip
-# Of those, the ones whose result is also never negative.
-_POSITIVE_TF = frozenset(
-    {
-        "exp", "math.exp", "nn.softplus", "math.softplus", "ones", "ones_like", "sigmoid", "math.sigmoid",
-        "nn.sigmoid", "keras.backend.epsilon", "shape", "size",
-    }
-)  # fmt: skip
 EPSILON_WORDS = ("eps", "epsilon", "tiny", "smooth")
-# Elementwise ops that keep zero at zero and away from zero elsewhere, and make the result >= 0.
-_MAGNITUDE = {"square", "math.square", "abs", "math.abs", "sqrt", "math.sqrt"}
-# Ops that keep each element's sign and zeros (a copy, a reshape, a float cast).
-_SAME_VALUES = {
-    "identity", "reshape", "squeeze", "expand_dims", "transpose", "cast", "convert_to_tensor", "constant",
-    "broadcast_to", "tile", "stop_gradient",
-}  # fmt: skip
-_SUMS = {"reduce_sum", "math.reduce_sum", "reduce_mean", "math.reduce_mean"}
-_EXTREMES = {"reduce_max", "math.reduce_max", "reduce_min", "math.reduce_min"}
-_NORMS = {"norm", "linalg.norm", "math.l2_norm"}
-# Continuous random draws (TensorFlow's and NumPy's): each element is exactly 0 with a tiny but real
-# probability (measured on TF 2.21 CPU: 7 zeros in 1e8 tf.random.normal draws, 11 in tf.random.uniform).
-_DRAWS_TF = {
-    "random.normal", "random.truncated_normal", "random.uniform", "random.stateless_normal",
-    "random.stateless_truncated_normal", "random.stateless_uniform", "random.gamma",
-}  # fmt: skip
-_DRAWS_NP = {
-    "random.normal",
-    "random.randn",
-    "random.standard_normal",
-    "random.rand",
-    "random.uniform",
-    "random.random",
-}
-# Methods that change a variable in place, and optimizer methods that update the variables given to them.
-_UPDATES = ("assign", "assign_add", "assign_sub", "scatter_update", "scatter_add", "scatter_sub")
-_OPTIMIZER_UPDATES = ("apply_gradients", "minimize", "apply")
 _MAX_DEPTH = 6
 
 
@@ -396,7 +365,7 @@ class _Facts:
             return self._tf_call(call, name, recur)
         np_name = self.a.is_numpy_call(call)
         if np_name is not None:
-            if np_name in _DRAWS_NP:
+            if np_name in NUMPY_RANDOM_DRAWS:
                 return Sign(np_name in ("random.rand", "random.random"), False, frozenset({id(call)}))
             return UNKNOWN
         callees = self.a.resolve_callee(call, function)
@@ -406,7 +375,7 @@ class _Facts:
 
     def _tf_call(self, call: cst.Call, name: str, recur: Callable[[cst.BaseExpression], Sign]) -> Sign:
         first = first_argument(call, ("x", "input_tensor", "tensor", "value", "initial_value", "logits", "a"))
-        if name in _POSITIVE_TF:
+        if name in POSITIVE_TF:
             return POSITIVE
         if name in NONZERO_TF:
             if name in ("maximum", "math.maximum"):
@@ -414,7 +383,7 @@ class _Facts:
             if name == "clip_by_value" and len(call.args) > 1:
                 return Sign(recur(call.args[1].value).nonneg, True)
             return NONZERO
-        if name in _DRAWS_TF:
+        if name in RANDOM_DRAWS:
             dtype = keyword(call, "dtype")
             if dtype is not None and is_integer_dtype(dtype):
                 return UNKNOWN
@@ -425,26 +394,26 @@ class _Facts:
         inner = recur(first)
         if name == "Variable":
             return inner
-        if name in _SAME_VALUES:
+        if name in SAME_VALUES:
             dtype = keyword(call, "dtype") or (call.args[1].value if name == "cast" and len(call.args) > 1 else None)
             if dtype is not None and is_integer_dtype(dtype):
                 return Sign(inner.nonneg)  # 0.5 cast to an integer is 0
             return inner
-        if name in _MAGNITUDE:
+        if name in MAGNITUDE:
             return Sign(True, inner.nonzero, inner.draws)
         if name in SOFTMAX:
             axis = keyword(call, "axis") or (call.args[1].value if len(call.args) > 1 else None)
             return Sign(True, False, frozenset(), _axis_text(axis))
-        if name in _SUMS:
+        if name in REDUCE_SUM_OR_MEAN:
             axis = keyword(call, "axis") or (call.args[1].value if len(call.args) > 1 else None)
             if inner.simplex is not None and (axis is None or _axis_text(axis) == inner.simplex):
                 return POSITIVE  # a probability vector sums to 1 over its axis
             if inner.nonneg:
                 return Sign(True, inner.nonzero, inner.draws)
             return UNKNOWN
-        if name in _EXTREMES:
+        if name in REDUCE_MAX_OR_MIN:
             return Sign(inner.nonneg, inner.positive or (inner.nonzero and "min" in name), inner.draws)
-        if name in _NORMS:
+        if name in NORM_OR_L2_NORM:
             # A norm is 0 only where every element is: for draws, every element of a vector at once.
             return Sign(True, inner.nonzero or bool(inner.draws), inner.draws)
         return UNKNOWN
@@ -635,9 +604,13 @@ def _updated(analysis: ModuleAnalysis, name: str) -> bool:
         if not isinstance(node, cst.Call) or not isinstance(node.func, cst.Attribute):
             continue
         method = node.func.attr.value
-        if method in _UPDATES and isinstance(node.func.value, cst.Name) and node.func.value.value == name:
+        if (
+            method in VARIABLE_UPDATE_METHODS
+            and isinstance(node.func.value, cst.Name)
+            and node.func.value.value == name
+        ):
             return True
-        if method in _OPTIMIZER_UPDATES and any(name in names_in(a.value) for a in node.args):
+        if method in OPTIMIZER_UPDATE_METHODS and any(name in names_in(a.value) for a in node.args):
             return True
     return False
 

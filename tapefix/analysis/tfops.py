@@ -281,3 +281,106 @@ NUMPY_SCALARS = frozenset({"float32", "float64", "float16", "double", "single"})
 KERAS_CONVERTERS = ("backend.eval", "ops.convert_to_numpy", "backend.get_value")
 #: methods, called without arguments, that return a tensor's (or an array's) value as NumPy or Python
 NUMPY_METHODS = ("numpy", "item", "tolist")
+#: TensorFlow calls whose result carries no gradient back to their inputs (TF 2.21: ``None``), as a
+#: connection walk meets them: a stop, a sort's indices, a type test, an index, a comparison, a shape
+CUT_OPS = frozenset({"stop_gradient", "argsort", "sort_indices", "is_tensor"} | ARGMAX | COMPARISONS | SHAPE_OPS)
+
+# What the sign analysis (``expressions.sign``) knows of an op's result: can it be zero, or negative?
+#: TensorFlow and NumPy functions (how their name under ``tensorflow.`` or ``numpy.`` begins) whose result
+#: differs from call to call, so a call of one is never duplicated
+IMPURE_CALLS = ("random", "Variable", "py_function", "numpy_function", "print", "summary", "io", "data")
+#: ops whose result is never zero, or that the user wrote as a guard (a maximum, a clip, a where)
+NONZERO_TF = frozenset(
+    {
+        "maximum", "math.maximum", "clip_by_value", "exp", "math.exp", "nn.softplus", "math.softplus",
+        "ones", "ones_like", "where", "where_v2", "sigmoid", "math.sigmoid", "nn.sigmoid",
+        "math.divide_no_nan", "keras.backend.epsilon", "shape", "size",
+    }
+)  # fmt: skip
+#: of the ops in NONZERO_TF, those whose result is also never negative
+POSITIVE_TF = frozenset(
+    {
+        "exp", "math.exp", "nn.softplus", "math.softplus", "ones", "ones_like", "sigmoid", "math.sigmoid",
+        "nn.sigmoid", "keras.backend.epsilon", "shape", "size",
+    }
+)  # fmt: skip
+#: elementwise ops that keep zero at zero and away from zero elsewhere, and make the result >= 0
+MAGNITUDE = frozenset({"square", "math.square", "abs", "math.abs", "sqrt", "math.sqrt"})
+#: ops that keep each element's sign and zeros: a copy, a reshape, a float cast
+SAME_VALUES = frozenset(
+    {
+        "identity", "reshape", "squeeze", "expand_dims", "transpose", "cast", "convert_to_tensor", "constant",
+        "broadcast_to", "tile", "stop_gradient",
+    }
+)  # fmt: skip
+#: the sum and the mean reductions: >= 0 (> 0) of values all >= 0 (> 0), 1 of a probability vector
+REDUCE_SUM_OR_MEAN = frozenset({*REDUCE_SUM, "reduce_mean", "math.reduce_mean"})
+#: the max and the min reductions: an element of their input, so they keep its sign
+REDUCE_MAX_OR_MIN = frozenset({"reduce_max", "math.reduce_max", "reduce_min", "math.reduce_min"})
+#: NORM and ``tf.math.l2_norm``: >= 0, and 0 only where every element is 0
+NORM_OR_L2_NORM = frozenset({*NORM, "math.l2_norm"})
+#: TensorFlow's continuous random draws: each element is exactly 0 with a tiny but real probability
+#: (TF 2.21 CPU: 7 zeros in 1e8 tf.random.normal draws, 11 in tf.random.uniform)
+RANDOM_DRAWS = frozenset(
+    {
+        "random.normal", "random.truncated_normal", "random.uniform", "random.stateless_normal",
+        "random.stateless_truncated_normal", "random.stateless_uniform", "random.gamma",
+    }
+)  # fmt: skip
+#: NumPy's continuous random draws (name under ``numpy.``): each element is exactly 0 with a tiny probability
+NUMPY_RANDOM_DRAWS = frozenset(
+    {"random.normal", "random.randn", "random.standard_normal", "random.rand", "random.uniform", "random.random"}
+)
+#: a variable's methods that change it in place: the assigns and the sparse scatters
+VARIABLE_UPDATE_METHODS = (*VARIABLE_ASSIGN_METHODS, "scatter_update", "scatter_add", "scatter_sub")
+#: an optimizer's methods that update the variables given to them
+OPTIMIZER_UPDATE_METHODS = ("apply_gradients", "minimize", "apply")
+
+# Where a value goes (``uses.py``): into computation, into display code, into foreign code, or nowhere.
+#: TensorFlow functions (how their name under ``tensorflow.`` begins) that print, log, summarize, write or
+#: format a value
+DISPLAY_CALLS = ("print", "summary", "debugging", "io", "strings.format")
+#: TensorFlow functions (how their name under ``tensorflow.`` begins) that run Python code on a value
+FOREIGN_CALLS = ("numpy_function", "py_function", "compat.v1.py_func")
+#: TensorFlow functions (how their name under ``tensorflow.``, past any ``compat.v1.``/``compat.v2.``,
+#: begins) that only show a value: a value inside one feeds no computation
+SHOW_ONLY_CALLS = ("print", "summary.", "debugging.")
+#: NumPy functions (how their name under ``numpy.`` begins) that write a value out or test it
+NUMPY_FOREIGN = ("save", "savez", "savetxt", "savez_compressed", "testing")
+#: NumPy functions (name under ``numpy.``) whose result carries nothing a gradient could follow
+NUMPY_NO_GRADIENT = frozenset(
+    {
+        "shape", "ndim", "size", "argmax", "argmin", "argsort", "isnan", "isinf", "isfinite", "any", "all",
+        "allclose", "array_equal", "isclose", "count_nonzero", "nonzero",
+    }
+)  # fmt: skip
+#: NumPy functions whose TensorFlow counterpart (TF104's rewrite) gives bit-identical values
+EXACT_NUMPY = frozenset(
+    {
+        "sqrt", "abs", "absolute", "fabs", "square", "negative", "maximum", "minimum", "add", "subtract",
+        "multiply", "divide", "true_divide", "max", "amax", "min", "amin", "clip", "where", "concatenate",
+        "reshape", "transpose",
+    }
+)  # fmt: skip
+#: TensorFlow calls through which no gradient flows back to their arguments, as ``feeds_gradient`` walks:
+#: a step function (rounding, sign), an index or a comparison made from the value, its shape, a stop
+NO_GRADIENT_THROUGH = frozenset(
+    {
+        "stop_gradient", "round", "math.round", "floor", "math.floor", "math.ceil", "math.rint", "sign",
+        "math.sign", "argmax", "argmin", "math.argmax", "math.argmin", "argsort", "sort_indices", "one_hot",
+        "shape", "size", "rank", "equal", "not_equal", "greater", "less", "greater_equal", "less_equal",
+        "math.equal", "math.not_equal", "math.greater", "math.less", "math.greater_equal", "math.less_equal",
+        "math.is_nan", "math.is_inf", "math.is_finite", "is_nan", "is_inf", "is_finite", "logical_and",
+        "logical_or", "logical_not", "random.categorical", "histogram_fixed_width", "math.count_nonzero",
+        "math.bincount", "unique",
+    }
+)  # fmt: skip
+#: arguments that are positions or masks, not values, so no gradient flows into them -> (position, keyword)
+SELECTOR_ARGUMENTS = {
+    "where": (0, "condition"),
+    "where_v2": (0, "condition"),
+    "gather": (1, "indices"),
+    "gather_nd": (1, "indices"),
+    "boolean_mask": (1, "mask"),
+    "tensor_scatter_nd_update": (1, "indices"),
+}

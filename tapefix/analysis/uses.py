@@ -18,7 +18,20 @@ import libcst as cst
 from tapefix.analysis.names import is_under
 from tapefix.analysis.scope import KERAS, NP, TF, Function, ModuleAnalysis, Value
 from tapefix.analysis.syntax import argument, assigned_name, bind_arguments, integer_tensor, is_integer_dtype
-from tapefix.analysis.tfops import GRADIENT_METHODS, INTEGER_ARGUMENTS, INTEGER_BUILTINS, SAME_DTYPE
+from tapefix.analysis.tfops import (
+    DISPLAY_CALLS,
+    FOREIGN_CALLS,
+    GRADIENT_METHODS,
+    INTEGER_ARGUMENTS,
+    INTEGER_BUILTINS,
+    NO_GRADIENT_THROUGH,
+    NUMPY_FOREIGN,
+    NUMPY_NO_GRADIENT,
+    SAME_DTYPE,
+    SELECTOR_ARGUMENTS,
+    SHOW_ONLY_CALLS,
+)
+from tapefix.analysis.tfops import EXACT_NUMPY as EXACT_NUMPY  # re-exported: the tests ask uses for it
 from tapefix.types import Forward
 
 
@@ -69,37 +82,7 @@ _DISPLAY_METHODS = {
     "format",
 }
 _COLLECT_METHODS = {"append", "extend", "insert"}
-# NumPy functions whose result is written out or carries no value a gradient could follow.
-_NUMPY_FOREIGN = ("save", "savez", "savetxt", "savez_compressed", "testing")
-_NUMPY_NONE = {
-    "shape",
-    "ndim",
-    "size",
-    "argmax",
-    "argmin",
-    "argsort",
-    "isnan",
-    "isinf",
-    "isfinite",
-    "any",
-    "all",
-    "allclose",
-    "array_equal",
-    "isclose",
-    "count_nonzero",
-    "nonzero",
-}
-_TF_DISPLAY = ("print", "summary", "debugging", "io", "strings.format")
-_TF_FOREIGN = ("numpy_function", "py_function", "compat.v1.py_func")
 _MAX_NAME_DEPTH = 4
-#: NumPy functions whose TensorFlow counterpart (TF104's rewrite) gives bit-identical values
-EXACT_NUMPY = frozenset(
-    {
-        "sqrt", "abs", "absolute", "fabs", "square", "negative", "maximum", "minimum", "add", "subtract",
-        "multiply", "divide", "true_divide", "max", "amax", "min", "amin", "clip", "where", "concatenate",
-        "reshape", "transpose",
-    }
-)  # fmt: skip
 # Operators that round the same way in NumPy, Python (rounded back to float32) and TensorFlow.
 _EXACT_OPERATORS = (cst.Add, cst.Subtract, cst.Multiply, cst.Divide)
 
@@ -360,16 +343,16 @@ class UseFinder:
         if name is not None:
             if name.startswith(TF + "."):
                 short = name[len(TF) + 1 :]
-                if short.startswith(_TF_DISPLAY):
+                if short.startswith(DISPLAY_CALLS):
                     return Use.DISPLAY
-                if short.startswith(_TF_FOREIGN):
+                if short.startswith(FOREIGN_CALLS):
                     return Use.FOREIGN
                 return Use.COMPUTE
             if name.startswith(NP + "."):
                 short = name[len(NP) + 1 :]
-                if short.startswith(_NUMPY_FOREIGN):
+                if short.startswith(NUMPY_FOREIGN):
                     return Use.FOREIGN
-                if short in _NUMPY_NONE:
+                if short in NUMPY_NO_GRADIENT:
                     return Use.NONE
                 return None
             if is_under(name, KERAS):
@@ -421,10 +404,6 @@ def decide(uses: FrozenSet[Use]) -> Tuple[bool, bool, bool]:
     return True, Use.FOREIGN not in uses, Use.DISPLAY in uses
 
 
-# TensorFlow calls that only show a value (``tf.compat.v2.summary.scalar`` included).
-_TF_DISPLAY_CALLS = ("print", "summary.", "debugging.")
-
-
 def feeds_computation(context: Cursor, node: cst.CSTNode) -> bool:
     """False when the value of ``node`` (the node being visited) is only printed, logged or written to a
     summary, so no gradient flows through it; True otherwise (an unused value included, as for the
@@ -434,31 +413,12 @@ def feeds_computation(context: Cursor, node: cst.CSTNode) -> bool:
             name = context.analysis.is_tf_call(ancestor) or ""
             for prefix in ("compat.v1.", "compat.v2."):
                 name = name[len(prefix) :] if name.startswith(prefix) else name
-            if name.startswith(_TF_DISPLAY_CALLS):
+            if name.startswith(SHOW_ONLY_CALLS):
                 return False
     uses = UseFinder(context).of_node(node)
     return Use.COMPUTE in uses or Use.DISPLAY not in uses
 
 
-# TensorFlow calls through which no gradient flows back to their arguments: a step function (rounding,
-# sign), an index or a comparison made from the value, the value's shape, or an explicit stop.
-_TF_NO_GRADIENT = {
-    "stop_gradient", "round", "math.round", "floor", "math.floor", "math.ceil", "math.rint", "sign", "math.sign",
-    "argmax", "argmin", "math.argmax", "math.argmin", "argsort", "sort_indices", "one_hot", "shape", "size", "rank",
-    "equal", "not_equal", "greater", "less", "greater_equal", "less_equal", "math.equal", "math.not_equal",
-    "math.greater", "math.less", "math.greater_equal", "math.less_equal", "math.is_nan", "math.is_inf",
-    "math.is_finite", "is_nan", "is_inf", "is_finite", "logical_and", "logical_or", "logical_not",
-    "random.categorical", "histogram_fixed_width", "math.count_nonzero", "math.bincount", "unique",
-}  # fmt: skip
-# Arguments that are positions or masks, not values: (call, positional index, keyword).
-_TF_SELECTORS = {
-    "where": (0, "condition"),
-    "where_v2": (0, "condition"),
-    "gather": (1, "indices"),
-    "gather_nd": (1, "indices"),
-    "boolean_mask": (1, "mask"),
-    "tensor_scatter_nd_update": (1, "indices"),
-}
 # Builtins whose result is a Python value no gradient follows back.
 _BUILTIN_NO_GRADIENT = {"int", "bool", "len", "str", "repr", "round", "isinstance", "type", "range", "print"}
 _MAX_GRADIENT_DEPTH = 6
@@ -535,14 +495,14 @@ def _call_passes_gradient(analysis: ModuleAnalysis, call: cst.Call, child: cst.C
     name = analysis.qualify(call.func)
     if name is not None and name.startswith(TF + "."):
         short = name[len(TF) + 1 :]
-        if short in _TF_NO_GRADIENT:
+        if short in NO_GRADIENT_THROUGH:
             return False
         if short == "cast" or short == "dtypes.cast":
             dtype = next((a.value for a in call.args if a.keyword is not None and a.keyword.value == "dtype"), None)
             if dtype is None and len(call.args) > 1 and call.args[1].keyword is None:
                 dtype = call.args[1].value
             return not is_integer_dtype(dtype)
-        selector = _TF_SELECTORS.get(short)
+        selector = SELECTOR_ARGUMENTS.get(short)
         if selector is not None and isinstance(child, cst.Arg):
             position, keyword = selector
             positional = [a for a in call.args if a.keyword is None]
