@@ -8,7 +8,7 @@ import textwrap
 import pytest
 
 from tapefix import Config, check_source, fix_source
-from tapefix.analysis.uses import EXACT_NUMPY
+from tapefix.analysis.tfops import EXACT_NUMPY
 from tapefix.rules.numpy_on_tensor import OPS
 from tapefix.types import Forward
 

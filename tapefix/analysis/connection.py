@@ -29,8 +29,7 @@ from tapefix.analysis.names import is_under
 from tapefix.analysis.reaching import reaching
 from tapefix.analysis.scope import KERAS, NP, STOP_GRADIENT, TF, Function, ModuleAnalysis
 from tapefix.analysis.syntax import assigned_in, bind_arguments, is_integer_dtype, keyword, walk
-from tapefix.analysis.tfops import CUT_OPS as CUT_OPS  # re-exported: TF103 asks connection for it
-from tapefix.analysis.tfops import WEIGHTLESS_LAYERS
+from tapefix.analysis.tfops import CUT_OPS, WEIGHTLESS_LAYERS
 
 # Builtins that give a plain Python value with no tensor in it.
 _BUILTIN_CUT = {"len", "range", "isinstance", "type", "id", "str", "repr", "bool", "int", "float", "print", "hash"}

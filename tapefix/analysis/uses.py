@@ -20,6 +20,7 @@ from tapefix.analysis.scope import KERAS, NP, TF, Function, ModuleAnalysis, Valu
 from tapefix.analysis.syntax import argument, assigned_name, bind_arguments, integer_tensor, is_integer_dtype
 from tapefix.analysis.tfops import (
     DISPLAY_CALLS,
+    EXACT_NUMPY,
     FOREIGN_CALLS,
     GRADIENT_METHODS,
     INTEGER_ARGUMENTS,
@@ -31,7 +32,6 @@ from tapefix.analysis.tfops import (
     SELECTOR_ARGUMENTS,
     SHOW_ONLY_CALLS,
 )
-from tapefix.analysis.tfops import EXACT_NUMPY as EXACT_NUMPY  # re-exported: the tests ask uses for it
 from tapefix.types import Forward
 
 

@@ -6,10 +6,10 @@ from typing import List, Optional, Set, Tuple
 
 import libcst as cst
 
-from tapefix.analysis.connection import CUT_OPS, Connection, Disconnected, source_parts
+from tapefix.analysis.connection import Connection, Disconnected, source_parts
 from tapefix.analysis.scope import ModuleAnalysis
 from tapefix.analysis.syntax import argument, keyword, walk
-from tapefix.analysis.tfops import TENSOR_CONSTRUCTORS
+from tapefix.analysis.tfops import CUT_OPS, TENSOR_CONSTRUCTORS
 from tapefix.rule import Invalid, TapeBlock, TapeBlockRule, Valid
 from tapefix.types import Edit, Forward, Safety
 
