@@ -113,6 +113,7 @@ with tf.GradientTape(persistent=True) as tape:
     states = (x * 2.0, x * 3.0)
 g = tape.gradient(losses["total"], x)
 h = tape.gradient(states[0], x)
+k = tape.gradient(states[0:1], x)
 """,
             note="an element of a dict or tuple the block built is the tensor it computed: nothing to record",
         ),
@@ -297,16 +298,16 @@ g = tape.jacobian(first, w)
 
     def _tensor_slice(self, target: cst.Subscript, block: TapeBlock) -> bool:
         """Whether ``target`` slices a tensor the block computed: the base is assigned in the block (and
-        not after it) and the index is one only a tensor takes (``y[:, i]``, ``y[0:2]``), or every value
-        the block gives the base is a TensorFlow op's or arithmetic's result."""
+        not after it) and the index is one only a tensor takes (``y[:, i]``), or every value the block
+        gives the base is a TensorFlow op's or arithmetic's result (``y[0]``, ``y[1:]`` of a ``tf.matmul``)."""
         base = target.value
         if not isinstance(base, cst.Name) or self.assigned_after(block, base.value):
             return False
         values = self.recorded(block).get(base.value)
         if not values:
             return False
-        if len(target.slice) > 1 or any(isinstance(e.slice, cst.Slice) for e in target.slice):
-            return True
+        if len(target.slice) > 1:
+            return True  # ``y[:, i]``: a list or a dict takes no tuple of indices and slices
         analysis = self.context.analysis
         return all(
             isinstance(v, (cst.BinaryOperation, cst.UnaryOperation))
