@@ -305,6 +305,8 @@ def fix_source(
     rejected: Set[Tuple[str, int]] = set()
     #: the fixes that landed: the pass, the tape block (by order in the module), the verdict, the finding
     landed: List[Tuple[int, Optional[int], Optional[Verdict], Finding]] = []
+    #: the text at each finding first seen in a later pass, in the source of that pass
+    texts: Dict[int, str] = {}
     for passes in range(MAX_PASSES):
         candidates = [f for f in findings if applicable(f, config) and (f.code, f.start_offset) not in rejected]
         if not candidates:
@@ -339,7 +341,10 @@ def fix_source(
                 _record(original, where, unfixed, Status.MANUAL, None, status, verdicts, extra)
             continue
         for finding in chosen:
+            before = len(extra)
             _record(original, where, finding, Status.FIXED, pass_verdicts.get(id(finding)), status, verdicts, extra)
+            if len(extra) > before:
+                texts[id(extra[-1])] = current[finding.start_offset : finding.end_offset]
         if verifier is not None:
             blocks = tape_block_indices(current, [f.start_offset for f in chosen])
             landed.extend((passes, block, pass_verdicts.get(id(f)), f) for f, block in zip(chosen, blocks))
@@ -350,6 +355,23 @@ def fix_source(
         }
         current = candidate_source
         findings = _analyze(current, new_module, rules, entry_points, needed)
+    # A finding whose place an earlier fix rewrote, found again in the rewritten code and fixed there
+    # (np.floor in an if that became a tf.where): one finding, fixed, not one open and one fixed.
+    for outcome in list(extra):
+        if outcome.status is not Status.FIXED:
+            continue
+        for index, finding in enumerate(original):
+            if (
+                where[index] is None
+                and index not in status
+                and finding.code == outcome.finding.code
+                and source[finding.start_offset : finding.end_offset] == texts.get(id(outcome))
+            ):
+                status[index] = Status.FIXED
+                if outcome.verdict is not None:
+                    verdicts[index] = outcome.verdict
+                extra.remove(outcome)
+                break
     vouched = _vouched_by_later_passes(landed)
     verdicts = {index: vouched.get(id(verdict), verdict) for index, verdict in verdicts.items()}
     extra = [replace(o, verdict=vouched.get(id(o.verdict), o.verdict)) for o in extra]

@@ -213,3 +213,20 @@ def test_tape_blocks_are_numbered_in_order_and_the_innermost_holds_an_offset():
     offsets = [source.index("y = x"), source.index("z = y"), source.index("w = 1"), source.index("s = ")]
     assert tape_block_indices(source, offsets) == [1, 0, None, None]
     assert tape_block_indices("with (", [0]) == [None]
+
+
+def test_a_finding_an_earlier_fix_rewrote_and_fixed_again_is_one_fixed_finding():
+    source = (
+        "import numpy as np\nimport tensorflow as tf\n\n"
+        "def stepped(v):\n    if v > 0:\n        return np.floor(v)\n    else:\n        return v\n\n"
+        "w = tf.Variable([0.5, -1.5])\n"
+        "with tf.GradientTape() as tape:\n    loss = tf.reduce_sum(stepped(w * 3.0))\n"
+        "g = tape.gradient(loss, w)\n"
+    )
+    result = fix_source(source, Config(unsafe_fixes=True))
+    assert "tf.where(v > 0, tf.stop_gradient(tf.floor(v))" in result.fixed_source
+    # The rounding, first seen inside the if, is fixed inside the tf.where that replaced it: reported once.
+    assert sorted((o.finding.code, o.status) for o in result.outcomes) == [
+        ("TF101", Status.FIXED),
+        ("TF102", Status.FIXED),
+    ]
