@@ -16,7 +16,7 @@ from tapefix.analysis.tfops import (
     IMPURE_CALLS,
     MAGNITUDE,
     NONZERO_TF,
-    NORM_OR_L2_NORM,
+    NORM,
     NUMPY_RANDOM_DRAWS,
     OPTIMIZER_UPDATE_METHODS,
     POSITIVE_TF,
@@ -413,7 +413,7 @@ class _Facts:
             return UNKNOWN
         if name in REDUCE_MAX_OR_MIN:
             return Sign(inner.nonneg, inner.positive or (inner.nonzero and "min" in name), inner.draws)
-        if name in NORM_OR_L2_NORM:
+        if name in NORM:  # >= 0, and 0 only where every element is 0
             # A norm is 0 only where every element is: for draws, every element of a vector at once.
             return Sign(True, inner.nonzero or bool(inner.draws), inner.draws)
         return UNKNOWN

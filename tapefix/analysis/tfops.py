@@ -317,8 +317,6 @@ SAME_VALUES = frozenset(
 REDUCE_SUM_OR_MEAN = frozenset({*REDUCE_SUM, "reduce_mean", "math.reduce_mean"})
 #: the max and the min reductions: an element of their input, so they keep its sign
 REDUCE_MAX_OR_MIN = frozenset({"reduce_max", "math.reduce_max", "reduce_min", "math.reduce_min"})
-#: NORM and ``tf.math.l2_norm``: >= 0, and 0 only where every element is 0
-NORM_OR_L2_NORM = frozenset({*NORM, "math.l2_norm"})
 #: TensorFlow's continuous random draws: each element is exactly 0 with a tiny but real probability
 #: (TF 2.21 CPU: 7 zeros in 1e8 tf.random.normal draws, 11 in tf.random.uniform)
 RANDOM_DRAWS = frozenset(
