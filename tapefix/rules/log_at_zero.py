@@ -63,7 +63,13 @@ class LogAtZero(Rule):
     `tf.nn.softplus` are the more accurate forms, and the naive ones lose precision (measured under
     TF 2.21: up to ~10^6 ulp for `log(sigmoid(z))` at z in [-15, 15], up to 16361 ulp for
     softplus at negative x), so the forward values would change by more than rounding. Nor for a
-    plain `log(x)`: clipping or an epsilon is a choice that changes values.
+    plain `log(x)`: clipping or an epsilon is a choice that changes values. Nor for a binary
+    cross-entropy written out on a sigmoid, `y * log(p) + (1 - y) * log(1 - p)` with `p =
+    tf.sigmoid(z)` (one finding on the whole sum, naming `-tf.nn.sigmoid_cross_entropy_with_logits(
+    labels=y, logits=z)`): measured on TF 2.21, the written-out form is up to 29 ulp off for |z| <= 4
+    and a few percent off where the sigmoid rounds next to 1, so the logits form changes values by
+    more than rounding; the written-out form gives `-inf` and a NaN gradient where the sigmoid rounds
+    to 0 or 1.
 
     ## References
     - research/idioms.md, idiom 7 (E3-log-at-0, E3-xlogx, E3-fix-xlogy, E3-log-softmax, E3-log-eps, E9, E10)
@@ -216,6 +222,22 @@ with tf.GradientTape() as tape:
             None,
             note="a plain log: clipping or an epsilon is the user's choice",
         ),
+        Invalid(
+            """\
+import tensorflow as tf
+
+w = tf.Variable([[0.5], [-0.5]])
+x = tf.constant([[1.0, 2.0], [3.0, -1.0]])
+y = tf.constant([[1.0], [0.0]])
+with tf.GradientTape() as tape:
+    z = tf.matmul(x, w)
+    p = tf.sigmoid(z)
+    loss = -tf.reduce_mean(y * tf.math.log(p) + (1 - y) * tf.math.log(1 - p))
+g = tape.gradient(loss, w)
+""",
+            None,
+            note="a written-out binary cross-entropy: one finding, pointing at the logits form",
+        ),
     )
 
     def visit_Call(self, node: cst.Call) -> None:
@@ -228,6 +250,18 @@ with tf.GradientTape() as tape:
                 self._softplus(node)
 
     def visit_BinaryOperation(self, node: cst.BinaryOperation) -> None:
+        if isinstance(node.operator, cst.Add):
+            found = self._cross_entropy(node)
+            if found is not None and feeds_gradient(self.context, node):
+                labels, logits = found
+                self.report(
+                    node,
+                    "binary cross-entropy written out on a sigmoid: -inf forward and NaN gradient where the "
+                    "sigmoid rounds to 0 or 1",
+                    no_fix_reason=f"use -tf.nn.sigmoid_cross_entropy_with_logits(labels={labels}, logits={logits}); "
+                    "its values differ from this form by more than rounding near 0 and 1, so it is not applied",
+                )
+            return
         if not isinstance(node.operator, cst.Multiply):
             return
         found = self._xlogx_operand(node)
@@ -278,7 +312,7 @@ with tf.GradientTape() as tape:
             return
         if guarded_from_zero(arg, context.analysis, context.function, context.ancestors) or self._in_where(arg):
             return
-        if self._in_xlogx(node):
+        if self._in_xlogx(node) or self._in_cross_entropy(node):
             return
         self.report(
             node,
@@ -366,6 +400,60 @@ with tf.GradientTape() as tape:
             and (self._xlogx_operand(parent) is not None)
         )
 
+    def _cross_entropy(self, node: cst.BinaryOperation) -> Optional[Tuple[str, str]]:
+        """(labels, logits) texts when ``node`` is ``y * log(p) + (1 - y) * log(1 - p)`` (factors and terms
+        in either order) with ``p`` a sigmoid of logits on the gradient path: inline, or a name bound once
+        to ``tf.sigmoid(z)``."""
+        for first, second in ((node.left, node.right), (node.right, node.left)):
+            one = self._times_log(first)
+            other = self._times_log(second)
+            if one is None or other is None:
+                continue
+            (label, p), (complement, q) = one, other
+            if not (_one_minus(complement, label) and _one_minus(q, p)):
+                continue
+            logits = self._sigmoid_logits(p)
+            if logits is None or not self.context.on_path(logits):
+                continue
+            return self.context.text(label), self.context.text(logits)
+        return None
+
+    def _times_log(self, expr: cst.BaseExpression) -> Optional[Tuple[cst.BaseExpression, cst.BaseExpression]]:
+        """(factor, log's argument) for ``factor * log(arg)`` or ``log(arg) * factor``."""
+        if not (isinstance(expr, cst.BinaryOperation) and isinstance(expr.operator, cst.Multiply)):
+            return None
+        for log, factor in ((expr.right, expr.left), (expr.left, expr.right)):
+            operand = self._log_operand(log)
+            if operand is not None:
+                return factor, operand
+        return None
+
+    def _sigmoid_logits(self, p: cst.BaseExpression) -> Optional[cst.BaseExpression]:
+        analysis = self.context.analysis
+        if isinstance(p, cst.Name):
+            definitions = analysis.definitions(p.value, self.context.function)
+            if len(definitions) != 1:
+                return None
+            p = definitions[0]
+        if isinstance(p, cst.Call) and analysis.is_tf_call(p) in SIGMOID:
+            return first_argument(p, ("x", "logits"))
+        return None
+
+    def _in_cross_entropy(self, log: cst.Call) -> bool:
+        """Whether the ``log`` call is one of the two terms of a written-out binary cross-entropy (reported
+        once, on the whole sum)."""
+        ancestors = self.context.ancestors
+        if len(ancestors) < 3:
+            return False
+        product, total = ancestors[-2], ancestors[-3]
+        return (
+            isinstance(product, cst.BinaryOperation)
+            and isinstance(total, cst.BinaryOperation)
+            and isinstance(total.operator, cst.Add)
+            and (total.left is product or total.right is product)
+            and self._cross_entropy(total) is not None
+        )
+
     def _in_where(self, arg: cst.BaseExpression) -> bool:
         """Inside a ``tf.where`` whose condition tests the same names (TF113's trap check owns it), or in
         the body of an ``if`` that does (the author guarded it; on a tensor, TF102 owns that ``if``)."""
@@ -383,6 +471,16 @@ with tf.GradientTape() as tape:
 
 def _same(a: cst.BaseExpression, b: cst.BaseExpression) -> bool:
     return a.deep_equals(b)
+
+
+def _one_minus(expr: cst.BaseExpression, value: cst.BaseExpression) -> bool:
+    """Whether ``expr`` is ``1 - value`` (``1.0 - value``)."""
+    return (
+        isinstance(expr, cst.BinaryOperation)
+        and isinstance(expr.operator, cst.Subtract)
+        and numeric_literal(expr.left) == 1.0
+        and _same(expr.right, value)
+    )
 
 
 def _arg_text(arg: cst.Arg, context: RuleContext) -> str:
