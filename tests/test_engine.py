@@ -230,3 +230,31 @@ def test_a_finding_an_earlier_fix_rewrote_and_fixed_again_is_one_fixed_finding()
         ("TF101", Status.FIXED),
         ("TF102", Status.FIXED),
     ]
+
+
+def test_a_helper_parameter_takes_the_shape_its_caller_passes_once_the_caller_is_known():
+    import libcst as cst
+
+    from tapefix.analysis.scope import ModuleAnalysis, Shape
+
+    source = (
+        "import tensorflow as tf\n\n"
+        "def clipped(v):\n    w = v * 2.0\n    return w\n\n"
+        "def my_loss(t, p):\n    return tf.reduce_mean(clipped(tf.abs(t - p)))\n\n"
+        "def unused(u):\n    return u * 2.0\n\n"
+        "model = tf.keras.Sequential([tf.keras.layers.Dense(1)])\n"
+        "xs, ys = tf.ones((8, 3)), tf.zeros((8, 1))\n"
+        "with tf.GradientTape() as tape:\n    pred = model(xs)\n    loss = my_loss(ys, pred)\n"
+    )
+    module = cst.parse_module(source)
+    analysis = ModuleAnalysis(module)
+    (clipped,) = analysis.by_name["clipped"]
+    (unused,) = analysis.by_name["unused"]
+    # my_loss's p is bound by the tape only after clipped's call was first read: v and what is computed
+    # from it still end up with the batch's shape (a first guess made before p was known does not stick).
+    returned = clipped.node.body.body[1].body[0].value
+    assert analysis.value(returned, clipped).shape is Shape.NONSCALAR
+    assert clipped.env["v"].shape is Shape.NONSCALAR and clipped.env["w"].shape is Shape.NONSCALAR
+    # A parameter nothing in the module binds stays unknown to whoever asks.
+    product = unused.node.body.body[0].body[0].value
+    assert analysis.value(product, unused).shape is Shape.UNKNOWN

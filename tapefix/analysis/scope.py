@@ -39,8 +39,16 @@ class Shape(enum.Enum):
     SCALAR = "scalar"
     NONSCALAR = "non-scalar"
     UNKNOWN = "unknown"
+    #: no value yet: a name the module binds, read before the fixed point has bound it (a helper's
+    #: parameter while its caller's own parameters are still unbound). The bottom of the join; the
+    #: model answers UNKNOWN for what stays pending.
+    PENDING = "pending"
 
     def join(self, other: Shape) -> Shape:
+        if self is Shape.PENDING:
+            return other
+        if other is Shape.PENDING:
+            return self
         return self if self is other else Shape.UNKNOWN
 
 
@@ -63,6 +71,8 @@ class Value:
 
 
 NOTHING = Value()
+#: a name's value before the fixed point has bound it (see Shape.PENDING)
+PENDING = Value(shape=Shape.PENDING)
 
 
 #: the arguments Keras passes to a loss while its train step records: ``(y_true, y_pred)``
@@ -240,7 +250,7 @@ class ModuleAnalysis:
         return None
 
     def value(self, expr: cst.BaseExpression, function: Optional[Function]) -> Value:
-        return _Evaluator(self, function).value(expr)
+        return _settled(_Evaluator(self, function).value(expr))
 
     def is_model(self, func: cst.BaseExpression, function: Optional[Function]) -> bool:
         """Whether ``func`` names a Keras model or layer (``model``, ``self.encoder``)."""
@@ -931,11 +941,24 @@ class _Evaluator:
                 return env[name]
         return None
 
+    def _bound_somewhere(self, name: str) -> bool:
+        """Whether the module binds ``name`` where this code reads it (a parameter or an assignment of an
+        enclosing function, or of the module): unbound so far means not yet, not never."""
+        function = self.function
+        while function is not None:
+            if name in function.params or name in function.defs:
+                return True
+            function = function.parent
+        return name in self.a.module_defs
+
     def value(self, expr: cst.BaseExpression) -> Value:
         if isinstance(expr, (cst.Integer, cst.Float)):
             return Value(False, Shape.SCALAR)
         if isinstance(expr, cst.Name):
-            return self.lookup(expr.value) or NOTHING
+            found = self.lookup(expr.value)
+            if found is not None:
+                return found
+            return PENDING if self._bound_somewhere(expr.value) else NOTHING
         if isinstance(expr, cst.Attribute):
             if expr.attr.value in _NO_PATH_ATTRIBUTES:
                 return NOTHING
@@ -1068,7 +1091,17 @@ def _broadcast(a: Shape, b: Shape) -> Shape:
         return Shape.NONSCALAR
     if a is Shape.SCALAR and b is Shape.SCALAR:
         return Shape.SCALAR
+    if Shape.PENDING in (a, b):
+        return Shape.PENDING
     return Shape.UNKNOWN
+
+
+def _settled(value: Value) -> Value:
+    """``value`` as the model answers it: a shape still pending is unknown."""
+    if value.shape is not Shape.PENDING and not any(e.shape is Shape.PENDING for e in value.elements):
+        return value
+    shape = Shape.UNKNOWN if value.shape is Shape.PENDING else value.shape
+    return Value(value.on_path, shape, value.numpy, tuple(_settled(e) for e in value.elements))
 
 
 def _literal_shape(call: cst.Call) -> Shape:

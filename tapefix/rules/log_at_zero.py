@@ -251,9 +251,9 @@ g = tape.gradient(loss, w)
 
     def visit_BinaryOperation(self, node: cst.BinaryOperation) -> None:
         if isinstance(node.operator, cst.Add):
-            found = self._cross_entropy(node)
-            if found is not None and feeds_gradient(self.context, node):
-                labels, logits = found
+            entropy = self._cross_entropy(node)
+            if entropy is not None and feeds_gradient(self.context, node):
+                labels, logits = entropy
                 self.report(
                     node,
                     "binary cross-entropy written out on a sigmoid: -inf forward and NaN gradient where the "
