@@ -282,8 +282,14 @@ KERAS_CONVERTERS = ("backend.eval", "ops.convert_to_numpy", "backend.get_value")
 #: methods, called without arguments, that return a tensor's (or an array's) value as NumPy or Python
 NUMPY_METHODS = ("numpy", "item", "tolist")
 #: TensorFlow calls whose result carries no gradient back to their inputs (TF 2.21: ``None``), as a
-#: connection walk meets them: a stop, a sort's indices, a type test, an index, a comparison, a shape
-CUT_OPS = frozenset({"stop_gradient", "argsort", "sort_indices", "is_tensor"} | ARGMAX | COMPARISONS | SHAPE_OPS)
+#: connection walk meets them: a stop, a sort's indices, a type test, an index, a comparison, a shape, a
+#: count (``count_nonzero`` returns int64)
+CUT_OPS = frozenset(
+    {"stop_gradient", "argsort", "sort_indices", "is_tensor", "count_nonzero", "math.count_nonzero"}
+    | ARGMAX
+    | COMPARISONS
+    | SHAPE_OPS
+)
 
 # What the sign analysis (``expressions.sign``) knows of an op's result: can it be zero, or negative?
 #: TensorFlow and NumPy functions (how their name under ``tensorflow.`` or ``numpy.`` begins) whose result

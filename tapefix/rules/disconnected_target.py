@@ -390,6 +390,20 @@ g = tape.gradient(loss, model.trainable_variables)
             None,
             note="the loss does not use the model's output",
         ),
+        Invalid(
+            """\
+import tensorflow as tf
+
+x = tf.Variable([1.5, 2.5])
+with tf.GradientTape() as tape:
+    bins = tf.cast(tf.round(x * 2.0), tf.int32)
+    hits = tf.math.count_nonzero(tf.floor(x))
+    loss = tf.reduce_sum(tf.cast(bins, tf.float32)) + tf.cast(hits, tf.float32)
+g = tape.gradient(loss, x)
+""",
+            None,
+            note="every path is cut (an integer cast, a count): no rounding inside them is worth a surrogate",
+        ),
     )
 
     def __init__(self, context) -> None:  # type: ignore[no-untyped-def]
