@@ -164,8 +164,11 @@ class _Dispatcher(cst.CSTVisitor):
         self.handlers: Dict[str, List[Callable[[cst.CSTNode], None]]] = {}
         #: handlers of rules that look at tape blocks from outside (``Rule.EVERYWHERE``): called on every node
         self.everywhere: Dict[str, List[Callable[[cst.CSTNode], None]]] = {}
-        #: nodes that pushed a scope, popped again on leave
-        self.pushed: Set[cst.CSTNode] = set()
+        #: ids of the nodes that pushed a scope, popped again on leave
+        self.pushed: Set[int] = set()
+        # By id: a libcst node's hash is a Python-level call, and this runs for every node.
+        self.regions = {id(node): scope for node, scope in self.analysis.regions.items()}
+        self.excluded = {id(node) for node in self.analysis.excluded}
         for rule in rules:
             table = self.everywhere if rule.EVERYWHERE else self.handlers
             for attribute in dir(rule):
@@ -174,29 +177,31 @@ class _Dispatcher(cst.CSTVisitor):
 
     def on_visit(self, node: cst.CSTNode) -> bool:
         self.context.ancestors.append(node)
+        key = id(node)
+        kind = type(node)
         pushed = False
-        if node in self.analysis.regions:
-            self.scopes.append(self.analysis.regions[node])
+        if key in self.regions:
+            self.scopes.append(self.regions[key])
             pushed = True
-        elif node in self.analysis.excluded or isinstance(node, (cst.FunctionDef, cst.ClassDef)):
+        elif key in self.excluded or kind is cst.FunctionDef or kind is cst.ClassDef:
             # A def inside recording code runs only when called; if it is, it is a region of its own.
             self.scopes.append(None)
             pushed = True
-        if isinstance(node, cst.FunctionDef):
-            self.functions.append(self.analysis.function_of(node))
+        if kind is cst.FunctionDef:
+            self.functions.append(self.analysis.function_of(node))  # type: ignore[arg-type]
         if pushed:
-            self.pushed.add(node)
+            self.pushed.add(key)
         scope = self.scopes[-1]
-        kind = type(node).__name__
+        name = kind.__name__
         if scope is not None:
-            handlers = self.handlers.get(kind)
+            handlers = self.handlers.get(name)
             if handlers:
                 self.context.scope = scope
                 self.context.recording = True
                 self.context.function = self.functions[-1]  # type: ignore[assignment]
                 for handler in handlers:
                     handler(node)
-        handlers = self.everywhere.get(kind)
+        handlers = self.everywhere.get(name)
         if handlers:
             # Code outside any recording region runs in the function itself: its fixes are direct.
             self.context.scope = scope if scope is not None else Scope.DIRECT
@@ -208,10 +213,11 @@ class _Dispatcher(cst.CSTVisitor):
 
     def on_leave(self, original_node: cst.CSTNode) -> None:
         self.context.ancestors.pop()
-        if original_node in self.pushed:
-            self.pushed.discard(original_node)
+        key = id(original_node)
+        if key in self.pushed:
+            self.pushed.discard(key)
             self.scopes.pop()
-        if isinstance(original_node, cst.FunctionDef):
+        if type(original_node) is cst.FunctionDef:
             self.functions.pop()
 
 

@@ -224,7 +224,13 @@ class ModuleAnalysis:
         self.zero_checked: Dict[Optional[cst.FunctionDef], Set[str]] = {}
         #: ``_targets`` of each (name, result): the functions are known once the module is collected
         self._target_memo: Dict[Tuple[str, bool], List[Function]] = {}
+        #: by node id, what ``qualify`` and ``resolve_callee`` answered: both are final once the module is
+        #: collected (None until then), and the fixed point asks them again on every pass
+        #: (each entry keeps its node: an id is unique only while its node lives)
+        self._qualified: Optional[Dict[int, Tuple[cst.CSTNode, Optional[str]]]] = None
+        self._callees: Dict[Tuple[int, int], Tuple[cst.CSTNode, List[Function]]] = {}
         _Collector(self).collect(module)
+        self._qualified = {}
         self._seed_entry_points()
         self._inferred = infer
         if infer:
@@ -233,7 +239,15 @@ class ModuleAnalysis:
 
     # ----------------------------------------------------------------- questions rules ask
     def qualify(self, node: cst.BaseExpression) -> Optional[str]:
-        return self.imports.qualify(node)
+        memo = self._qualified
+        if memo is None:
+            return self.imports.qualify(node)
+        entry = memo.get(id(node))
+        if entry is not None and entry[0] is node:
+            return entry[1]
+        found = self.imports.qualify(node)
+        memo[id(node)] = (node, found)
+        return found
 
     def is_numpy_call(self, call: cst.Call) -> Optional[str]:
         """The function name (``floor``) when ``call`` calls NumPy, else None."""
@@ -459,6 +473,17 @@ class ModuleAnalysis:
 
     def resolve_callee(self, call: cst.Call, caller: Optional[Function]) -> List[Function]:
         """Functions of this module that ``call`` may run."""
+        if self._qualified is None:
+            return self._resolve_callee(call, caller)
+        key = (id(call), id(caller))
+        entry = self._callees.get(key)
+        if entry is not None and entry[0] is call:
+            return entry[1]
+        found = self._resolve_callee(call, caller)
+        self._callees[key] = (call, found)
+        return found
+
+    def _resolve_callee(self, call: cst.Call, caller: Optional[Function]) -> List[Function]:
         func = call.func
         if isinstance(func, cst.Name):
             found = self.by_name.get(func.value, [])

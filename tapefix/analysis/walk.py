@@ -14,7 +14,8 @@ node's children; ``on_leave`` (or ``leave_<Node>``) is called after them.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Dict, List, Optional, Tuple, Type
+import typing
+from typing import Callable, Dict, FrozenSet, List, Optional, Tuple, Type
 
 import libcst as cst
 from libcst.metadata import CodePosition, CodeRange, MetadataWrapper, PositionProvider
@@ -45,7 +46,14 @@ _TRIVIA_SET = frozenset(TRIVIA)
 #: per node class: its child fields in visiting order, and the fields libcst skipped because they were None
 _FIELDS: Dict[type, Tuple[Tuple[str, ...], Tuple[str, ...]]] = {}
 _VARIANTS: Dict[Tuple[type, Tuple[bool, ...]], Tuple[str, ...]] = {}
+#: per node class: its child fields that can hold something other than trivia, in visiting order
+_NODE_FIELDS: Dict[type, Tuple[str, ...]] = {}
+#: per node class: the fields whose declared type admits only trivia (whitespace, punctuation, None)
+_TRIVIA_FIELDS: Dict[type, FrozenSet[str]] = {}
 _Handler = Optional[Callable[[cst.CSTVisitor, cst.CSTNode], Optional[bool]]]
+#: values of a visited field that are not nodes to enter
+_SKIP = frozenset(TRIVIA) | {type(None), cst.MaybeSentinel}
+_TRIVIA_TYPES = TRIVIA + (cst.BaseParenthesizableWhitespace, type(None), cst.MaybeSentinel, str)
 
 
 class _FieldOrder(cst.CSTVisitor):
@@ -84,7 +92,30 @@ def child_fields(node: cst.CSTNode) -> Tuple[str, ...]:
         f.name for f in dataclasses.fields(node) if f.name not in fields and getattr(node, f.name) is None
     )
     _FIELDS[kind] = (fields, unvisited)
+    if not unvisited:
+        _NODE_FIELDS[kind] = _without_trivia(kind, fields)
     return fields
+
+
+def _without_trivia(kind: type, fields: Tuple[str, ...]) -> Tuple[str, ...]:
+    """``fields`` less those whose declared type holds only whitespace and punctuation."""
+    skip = _TRIVIA_FIELDS.get(kind)
+    if skip is None:
+        hints = typing.get_type_hints(kind)
+        skip = _TRIVIA_FIELDS[kind] = frozenset(
+            name for name, hint in hints.items() if all(_is_trivia_type(t) for t in _leaf_types(hint))
+        )
+    return tuple(name for name in fields if name not in skip)
+
+
+def _leaf_types(hint: object) -> List[object]:
+    if typing.get_origin(hint) is None:
+        return [hint]
+    return [leaf for arg in typing.get_args(hint) if arg is not Ellipsis for leaf in _leaf_types(arg)]
+
+
+def _is_trivia_type(hint: object) -> bool:
+    return isinstance(hint, type) and issubclass(hint, _TRIVIA_TYPES)
 
 
 def _learn(node: cst.CSTNode) -> Tuple[str, ...]:
@@ -93,14 +124,24 @@ def _learn(node: cst.CSTNode) -> Tuple[str, ...]:
     return tuple(dict.fromkeys(recorder.fields))
 
 
+def _node_fields(node: cst.CSTNode) -> Tuple[str, ...]:
+    """``child_fields(node)`` less the fields that hold only trivia."""
+    fields = _NODE_FIELDS.get(type(node))
+    if fields is not None:
+        return fields
+    return _without_trivia(type(node), child_fields(node))
+
+
 def children(node: cst.CSTNode) -> List[cst.CSTNode]:
     """The node's children in source order, whitespace and punctuation left out."""
     out: List[cst.CSTNode] = []
-    for name in child_fields(node):
+    skip = _SKIP
+    for name in _node_fields(node):
         value = getattr(node, name)
-        if isinstance(value, (tuple, list)):
-            out.extend(v for v in value if type(v) not in _TRIVIA_SET)
-        elif isinstance(value, cst.CSTNode) and type(value) not in _TRIVIA_SET:
+        cls = value.__class__
+        if cls is tuple or cls is list:
+            out.extend(v for v in value if v.__class__ not in skip)
+        elif cls not in skip:
             out.append(value)
     return out
 
@@ -133,9 +174,8 @@ def walk(root: cst.CSTNode, visitor: cst.CSTVisitor) -> None:
     custom_leave = cls.on_leave is not cst.CSTVisitor.on_leave
     visits = _table(visitor, "visit_") if not custom_visit else {}
     leaves = _table(visitor, "leave_") if not custom_leave else {}
-    fields_of = _FIELDS
-    trivia = _TRIVIA_SET
-    node_type = cst.CSTNode
+    node_fields = _NODE_FIELDS
+    skip = _SKIP
 
     def enter(node: cst.CSTNode) -> None:
         kind = type(node)
@@ -145,15 +185,17 @@ def walk(root: cst.CSTNode, visitor: cst.CSTVisitor) -> None:
             handler = visits[kind] if kind in visits else _handler(visits, visitor, "visit_", kind)
             descend = True if handler is None else handler(visitor, node) is not False
         if descend:
-            entry = fields_of.get(kind)
-            fields = entry[0] if entry is not None and not entry[1] else child_fields(node)
+            fields = node_fields.get(kind)
+            if fields is None:
+                fields = _node_fields(node)
             for name in fields:
                 value = getattr(node, name)
-                if value.__class__ is tuple or value.__class__ is list:
+                cls = value.__class__
+                if cls is tuple or cls is list:
                     for item in value:
-                        if item.__class__ not in trivia:
+                        if item.__class__ not in skip:
                             enter(item)
-                elif value.__class__ not in trivia and isinstance(value, node_type):
+                elif cls not in skip:
                     enter(value)
         if custom_leave:
             visitor.on_leave(node)
