@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple, Union
+from typing import Callable, Dict, FrozenSet, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 import libcst as cst
 
@@ -229,6 +229,12 @@ class ModuleAnalysis:
         #: (each entry keeps its node: an id is unique only while its node lives)
         self._qualified: Optional[Dict[int, Tuple[cst.CSTNode, Optional[str]]]] = None
         self._callees: Dict[Tuple[int, int], Tuple[cst.CSTNode, List[Function]]] = {}
+        #: the fixed point's clock: it ticks at every change, and ``_versions`` holds when each thing last did
+        self._clock = 0
+        self._versions: Dict[object, int] = {}
+        #: while the fixed point runs a stretch of code: the keys its evaluation reads, each with the clock
+        #: when it was first read there (else None)
+        self._reading: Optional[Dict[object, int]] = None
         _Collector(self).collect(module)
         self._qualified = {}
         self._seed_entry_points()
@@ -284,12 +290,22 @@ class ModuleAnalysis:
     def _infer(self) -> None:
         # Flow-insensitive fixed point: bindings only ever gain taint, so this terminates; the cap
         # bounds pathological modules.
-        # The tree does not change between passes: walk it once, replay the binder's calls after.
+        # The tree does not change between passes: walk it once, replay the binder's calls after, and
+        # on a later pass replay only the stretches of code whose inputs changed since they last ran.
         recording = Recording(self.module, _Binder)
+        plan = _Plan(recording)
         for _ in range(6):
-            changed = _Binder(self).bind_all(recording)
+            changed = _Binder(self).bind_all(recording, plan)
             if not changed:
                 break
+        self._reading = None
+
+    def _changed(self, key: object) -> None:
+        """Note that what ``key`` names changed: ``(id(env), name)`` a name's value in an environment,
+        ``(("class", class), attribute)`` a ``self`` attribute, ``("returns", id(function))``, ``("keras",
+        name)`` whether a name holds a Keras object. The same keys are recorded as read (``_reading``)."""
+        self._clock += 1
+        self._versions[key] = self._clock
 
     def _seed_entry_points(self) -> None:
         """Functions that run under a tape without a tape block of this module: entry points given by the
@@ -794,11 +810,23 @@ class _Binder(cst.CSTVisitor):
         self.classes: List[str] = []
         self.changed = False
 
-    def bind_all(self, recording: Optional[Recording] = None) -> bool:
-        if recording is not None:
+    def bind_all(self, recording: Optional[Recording] = None, plan: Optional[_Plan] = None) -> bool:
+        if recording is None:
+            walk(self.a.module, self)
+        elif plan is None:
             recording.replay(self)
         else:
-            walk(self.a.module, self)
+            analysis = self.a
+            versions = analysis._versions
+            boundary, reads = plan.boundary, plan.reads
+            for index, (handler, node, _) in enumerate(recording.calls):
+                if not boundary[index]:
+                    read = reads[index]
+                    if read is not None and all(versions.get(key, 0) <= when for key, when in read.items()):
+                        continue  # nothing it read has changed since: it would bind nothing new
+                    analysis._reading = reads[index] = {}
+                handler(self, node)
+                analysis._reading = None
         return self.changed
 
     def _function(self) -> Optional[Function]:
@@ -808,13 +836,16 @@ class _Binder(cst.CSTVisitor):
         function = self._function()
         return function.env if function is not None else self.a.module_env
 
-    def _bind(self, name: str, value: Value, env: Optional[Dict[str, Value]] = None) -> None:
+    def _bind(
+        self, name: str, value: Value, env: Optional[Dict[str, Value]] = None, key: Optional[object] = None
+    ) -> None:
         env = self._env() if env is None else env
         old = env.get(name)
         new = value if old is None else old.join(value)
         if old != new:
             env[name] = new
             self.changed = True
+            self.a._changed((key if key is not None else id(env), name))
 
     def _value(self, expr: cst.BaseExpression) -> Value:
         return _Evaluator(self.a, self._function()).value(expr)
@@ -851,7 +882,7 @@ class _Binder(cst.CSTVisitor):
             and self.classes
         ):
             attrs = self.a.class_attrs.setdefault(self.classes[-1], {})
-            self._bind(target.attr.value, value, attrs)
+            self._bind(target.attr.value, value, attrs, ("class", self.classes[-1]))
 
     def visit_Assign(self, node: cst.Assign) -> None:
         value = self._value(node.value)
@@ -863,6 +894,7 @@ class _Binder(cst.CSTVisitor):
                 if name is not None and name not in self.a.keras_objects:
                     self.a.keras_objects.add(name)
                     self.changed = True
+                    self.a._changed(("keras", name))
 
     def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
         if node.value is not None:
@@ -891,7 +923,7 @@ class _Binder(cst.CSTVisitor):
             collected = [self._value(arg.value) for arg in node.args if arg.keyword is None and not arg.star]
             if any(v.on_path for v in collected):
                 name = func.value.value
-                env = next((e for e in self.a.env_chain(self._function()) if name in e), None)
+                env = next((e for e in self.a.env_chain(self._function()) if _has(self.a, e, name)), None)
                 self._bind(name, Value(True, Shape.UNKNOWN), env)
         # Parameters of the module's own functions take the values they are called with.
         for callee in self.a.resolve_callee(node, self._function()):
@@ -916,6 +948,7 @@ class _Binder(cst.CSTVisitor):
             if new != function.returns:
                 function.returns = new
                 self.changed = True
+                self.a._changed(("returns", id(function)))
 
     def _mark_source(self, expr: cst.BaseExpression) -> None:
         elements: Sequence[cst.BaseExpression]
@@ -934,16 +967,13 @@ class _Binder(cst.CSTVisitor):
         parameter, an assignment), else the module. (A watched parameter is that function's own.)"""
         function = self._function()
         while function is not None:
-            if name in function.env or name in function.params or name in function.defs:
+            if _has(self.a, function.env, name) or name in function.params or name in function.defs:
                 return function.env
             function = function.parent
         return self.a.module_env
 
     def _lookup(self, name: str) -> Optional[Value]:
-        for env in self.a.env_chain(self._function()):
-            if name in env:
-                return env[name]
-        return None
+        return _lookup(self.a, self._function(), name)
 
     def _is_keras_object(self, expr: cst.BaseExpression) -> bool:
         if not isinstance(expr, cst.Call):
@@ -955,16 +985,33 @@ class _Binder(cst.CSTVisitor):
         return last[:1].isupper()
 
 
+class _Plan:
+    """How the fixed point replays the binder's recorded calls: a call is replayed on a later pass only
+    when something it read last time has changed since it read it. Every read of the evaluator goes
+    through ``_lookup``, ``_has``, ``_returned`` or notes its key itself, and what a call binds is a join
+    of what it read, so with the same reads it would bind nothing new. The def and class boundaries
+    always run: they keep the binder's stacks."""
+
+    def __init__(self, recording: Recording) -> None:
+        self.recording = recording
+        boundaries = {getattr(_Binder, name) for name in _BOUNDARIES}
+        #: per recorded call: None for a boundary, else whether it has run
+        self.boundary = [handler in boundaries for handler, _, _ in recording.calls]
+        #: per recorded call, the keys it read when it last ran (as ``ModuleAnalysis._changed`` takes them),
+        #: each with the clock when it first read it (None: it has not run)
+        self.reads: List[Optional[Dict[object, int]]] = [None] * len(recording.calls)
+
+
+_BOUNDARIES = ("visit_FunctionDef", "leave_FunctionDef", "visit_ClassDef", "leave_ClassDef")
+
+
 class _Evaluator:
     def __init__(self, analysis: ModuleAnalysis, function: Optional[Function]) -> None:
         self.a = analysis
         self.function = function
 
     def lookup(self, name: str) -> Optional[Value]:
-        for env in self.a.env_chain(self.function):
-            if name in env:
-                return env[name]
-        return None
+        return _lookup(self.a, self.function, name)
 
     def _bound_somewhere(self, name: str) -> bool:
         """Whether the module binds ``name`` where this code reads it (a parameter or an assignment of an
@@ -990,6 +1037,8 @@ class _Evaluator:
             if isinstance(expr.value, cst.Name) and expr.value.value == "self":
                 owner = self._class_name()
                 if owner is not None:
+                    if self.a._reading is not None:
+                        self.a._reading.setdefault((("class", owner), expr.attr.value), self.a._clock)
                     return self.a.class_attrs.get(owner, {}).get(expr.attr.value, NOTHING)
                 return NOTHING
             if self.a.qualify(expr) is not None:
@@ -1063,7 +1112,7 @@ class _Evaluator:
         if callees and called is not None and all(f.node.name.value == called.rsplit(".", 1)[-1] for f in callees):
             # A def of this module is what it returns, whatever its name: ``self._build_model()`` returns a
             # model, not a model's output.
-            return _returned(callees)
+            return _returned(callees, self.a)
         if isinstance(func, cst.Attribute):
             receiver = self.value(func.value)
             method = func.attr.value
@@ -1078,7 +1127,7 @@ class _Evaluator:
         if self._is_model(func):
             return Value(True, Shape.NONSCALAR)
         if callees:
-            return _returned(callees)
+            return _returned(callees, self.a)
         return NOTHING
 
     def _is_model(self, func: cst.BaseExpression) -> bool:
@@ -1088,12 +1137,17 @@ class _Evaluator:
             return False
         if name == "self":
             return True
+        reading = self.a._reading
+        if reading is not None:
+            reading.setdefault(("keras", name), self.a._clock)
         if name in self.a.keras_objects:
             return True
         last = name.rsplit(".", 1)[-1].lower()
         if name.startswith("self.") and name.count(".") == 1:
             owner = self._class_name()
             attr = name.split(".", 1)[1]
+            if reading is not None:
+                reading.setdefault(("keras", f"self.{attr}"), self.a._clock)
             if owner is not None and f"self.{attr}" in self.a.keras_objects:
                 return True
         if self.a.qualify(func) is not None:
@@ -1103,8 +1157,29 @@ class _Evaluator:
         return any(word in last for word in _MODEL_WORDS)
 
 
-def _returned(callees: Sequence[Function]) -> Value:
+def _lookup(analysis: ModuleAnalysis, function: Optional[Function], name: str) -> Optional[Value]:
+    """``name``'s value in the nearest environment of ``function`` (or the module) that binds it."""
+    reading = analysis._reading
+    for env in analysis.env_chain(function):
+        if reading is not None:
+            reading.setdefault((id(env), name), analysis._clock)
+        if name in env:
+            return env[name]
+    return None
+
+
+def _has(analysis: ModuleAnalysis, env: Dict[str, Value], name: str) -> bool:
+    """``name in env``, noted as read while the fixed point runs a stretch of code."""
+    if analysis._reading is not None:
+        analysis._reading.setdefault((id(env), name), analysis._clock)
+    return name in env
+
+
+def _returned(callees: Sequence[Function], analysis: Optional[ModuleAnalysis] = None) -> Value:
     """What a call of one of ``callees`` returns."""
+    if analysis is not None and analysis._reading is not None:
+        for callee in callees:
+            analysis._reading.setdefault(("returns", id(callee)), analysis._clock)
     result = NOTHING
     for callee in callees:
         result = result.join(callee.returns) if result != NOTHING else callee.returns

@@ -163,7 +163,10 @@ def _handler(table: Dict[type, _Handler], visitor: object, prefix: str, kind: ty
         return table[kind]
     except KeyError:
         owner = visitor if isinstance(visitor, type) else type(visitor)
-        handler = table[kind] = getattr(owner, f"{prefix}{kind.__name__}", None)
+        handler = getattr(owner, f"{prefix}{kind.__name__}", None)
+        if handler is not None and getattr(cst.CSTVisitor, f"{prefix}{kind.__name__}", None) is handler:
+            handler = None  # libcst's own stub, which does nothing: not calling it saves a call per node
+        table[kind] = handler
         return handler
 
 
@@ -214,12 +217,12 @@ class Recording:
 
     def __init__(self, root: cst.CSTNode, visitor_class: Type[cst.CSTVisitor]) -> None:
         #: (handler, node, where to go on when the handler returns False)
-        self.calls: List[Tuple[Callable[..., Optional[bool]], cst.CSTNode, int]] = []
-        walk(root, _Recorder(self.calls, visitor_class))
+        self.calls: List[Tuple[Callable[..., Optional[bool]], cst.CSTNode, int]] = _record(root, visitor_class)
 
-    def replay(self, visitor: cst.CSTVisitor) -> None:
+    def replay(self, visitor: cst.CSTVisitor, start: int = 0, end: Optional[int] = None) -> None:
+        """Replay the calls from ``start`` up to ``end`` (all of them by default)."""
         calls = self.calls
-        index, end = 0, len(calls)
+        index, end = start, len(calls) if end is None else end
         while index < end:
             handler, node, skip_to = calls[index]
             if handler(visitor, node) is False and skip_to > index:
@@ -228,33 +231,42 @@ class Recording:
                 index += 1
 
 
-class _Recorder(cst.CSTVisitor):
-    def __init__(self, calls: List[Tuple[Callable[..., Optional[bool]], cst.CSTNode, int]], target: type) -> None:
-        super().__init__()
-        self.calls = calls
-        self.target = target
-        self.visits = _table(target, "visit_")
-        self.leaves = _table(target, "leave_")
-        self.open: List[int] = []
+def _record(root: cst.CSTNode, target: type) -> List[Tuple[Callable[..., Optional[bool]], cst.CSTNode, int]]:
+    """The calls ``walk(root, target(...))`` would make, without a visitor: the walk's own loop, appending
+    each handler with its node. Skipping a node's children lands on its leave call (or what follows)."""
+    visits = _table(target, "visit_")
+    leaves = _table(target, "leave_")
+    calls: List[Tuple[Callable[..., Optional[bool]], cst.CSTNode, int]] = []
+    node_fields = _NODE_FIELDS
+    skip = _SKIP
 
-    def on_visit(self, node: cst.CSTNode) -> bool:
-        handler = _handler(self.visits, self.target, "visit_", type(node))
-        if handler is None:
-            self.open.append(-1)
-        else:
-            self.open.append(len(self.calls))
-            self.calls.append((handler, node, -1))
-        return True
-
-    def on_leave(self, original_node: cst.CSTNode) -> None:
-        index = self.open.pop()
+    def enter(node: cst.CSTNode) -> None:
+        kind = type(node)
+        visit = visits[kind] if kind in visits else _handler(visits, target, "visit_", kind)
+        index = -1
+        if visit is not None:
+            index = len(calls)
+            calls.append((visit, node, -1))
+        fields = node_fields.get(kind)
+        if fields is None:
+            fields = _node_fields(node)
+        for name in fields:
+            value = getattr(node, name)
+            cls = value.__class__
+            if cls is tuple or cls is list:
+                for item in value:
+                    if item.__class__ not in skip:
+                        enter(item)
+            elif cls not in skip:
+                enter(value)
         if index >= 0:
-            # Skipping the children lands on this node's leave call (or whatever follows the subtree).
-            visit, node, _ = self.calls[index]
-            self.calls[index] = (visit, node, len(self.calls))
-        leave = _handler(self.leaves, self.target, "leave_", type(original_node))
+            calls[index] = (visit, node, len(calls))  # type: ignore[assignment]
+        leave = leaves[kind] if kind in leaves else _handler(leaves, target, "leave_", kind)
         if leave is not None:
-            self.calls.append((leave, original_node, -1))
+            calls.append((leave, node, -1))
+
+    enter(root)
+    return calls
 
 
 class Positions:
