@@ -20,7 +20,7 @@ from tapefix.analysis.expressions import is_pure
 from tapefix.analysis.scope import Function, ModuleAnalysis, Scope, Value
 from tapefix.analysis.syntax import assigned_in, keyword, target_names
 from tapefix.analysis.tfops import GRADIENT_METHODS
-from tapefix.analysis.walk import Positions
+from tapefix.analysis.walk import Positions, children
 from tapefix.types import Edit, Finding, Fix, Forward, Position, Safety
 
 
@@ -312,7 +312,7 @@ _EXPRESSION_ONLY = (
 def _calls(node: cst.CSTNode) -> List[cst.Call]:
     """The calls under ``node``, not entering lambdas (their body runs later, if ever)."""
     found: List[cst.Call] = []
-    for child in node.children:
+    for child in children(node):
         if isinstance(child, cst.Lambda):
             continue
         if isinstance(child, cst.Call):

@@ -27,6 +27,7 @@ from tapefix.analysis.tfops import (
     SOFTMAX,
     VARIABLE_UPDATE_METHODS,
 )
+from tapefix.analysis.walk import children
 
 
 def is_pure(expr: cst.BaseExpression, analysis: ModuleAnalysis) -> bool:
@@ -83,7 +84,7 @@ def names_in(expr: cst.CSTNode) -> Iterator[str]:
     if isinstance(expr, cst.Name):
         yield expr.value
         return
-    for child in expr.children:
+    for child in children(expr):
         if isinstance(expr, cst.Attribute) and child is expr.attr:
             continue
         if isinstance(expr, cst.Arg) and child is expr.keyword:
@@ -521,7 +522,7 @@ def _returns(node: cst.FunctionDef) -> List[Tuple[cst.BaseExpression, Tuple[cst.
     found: List[Tuple[cst.BaseExpression, Tuple[cst.CSTNode, ...]]] = []
 
     def visit(current: cst.CSTNode, path: Tuple[cst.CSTNode, ...]) -> None:
-        for child in current.children:
+        for child in children(current):
             if isinstance(child, (cst.FunctionDef, cst.ClassDef, cst.Lambda)):
                 continue
             if isinstance(child, cst.SimpleStatementLine):
@@ -574,13 +575,13 @@ def _collect_calls(module: cst.Module) -> List[Tuple[cst.Call, Tuple[cst.CSTNode
     found: List[Tuple[cst.Call, Tuple[cst.CSTNode, ...]]] = []
 
     def visit(node: cst.CSTNode, path: Tuple[cst.CSTNode, ...]) -> None:
-        for child in node.children:
+        for child in children(node):
             if isinstance(child, cst.SimpleStatementLine):
                 line = (*path, child)
                 found.extend((c, line) for c in _calls_in(child))
             elif isinstance(child, (cst.BaseCompoundStatement, cst.BaseSuite, cst.Module)):
                 # The statement's own parts (an if's test, a for's iterable); its statements are visited below.
-                header = [n for n in child.children if not isinstance(n, (cst.BaseSuite, cst.BaseStatement))]
+                header = [n for n in children(child) if not isinstance(n, (cst.BaseSuite, cst.BaseStatement))]
                 for part in header:
                     found.extend((c, (*path, child)) for c in _calls_in(part))
                 visit(child, (*path, child))
@@ -592,7 +593,7 @@ def _collect_calls(module: cst.Module) -> List[Tuple[cst.Call, Tuple[cst.CSTNode
 def _calls_in(node: cst.CSTNode) -> Iterator[cst.Call]:
     if isinstance(node, cst.Call):
         yield node
-    for child in node.children:
+    for child in children(node):
         if not isinstance(child, (cst.FunctionDef, cst.ClassDef, cst.Lambda, cst.BaseSuite)):
             yield from _calls_in(child)
 
@@ -619,7 +620,7 @@ def _has_epsilon(node: cst.CSTNode) -> bool:
     if isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.Add):
         if _is_epsilon(node.left) or _is_epsilon(node.right):
             return True
-    return any(_has_epsilon(child) for child in node.children)
+    return any(_has_epsilon(child) for child in children(node))
 
 
 def _is_epsilon(expr: cst.BaseExpression) -> bool:

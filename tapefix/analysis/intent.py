@@ -14,6 +14,7 @@ import libcst as cst
 from tapefix.analysis.scope import ModuleAnalysis
 from tapefix.analysis.syntax import walk
 from tapefix.analysis.tfops import GRADIENT_METHODS
+from tapefix.analysis.walk import children
 
 #: unittest assertions that check their first argument is None, and those that compare two arguments
 _ASSERT_NONE = ("assertIsNone",)
@@ -71,7 +72,7 @@ def _gradient_calls(scope: cst.CSTNode, names: set, blocks: dict) -> List[tuple]
     latest: dict = {}  # type: ignore[type-arg]
 
     def visit(node: cst.CSTNode, guarded: bool) -> None:
-        for child in node.children:
+        for child in children(node):
             if isinstance(child, (cst.FunctionDef, cst.ClassDef, cst.Lambda)):
                 continue
             if isinstance(child, cst.With) and blocks.get(child):

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Callable, Dict, FrozenSet, Iterator, List, Optional, Sequence, Set, Tuple, Union
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 import libcst as cst
 
 from tapefix.analysis.names import ImportMap, dotted, is_under
 from tapefix.analysis.tfops import ARGMAX, COMPARISONS, GRADIENT_METHODS, SHAPE_OPS
-from tapefix.analysis.walk import Recording, walk
+from tapefix.analysis.walk import Recording, children, walk
 from tapefix.types import EntryPoint
 
 
@@ -570,7 +570,7 @@ def _class_of(function: Optional[Function]) -> Optional[str]:
 
 def _walk(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
     """Every node under ``node``, not entering nested defs, lambdas or classes."""
-    for child in node.children:
+    for child in children(node):
         yield child
         if not isinstance(child, (cst.FunctionDef, cst.ClassDef, cst.Lambda)):
             yield from _walk(child)

@@ -12,6 +12,7 @@ from tapefix.analysis.expressions import call_sites, names_in, numeric_literal
 from tapefix.analysis.scope import Function, Shape
 from tapefix.analysis.syntax import argument
 from tapefix.analysis.tfops import SINGULAR_OPS
+from tapefix.analysis.walk import children
 from tapefix.rule import Invalid, Rule, RuleContext, Valid
 from tapefix.types import Edit, Forward, Safety
 
@@ -678,7 +679,7 @@ def _singular_args(expr: cst.CSTNode, context: RuleContext) -> List[cst.CSTNode]
                 exponent = numeric_literal(node.right)
                 if exponent is None or exponent < 0 or exponent != int(exponent):
                     found.append(node.left)
-        for child in node.children:
+        for child in children(node):
             walk(child)
 
     walk(expr)
@@ -695,7 +696,7 @@ def _name_nodes(expr: cst.CSTNode, names: Set[str]) -> List[cst.Name]:
             and not (isinstance(parent, cst.Attribute) and node is parent.attr)
         ):
             out.append(node)
-        for child in node.children:
+        for child in children(node):
             walk(child, node)
 
     walk(expr, None)
