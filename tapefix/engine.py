@@ -12,14 +12,15 @@ from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple, Type
 
 import libcst as cst
 
-from tapefix.analysis.scope import ModuleAnalysis, Scope
+from tapefix.analysis.lighttree import light_module
+from tapefix.analysis.scope import Function, ModuleAnalysis, Scope
 from tapefix.analysis.slicing import EditPlan, needed_source, plan_edit
 from tapefix.analysis.syntax import tape_block_indices
-from tapefix.analysis.walk import walk
+from tapefix.analysis.walk import NODE_FIELDS, NOT_NODES, node_fields
 from tapefix.depth import check_depth
-from tapefix.layout import parse_exactly
+from tapefix.layout import parse_exactly, plain_layout
 from tapefix.prefilter import SUPPRESSION, might_run_under_tape
-from tapefix.rule import Rule, RuleContext
+from tapefix.rule import Rule, RuleContext, TapeBlockRule, asks_tape
 from tapefix.rules import ALL_RULES
 from tapefix.types import (
     Config,
@@ -67,7 +68,29 @@ def check_source(
     if not might_run_under_tape(source, entry_points):
         return []
     needed = needed_source(source, entry_points)
-    return _analyze(source, parse(needed), rules_for(config), entry_points, needed)
+    rules = rules_for(config)
+    if not _may_find(source, needed, rules, entry_points):
+        return []
+    return _analyze(source, parse(needed), rules, entry_points, needed)
+
+
+def _may_find(source: str, needed: str, rules: Sequence[Type[Rule]], entry_points: Sequence[EntryPoint]) -> bool:
+    """Whether the analysis of ``needed`` may find anything, asked of the tree Python's own parser builds
+    (tapefix.analysis.lighttree: several times faster than libcst's, and the same nodes without the
+    whitespace). Most modules have no finding: they are never parsed by libcst. A module with one, or
+    whose tree the ast cannot give exactly, or where a rule asks what only the exact tree knows, is
+    analysed again on libcst's tree, which makes the findings and their fixes."""
+    if not plain_layout(needed):
+        return True  # the exact parse checks that libcst keeps this layout (tapefix.layout)
+    try:
+        module, ranges = light_module(needed)  # CPython's parser and a Python walk: depth is no danger
+    except Exception:  # Unsupported, or what the exact parse will report properly (too deep, invalid)
+        return True
+    try:
+        _analyze(source, module, rules, entry_points, needed, light=ranges)
+    except Exception:  # Candidate, NeedsExact, or a rule that only copes with the exact tree
+        return True
+    return False
 
 
 def check_edited_source(
@@ -130,7 +153,12 @@ def external_calls(
     only the callees it can follow (tensor-ness is inferred only when one is kept)."""
     if not might_run_under_tape(source, entry_points):
         return []
-    return ModuleAnalysis(parse(needed_source(source, entry_points)), entry_points, infer=False).external_calls(wanted)
+    needed = needed_source(source, entry_points)
+    try:
+        module = light_module(needed)[0]  # the calls and their arguments' tensor-ness need no whitespace
+    except Exception:
+        module = parse(needed)
+    return ModuleAnalysis(module, entry_points, infer=False).external_calls(wanted)
 
 
 def _analyze(
@@ -139,86 +167,93 @@ def _analyze(
     rules: Sequence[Type[Rule]],
     entry_points: Sequence[EntryPoint] = (),
     code: Optional[str] = None,
+    light: Optional[Dict[cst.CSTNode, Tuple[int, int, int, int]]] = None,
 ) -> List[Finding]:
     """The findings of the rules in ``module``, parsed from ``code`` (``source``, or the part of it the
-    analysis needs: tapefix.analysis.slicing)."""
+    analysis needs: tapefix.analysis.slicing); ``light``: as for ``RuleContext``."""
     analysis = ModuleAnalysis(module, entry_points)
     if not analysis.regions:
         return []
-    context = RuleContext(source, module, analysis, code)
-    walk(module, _Dispatcher(context, [rule(context) for rule in rules]))
+    context = RuleContext(source, module, analysis, code, light)
+    _dispatch(module, context, [rule(context) for rule in rules])
     findings = _unsuppressed(source, context.findings)
     return sorted(findings, key=lambda f: (f.start_offset, f.end_offset, f.code))
 
 
-class _Dispatcher(cst.CSTVisitor):
+def _dispatch(module: cst.Module, context: RuleContext, rules: Sequence[Rule]) -> None:
     """One walk of the module; calls each rule's ``visit_<Node>`` for nodes that run while a tape records
-    (for a rule with ``EVERYWHERE``, for every node)."""
+    (for a rule with ``EVERYWHERE``, for every node). The walk of tapefix.analysis.walk, written out here
+    with the scope bookkeeping inline: it runs once per node of every analysed module."""
+    analysis = context.analysis
+    #: by node class name: the handlers for recording code, and those of rules that look at tape blocks
+    #: from outside (``Rule.EVERYWHERE``), called on every node
+    handlers: Dict[str, List[Callable[[cst.CSTNode], None]]] = {}
+    #: with whether the handler looks only at gradient calls on a tape (``TapeBlockRule.TAPE_CALLS_ONLY``)
+    everywhere: Dict[str, List[Tuple[Callable[[cst.CSTNode], None], bool]]] = {}
+    shared = [context.tape_blocks()] if any(isinstance(rule, TapeBlockRule) for rule in rules) else []
+    for rule in [*shared, *rules]:
+        for attribute in dir(rule):
+            if attribute.startswith("visit_"):
+                handler = getattr(rule, attribute)
+                if rule.EVERYWHERE:
+                    only = attribute == "visit_Call" and getattr(rule, "TAPE_CALLS_ONLY", False)
+                    everywhere.setdefault(attribute[6:], []).append((handler, only))
+                else:
+                    handlers.setdefault(attribute[6:], []).append(handler)
+    tape_names = analysis.tape_names
+    # By id: a libcst node's hash is a Python-level call.
+    regions = {id(node): scope for node, scope in analysis.regions.items()}
+    excluded = {id(node) for node in analysis.excluded}
+    ancestors = context.ancestors
+    fields_of, not_nodes = NODE_FIELDS, NOT_NODES
+    function_def, class_def, call = cst.FunctionDef, cst.ClassDef, cst.Call
+    direct = Scope.DIRECT
 
-    def __init__(self, context: RuleContext, rules: Sequence[Rule]) -> None:
-        super().__init__()
-        self.context = context
-        self.analysis = context.analysis
-        self.scopes: List[Optional[Scope]] = [None]
-        self.functions: List[Optional[object]] = [None]
-        self.handlers: Dict[str, List[Callable[[cst.CSTNode], None]]] = {}
-        #: handlers of rules that look at tape blocks from outside (``Rule.EVERYWHERE``): called on every node
-        self.everywhere: Dict[str, List[Callable[[cst.CSTNode], None]]] = {}
-        #: ids of the nodes that pushed a scope, popped again on leave
-        self.pushed: Set[int] = set()
-        # By id: a libcst node's hash is a Python-level call, and this runs for every node.
-        self.regions = {id(node): scope for node, scope in self.analysis.regions.items()}
-        self.excluded = {id(node) for node in self.analysis.excluded}
-        for rule in rules:
-            table = self.everywhere if rule.EVERYWHERE else self.handlers
-            for attribute in dir(rule):
-                if attribute.startswith("visit_"):
-                    table.setdefault(attribute[6:], []).append(getattr(rule, attribute))
-
-    def on_visit(self, node: cst.CSTNode) -> bool:
-        self.context.ancestors.append(node)
+    def enter(node: cst.CSTNode, scope: Optional[Scope], function: Optional[Function]) -> None:
+        ancestors.append(node)
         key = id(node)
         kind = type(node)
-        pushed = False
-        if key in self.regions:
-            self.scopes.append(self.regions[key])
-            pushed = True
-        elif key in self.excluded or kind is cst.FunctionDef or kind is cst.ClassDef:
+        if key in regions:
+            scope = regions[key]
+        elif key in excluded or kind is function_def or kind is class_def:
             # A def inside recording code runs only when called; if it is, it is a region of its own.
-            self.scopes.append(None)
-            pushed = True
-        if kind is cst.FunctionDef:
-            self.functions.append(self.analysis.function_of(node))  # type: ignore[arg-type]
-        if pushed:
-            self.pushed.add(key)
-        scope = self.scopes[-1]
+            scope = None
+        if kind is function_def:
+            function = analysis.function_of(node)  # type: ignore[arg-type]
         name = kind.__name__
         if scope is not None:
-            handlers = self.handlers.get(name)
-            if handlers:
-                self.context.scope = scope
-                self.context.recording = True
-                self.context.function = self.functions[-1]  # type: ignore[assignment]
-                for handler in handlers:
+            found = handlers.get(name)
+            if found:
+                context.scope = scope
+                context.recording = True
+                context.function = function
+                for handler in found:
                     handler(node)
-        handlers = self.everywhere.get(name)
-        if handlers:
+        either = everywhere.get(name)
+        if either:
             # Code outside any recording region runs in the function itself: its fixes are direct.
-            self.context.scope = scope if scope is not None else Scope.DIRECT
-            self.context.recording = scope is not None
-            self.context.function = self.functions[-1]  # type: ignore[assignment]
-            for handler in handlers:
-                handler(node)
-        return True
+            context.scope = scope if scope is not None else direct
+            context.recording = scope is not None
+            context.function = function
+            asks = kind is not call or asks_tape(node, tape_names)
+            for handler, only in either:
+                if asks or not only:
+                    handler(node)
+        fields = fields_of.get(kind)
+        if fields is None:
+            fields = node_fields(node)
+        for field in fields:
+            value = getattr(node, field)
+            cls = value.__class__
+            if cls is tuple or cls is list:
+                for item in value:
+                    if item.__class__ not in not_nodes:
+                        enter(item, scope, function)
+            elif cls not in not_nodes:
+                enter(value, scope, function)
+        ancestors.pop()
 
-    def on_leave(self, original_node: cst.CSTNode) -> None:
-        self.context.ancestors.pop()
-        key = id(original_node)
-        if key in self.pushed:
-            self.pushed.discard(key)
-            self.scopes.pop()
-        if type(original_node) is cst.FunctionDef:
-            self.functions.pop()
+    enter(module, None, None)
 
 
 def _unsuppressed(source: str, findings: Sequence[Finding]) -> List[Finding]:
@@ -299,6 +334,8 @@ def fix_source(
         return SourceResult(source, source, ())
     current = source
     needed = needed_source(source, entry_points)
+    if not _may_find(source, needed, rules, entry_points):
+        return SourceResult(source, source, ())
     findings = _analyze(current, parse(needed), rules, entry_points, needed)
     original = list(findings)
     # Where each original finding now starts (None once an edit rewrote it).

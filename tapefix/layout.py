@@ -54,6 +54,15 @@ def parseable(source: str) -> str:
     return text if _same_program(source, text) else source
 
 
+def plain_layout(source: str) -> bool:
+    """Whether ``source`` has none of the layouts ``parseable`` works around (a backslash-only line); a
+    form feed in the indentation of code raises ``SourceError`` as ``parseable`` does."""
+    if "\\" not in source and "\f" not in source:
+        return True
+    parseable(source)
+    return _LONE_BACKSLASH.search(source) is None
+
+
 def line_starts(text: str) -> List[int]:
     """The offset where each line of ``text`` starts, lines broken as Python breaks them (CR-only and
     CRLF files included): the one table every output turns offsets into lines and columns with."""

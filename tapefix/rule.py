@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Dict, List, Optional, Sequence, Set, Tuple
 
 import libcst as cst
-from libcst.metadata import CodeRange
+from libcst.metadata import CodePosition, CodeRange
 
 from tapefix.analysis.expressions import is_pure
 from tapefix.analysis.scope import Function, ModuleAnalysis, Scope, Value
@@ -45,12 +45,31 @@ class Invalid:
     verdict: str = "verified"
 
 
+class Candidate(Exception):
+    """A rule reported on a tree built from ``ast``: the module has a finding, to be made exactly."""
+
+
+class NeedsExact(Exception):
+    """A rule asked a tree built from ``ast`` what only libcst's exact tree answers."""
+
+
 class RuleContext:
     """Everything a rule may ask about the module it is looking at."""
 
-    def __init__(self, source: str, module: cst.Module, analysis: ModuleAnalysis, code: Optional[str] = None) -> None:
+    def __init__(
+        self,
+        source: str,
+        module: cst.Module,
+        analysis: ModuleAnalysis,
+        code: Optional[str] = None,
+        light: Optional[Dict[cst.CSTNode, Tuple[int, int, int, int]]] = None,
+    ) -> None:
         """``code`` is what was parsed into ``module`` when it is not all of ``source``: the same lines and
-        columns with the definitions the analysis does not need left out (tapefix.analysis.slicing)."""
+        columns with the definitions the analysis does not need left out (tapefix.analysis.slicing).
+        ``light`` is given when ``module`` was built from Python's ``ast`` (tapefix.analysis.lighttree):
+        the ranges of its nodes. Such a tree only tells whether the module has a finding: the first
+        ``report`` raises ``Candidate``, and a question it cannot answer exactly raises ``NeedsExact``."""
+        self.light = light
         self.source = source
         self.code = source if code is None else code
         self.module = module
@@ -66,6 +85,13 @@ class RuleContext:
         self._line_starts: Optional[List[int]] = None
         #: every identifier-like word of the source (names a fix binds must not clash with any)
         self._identifiers: Optional[Set[str]] = None
+        self._tape_blocks: Optional[TapeBlocks] = None
+
+    def tape_blocks(self) -> TapeBlocks:
+        """The module's ``TapeBlocks`` (made by the first ``TapeBlockRule`` that asks)."""
+        if self._tape_blocks is None:
+            self._tape_blocks = TapeBlocks(self)
+        return self._tape_blocks
 
     # --------------------------------------------------------------- values and names
     def value(self, expr: cst.BaseExpression) -> Value:
@@ -81,6 +107,11 @@ class RuleContext:
 
     # --------------------------------------------------------------- positions and text
     def _range(self, node: cst.CSTNode) -> CodeRange:
+        if self.light is not None:
+            found = self.light.get(node)
+            if found is None:
+                raise NeedsExact(f"no range for a {type(node).__name__}")
+            return CodeRange(CodePosition(found[0], found[1]), CodePosition(found[2], found[3]))
         if self._positions is None:
             # Only modules with a finding pay for positions, and mostly only for the top-level
             # statement being visited (tapefix.analysis.walk.Positions).
@@ -270,6 +301,8 @@ class RuleContext:
     ) -> None:
         """Record a finding; with ``edits``, a fix whose safety and forward contract are the rule's
         unless this fix states its own. A fix in code reached only through a call is never safe."""
+        if self.light is not None:
+            raise Candidate(rule.CODE)
         code_range = self._range(node)
         start, end = self.span(node)
         fix = None
@@ -409,70 +442,97 @@ class TapeBlock:
         return None
 
 
-class TapeBlockRule(Rule):
-    """A rule that the engine calls on every node (``EVERYWHERE``) and that knows, at each
-    ``tape.gradient`` / ``tape.jacobian`` call, which tape block recorded for it: the nearest ``with``
-    before the call, in the same function, that binds the tape's name."""
+def asks_tape(node: cst.Call, tape_names: Set[str]) -> bool:
+    """Whether ``node`` is ``<tape>.gradient(...)`` (or another gradient method) on a name that names a
+    tape somewhere in the module."""
+    func = node.func
+    return (
+        type(func) is cst.Attribute
+        and func.attr.value in GRADIENT_METHODS  # type: ignore[attr-defined]
+        and type(func.value) is cst.Name  # type: ignore[attr-defined]
+        and func.value.value in tape_names  # type: ignore[attr-defined]
+    )
+
+
+class TapeBlocks:
+    """Where each tape block and each assignment of a plain name lies, as the walk goes: what every
+    ``TapeBlockRule`` of a module asks, kept once per module (``RuleContext.tape_blocks``) and updated by
+    one handler per node, which the engine calls before the rules'."""
 
     EVERYWHERE = True
 
     def __init__(self, context: RuleContext) -> None:
-        super().__init__(context)
-        self._tape_names: Dict[cst.With, Tuple[str, ...]] = dict(context.analysis.tape_blocks)
-        self._latest: Dict[Tuple[int, str], TapeBlock] = {}
+        self.context = context
+        self.tape_names: Dict[cst.With, Tuple[str, ...]] = dict(context.analysis.tape_blocks)
+        #: the latest tape block before the node being visited, per (function id, tape name)
+        self.latest: Dict[Tuple[int, str], TapeBlock] = {}
         #: the latest assignment of each plain name, per function: (order, the nodes above it)
-        self._assignments: Dict[Tuple[int, str], Tuple[int, Tuple[cst.CSTNode, ...]]] = {}
-        self._order = 0
-        self._recorded: Dict[cst.With, Dict[str, List[cst.BaseExpression]]] = {}
+        self.assignments: Dict[Tuple[int, str], Tuple[int, Tuple[cst.CSTNode, ...]]] = {}
+        self.order = 0
+        self.recorded: Dict[cst.With, Dict[str, List[cst.BaseExpression]]] = {}
 
     def visit_With(self, node: cst.With) -> None:
-        names = self._tape_names.get(node)
+        names = self.tape_names.get(node)
         if not names:
             return
-        self._order += 1
+        self.order += 1
         ancestors = tuple(self.context.ancestors[:-1])
         for name in names:
-            block = TapeBlock(node, name, _constructor(node, name, self.context), ancestors, self._order)
-            self._latest[(id(self.context.function), name)] = block
+            block = TapeBlock(node, name, _constructor(node, name, self.context), ancestors, self.order)
+            self.latest[(id(self.context.function), name)] = block
 
     def visit_Assign(self, node: cst.Assign) -> None:
-        self._order += 1
+        self.order += 1
         ancestors = tuple(self.context.ancestors)
         for target in node.targets:
             for name in target_names(target.target):
-                self._assignments[(id(self.context.function), name)] = (self._order, ancestors)
+                self.assignments[(id(self.context.function), name)] = (self.order, ancestors)
+
+
+class TapeBlockRule(Rule):
+    """A rule that the engine calls on every node (``EVERYWHERE``) and that knows, at each
+    ``tape.gradient`` / ``tape.jacobian`` call, which tape block recorded for it: the nearest ``with``
+    before the call, in the same function, that binds the tape's name (``TapeBlocks``)."""
+
+    EVERYWHERE = True
+    #: the rule's ``visit_Call`` returns at once unless ``tape_call`` finds a gradient call: the engine
+    #: calls it only for calls that ``asks_tape``
+    TAPE_CALLS_ONLY: ClassVar[bool] = False
+
+    def __init__(self, context: RuleContext) -> None:
+        super().__init__(context)
+        self.blocks = context.tape_blocks()
+
+    @property
+    def _latest(self) -> Dict[Tuple[int, str], TapeBlock]:
+        return self.blocks.latest
 
     def assigned_after(self, block: TapeBlock, name: str) -> bool:
         """True when the latest assignment of ``name`` so far comes after the block, outside it."""
-        latest = self._assignments.get((id(self.context.function), name))
+        latest = self.blocks.assignments.get((id(self.context.function), name))
         return latest is not None and latest[0] > block.order and block.node.body not in latest[1]
 
     def assigned_before(self, block: TapeBlock, name: str) -> bool:
         """True when the latest assignment of ``name`` so far comes before the block."""
-        latest = self._assignments.get((id(self.context.function), name))
+        latest = self.blocks.assignments.get((id(self.context.function), name))
         return latest is not None and latest[0] < block.order
 
     def tape_call(self, node: cst.Call) -> Optional[Tuple[TapeBlock, str]]:
         """The tape block and the method (``gradient``, ``jacobian``) when ``node`` asks a tape for
         gradients, else None."""
-        func = node.func
-        if not (
-            isinstance(func, cst.Attribute)
-            and func.attr.value in GRADIENT_METHODS
-            and isinstance(func.value, cst.Name)
-            and func.value.value in self.context.analysis.tape_names
-        ):
+        if not asks_tape(node, self.context.analysis.tape_names):
             return None
-        block = self._latest.get((id(self.context.function), func.value.value))
+        func = node.func
+        block = self.blocks.latest.get((id(self.context.function), func.value.value))  # type: ignore[attr-defined]
         if block is None:
             return None
         return block, func.attr.value
 
     def recorded(self, block: TapeBlock) -> Dict[str, List[cst.BaseExpression]]:
         """What the block assigns to each name (``assigned_in`` of its body, computed once per block)."""
-        found = self._recorded.get(block.node)
+        found = self.blocks.recorded.get(block.node)
         if found is None:
-            found = self._recorded[block.node] = assigned_in(block.node.body)
+            found = self.blocks.recorded[block.node] = assigned_in(block.node.body)
         return found
 
     def inside(self, block: TapeBlock) -> bool:

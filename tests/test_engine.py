@@ -258,3 +258,65 @@ def test_a_helper_parameter_takes_the_shape_its_caller_passes_once_the_caller_is
     # A parameter nothing in the module binds stays unknown to whoever asks.
     product = unused.node.body.body[0].body[0].value
     assert analysis.value(product, unused).shape is Shape.UNKNOWN
+
+
+# ----------------------------------------------------------------- the ast-built tree decides first
+CLEAN = """\
+import tensorflow as tf
+
+model = tf.keras.Sequential([tf.keras.layers.Dense(1)])
+optimizer = tf.keras.optimizers.SGD()
+
+
+def train_step(x, y):
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(tf.square(model(x) - y))
+    grads = tape.gradient(loss, model.trainable_variables)
+    optimizer.apply_gradients(zip(grads, model.trainable_variables))
+    return loss
+"""
+
+MATCHING = """\
+import numpy as np
+import tensorflow as tf
+
+x = tf.Variable([1.7, 0.0])
+match 1:
+    case 1:
+        pass
+with tf.GradientTape() as tape:
+    y = np.floor(x)
+"""
+
+
+def _no_libcst_parse(source):
+    raise AssertionError("libcst parsed a module the ast-built tree had cleared")
+
+
+def test_a_module_without_findings_is_never_parsed_by_libcst():
+    with mock.patch("tapefix.engine.parse", _no_libcst_parse):
+        assert check_source(CLEAN) == []
+        result = fix_source(CLEAN, Config(unsafe_fixes=True))
+    assert result.fixed_source == CLEAN and result.outcomes == ()
+
+
+def test_a_module_with_a_finding_gets_the_findings_of_the_exact_tree():
+    found = check_source(SOURCE)
+    with mock.patch("tapefix.engine.light_module", side_effect=RuntimeError("no light tree")):
+        exact = check_source(SOURCE)
+    assert [(f.code, f.start, f.end, f.fix) for f in found] == [(f.code, f.start, f.end, f.fix) for f in exact]
+    assert [f.code for f in found] == ["TF101", "TF103"]
+
+
+def test_syntax_the_ast_tree_does_not_map_goes_to_libcst():
+    # The converter leaves ``match`` to libcst; the finding after it is still made.
+    assert [f.code for f in check_source(MATCHING)] == ["TF101"]
+
+
+def test_a_rule_that_needs_the_exact_tree_sends_the_module_there():
+    # Every question a rule asks of a position on the ast-built tree that it cannot answer exactly
+    # falls back: here every range is missing, and the finding is still made on libcst's tree.
+    with mock.patch(
+        "tapefix.engine.light_module", side_effect=lambda text: (__import__("libcst").parse_module(text), {})
+    ):
+        assert [f.code for f in check_source(SOURCE)] == ["TF101", "TF103"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tapefix import Config, check_source, fix_source
+from tapefix import Config, check_source, engine, fix_source
 from tapefix.rules import ALL_RULES
 
 VALID = [
@@ -24,6 +24,8 @@ def test_valid_example_is_left_alone(rule, example):
     config = Config(select=(rule.CODE,), unsafe_fixes=True)
     assert check_source(example.code, config) == []
     assert fix_source(example.code, config).fixed_source == example.code
+    # The check above is decided on the ast-built tree; libcst's exact tree must agree.
+    assert engine._analyze(example.code, engine.parse(example.code), engine.rules_for(config)) == []
 
 
 @pytest.mark.parametrize("rule, example", INVALID)

@@ -10,7 +10,7 @@ import pytest
 
 from tapefix import Config, check_source, fix_source
 from tapefix.analysis.scope import ModuleAnalysis
-from tapefix.engine import _Dispatcher
+from tapefix.engine import _dispatch
 from tapefix.rule import Rule, RuleContext
 
 HEADER = "import tensorflow as tf\n\n"
@@ -49,7 +49,7 @@ def test_dispatch_calls_everywhere_rules_on_every_node(rule, expected):
     analysis = ModuleAnalysis(module)
     context = RuleContext(source, module, analysis)
     rule.seen = []
-    module.visit(_Dispatcher(context, [rule(context)]))
+    _dispatch(module, context, [rule(context)])
     names = [(name, recording) for name, recording in rule.seen if name in ("x", "y", "g")]
     assert names == expected
 

@@ -1024,14 +1024,16 @@ class _Evaluator:
         return name in self.a.module_defs
 
     def value(self, expr: cst.BaseExpression) -> Value:
-        if isinstance(expr, (cst.Integer, cst.Float)):
+        # By class, not isinstance: libcst's classes are ABCs, and isinstance pays for each miss.
+        kind = type(expr)
+        if kind is cst.Integer or kind is cst.Float:
             return Value(False, Shape.SCALAR)
-        if isinstance(expr, cst.Name):
+        if kind is cst.Name:
             found = self.lookup(expr.value)
             if found is not None:
                 return found
             return PENDING if self._bound_somewhere(expr.value) else NOTHING
-        if isinstance(expr, cst.Attribute):
+        if kind is cst.Attribute:
             if expr.attr.value in _NO_PATH_ATTRIBUTES:
                 return NOTHING
             if isinstance(expr.value, cst.Name) and expr.value.value == "self":
@@ -1045,23 +1047,23 @@ class _Evaluator:
                 return NOTHING  # a module attribute such as np.pi
             inner = self.value(expr.value)
             return Value(inner.on_path, Shape.UNKNOWN)
-        if isinstance(expr, cst.Subscript):
+        if kind is cst.Subscript:
             inner = self.value(expr.value)
             return Value(inner.on_path, Shape.UNKNOWN, inner.numpy)
-        if isinstance(expr, cst.BinaryOperation):
+        if kind is cst.BinaryOperation:
             left, right = self.value(expr.left), self.value(expr.right)
             return Value(left.on_path or right.on_path, _broadcast(left.shape, right.shape), left.numpy or right.numpy)
-        if isinstance(expr, cst.UnaryOperation):
+        if kind is cst.UnaryOperation:
             if isinstance(expr.operator, cst.Not):
                 return NOTHING
             return self.value(expr.expression)
-        if isinstance(expr, cst.IfExp):
+        if kind is cst.IfExp:
             return self.value(expr.body).join(self.value(expr.orelse))
-        if isinstance(expr, (cst.Tuple, cst.List)):
+        if kind is cst.Tuple or kind is cst.List:
             values = [self.value(e.value) for e in expr.elements]
             known = not any(isinstance(e, cst.StarredElement) for e in expr.elements)
             return Value(any(v.on_path for v in values), Shape.UNKNOWN, elements=tuple(values) if known else ())
-        if isinstance(expr, cst.Call):
+        if kind is cst.Call:
             return self.call(expr)
         return NOTHING
 

@@ -39,22 +39,34 @@ def source_names(sources: cst.BaseExpression) -> List[cst.Name]:
     return []
 
 
+#: nodes whose bodies run apart (libcst's node classes are final: a class test is an isinstance that
+#: does not go through ABCMeta)
+_OWN_SCOPES = frozenset((cst.FunctionDef, cst.ClassDef, cst.Lambda))
+
+
 def walk(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
     """Nodes under ``node`` in source order, not entering nested functions, classes or lambdas; the
     attribute name of ``a.b`` (not a read of ``b``) left out."""
+    attr = node.attr if type(node) is cst.Attribute else None
     for child in children(node):
-        if isinstance(node, cst.Attribute) and child is node.attr:
+        if child is attr:
             continue
         yield child
-        if not isinstance(child, (cst.FunctionDef, cst.ClassDef, cst.Lambda)):
+        if type(child) not in _OWN_SCOPES:
             yield from walk(child)
+
+
+_ASSIGNING = frozenset((cst.Assign, cst.AugAssign, cst.AnnAssign, cst.For))
 
 
 def assigned_in(body: cst.CSTNode) -> Dict[str, List[cst.BaseExpression]]:
     """Every expression assigned to each plain name in ``body`` (augmented assignments included)."""
     out: Dict[str, List[cst.BaseExpression]] = {}
     for node in walk(body):
-        if isinstance(node, cst.Assign):
+        kind = type(node)
+        if kind not in _ASSIGNING:
+            continue
+        if kind is cst.Assign:
             for target in node.targets:
                 for name in target_names(target.target):
                     out.setdefault(name, []).append(node.value)
@@ -68,7 +80,7 @@ def assigned_in(body: cst.CSTNode) -> Dict[str, List[cst.BaseExpression]]:
 
 
 def target_names(target: cst.BaseExpression) -> List[str]:
-    if isinstance(target, cst.Name):
+    if type(target) is cst.Name:
         return [target.value]
     if isinstance(target, (cst.Tuple, cst.List)):
         return [n for e in target.elements for n in target_names(e.value)]

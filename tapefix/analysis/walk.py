@@ -48,11 +48,13 @@ _FIELDS: Dict[type, Tuple[Tuple[str, ...], Tuple[str, ...]]] = {}
 _VARIANTS: Dict[Tuple[type, Tuple[bool, ...]], Tuple[str, ...]] = {}
 #: per node class: its child fields that can hold something other than trivia, in visiting order
 _NODE_FIELDS: Dict[type, Tuple[str, ...]] = {}
+NODE_FIELDS = _NODE_FIELDS
 #: per node class: the fields whose declared type admits only trivia (whitespace, punctuation, None)
 _TRIVIA_FIELDS: Dict[type, FrozenSet[str]] = {}
 _Handler = Optional[Callable[[cst.CSTVisitor, cst.CSTNode], Optional[bool]]]
-#: values of a visited field that are not nodes to enter
-_SKIP = frozenset(TRIVIA) | {type(None), cst.MaybeSentinel}
+#: the classes of values in a node field that are not nodes to enter
+NOT_NODES = frozenset(TRIVIA) | {type(None), cst.MaybeSentinel}
+_SKIP = NOT_NODES
 _TRIVIA_TYPES = TRIVIA + (cst.BaseParenthesizableWhitespace, type(None), cst.MaybeSentinel, str)
 
 
@@ -124,8 +126,9 @@ def _learn(node: cst.CSTNode) -> Tuple[str, ...]:
     return tuple(dict.fromkeys(recorder.fields))
 
 
-def _node_fields(node: cst.CSTNode) -> Tuple[str, ...]:
-    """``child_fields(node)`` less the fields that hold only trivia."""
+def node_fields(node: cst.CSTNode) -> Tuple[str, ...]:
+    """``child_fields(node)`` less the fields that hold only trivia (a walk of its own reads
+    ``NODE_FIELDS`` first, and calls this for a class not yet there)."""
     fields = _NODE_FIELDS.get(type(node))
     if fields is not None:
         return fields
@@ -136,7 +139,7 @@ def children(node: cst.CSTNode) -> List[cst.CSTNode]:
     """The node's children in source order, whitespace and punctuation left out."""
     out: List[cst.CSTNode] = []
     skip = _SKIP
-    for name in _node_fields(node):
+    for name in node_fields(node):
         value = getattr(node, name)
         cls = value.__class__
         if cls is tuple or cls is list:
@@ -177,7 +180,7 @@ def walk(root: cst.CSTNode, visitor: cst.CSTVisitor) -> None:
     custom_leave = cls.on_leave is not cst.CSTVisitor.on_leave
     visits = _table(visitor, "visit_") if not custom_visit else {}
     leaves = _table(visitor, "leave_") if not custom_leave else {}
-    node_fields = _NODE_FIELDS
+    fields_of = _NODE_FIELDS
     skip = _SKIP
 
     def enter(node: cst.CSTNode) -> None:
@@ -188,9 +191,9 @@ def walk(root: cst.CSTNode, visitor: cst.CSTVisitor) -> None:
             handler = visits[kind] if kind in visits else _handler(visits, visitor, "visit_", kind)
             descend = True if handler is None else handler(visitor, node) is not False
         if descend:
-            fields = node_fields.get(kind)
+            fields = fields_of.get(kind)
             if fields is None:
-                fields = _node_fields(node)
+                fields = node_fields(node)
             for name in fields:
                 value = getattr(node, name)
                 cls = value.__class__
@@ -237,7 +240,7 @@ def _record(root: cst.CSTNode, target: type) -> List[Tuple[Callable[..., Optiona
     visits = _table(target, "visit_")
     leaves = _table(target, "leave_")
     calls: List[Tuple[Callable[..., Optional[bool]], cst.CSTNode, int]] = []
-    node_fields = _NODE_FIELDS
+    fields_of = _NODE_FIELDS
     skip = _SKIP
 
     def enter(node: cst.CSTNode) -> None:
@@ -247,9 +250,9 @@ def _record(root: cst.CSTNode, target: type) -> List[Tuple[Callable[..., Optiona
         if visit is not None:
             index = len(calls)
             calls.append((visit, node, -1))
-        fields = node_fields.get(kind)
+        fields = fields_of.get(kind)
         if fields is None:
-            fields = _node_fields(node)
+            fields = node_fields(node)
         for name in fields:
             value = getattr(node, name)
             cls = value.__class__

@@ -63,6 +63,7 @@ class DisconnectedTarget(TapeBlockRule):
     - research/idioms.md, idiom 5 (C3-forward-outside)
     """
 
+    TAPE_CALLS_ONLY = True
     CODE = "TF125"
     NAME = "disconnected-target"
     MESSAGE = "the gradient target does not depend on the sources through the tape: its gradient is None"

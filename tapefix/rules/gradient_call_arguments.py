@@ -46,6 +46,7 @@ class GradientCallArguments(TapeBlockRule):
     list target with `tf.stack` when its parts have the same shape.
     """
 
+    TAPE_CALLS_ONLY = True
     CODE = "TF126"
     NAME = "gradient-call-arguments"
     MESSAGE = "this gradient call raises because of its arguments"

@@ -51,6 +51,7 @@ class IntegerPath(TapeBlockRule):
     - research/idioms.md, idiom 2 (B1-*, B3-*, X-B1-cast-ste, X-B1-threshold-ste, B3-fix)
     """
 
+    TAPE_CALLS_ONLY = True
     CODE = "TF114"
     NAME = "integer-path"
     MESSAGE = "the gradient target depends on the sources only through an integer op: its gradient is None"

@@ -77,6 +77,7 @@ class IntegerSource(TapeBlockRule):
     - research/idioms.md, idiom 13 (C2-*, C2-fix-float)
     """
 
+    TAPE_CALLS_ONLY = True
     CODE = "TF111"
     NAME = "integer-source"
     MESSAGE = "integer tensor used as a gradient source: its gradient is None (only floats are differentiated)"

@@ -70,6 +70,7 @@ class OutsideTape(TapeBlockRule):
     - research/idioms.md, idiom 5 (C3-target-in-gradient-call, C3-forward-outside, C3-fix-target)
     """
 
+    TAPE_CALLS_ONLY = True
     CODE = "TF117"
     NAME = "outside-tape"
     MESSAGE = "the gradient target is computed after the with block, where the tape does not record: None"

@@ -59,6 +59,7 @@ class SecondGradientCall(TapeBlockRule):
     - research/idioms.md, idiom 21 (C10, X-C10-fix)
     """
 
+    TAPE_CALLS_ONLY = True
     CODE = "TF112"
     NAME = "second-gradient-call"
     MESSAGE = "second gradient call on a non-persistent tape: RuntimeError"

@@ -78,6 +78,7 @@ class UnwatchedSource(TapeBlockRule):
       A12, C7-fix-watch-var)
     """
 
+    TAPE_CALLS_ONLY = True
     CODE = "TF110"
     NAME = "unwatched-source"
     MESSAGE = "gradient source is a tensor the tape does not watch: its gradient is None"

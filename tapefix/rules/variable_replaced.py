@@ -62,6 +62,7 @@ class VariableReplaced(TapeBlockRule):
       variable with a tensor"
     """
 
+    TAPE_CALLS_ONLY = True
     CODE = "TF120"
     NAME = "variable-replaced"
     MESSAGE = "a variable used as a gradient source is replaced by a tensor: the next gradient is None"
