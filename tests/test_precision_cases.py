@@ -290,6 +290,21 @@ FINE_PATH = [
         """,
         id="floor-beside-its-fractional-part",
     ),
+    pytest.param(
+        ("TF101",),
+        """
+        import tensorflow as tf
+
+        x = tf.Variable([0.4, 1.6])
+        with tf.GradientTape() as tape:
+            tf.print("bins", tf.floor(x * 4.0))
+            tf.summary.scalar("rounded", tf.reduce_sum(tf.round(x)))
+            tf.debugging.assert_all_finite(tf.floor(x), "floor")
+            y = tf.reduce_sum(x * x)
+        g = tape.gradient(y, x)
+        """,
+        id="rounded-value-only-printed-or-asserted",
+    ),
 ]
 
 BUGS_PATH = [
@@ -318,6 +333,20 @@ BUGS_PATH = [
             loss = tf.reduce_sum(level) + tf.cast(idx[0], tf.float32)
         """,
         id="log-that-also-feeds-the-loss",
+    ),
+    pytest.param(
+        "TF101",
+        """
+        import tensorflow as tf
+
+        x = tf.Variable([0.4, 1.6])
+        with tf.GradientTape() as tape:
+            # check_numerics returns what it checks: the rounded value goes on into the loss
+            q = tf.debugging.check_numerics(tf.floor(x * 4.0), "bins")
+            y = tf.reduce_sum(q * x)
+        g = tape.gradient(y, x)
+        """,
+        id="rounded-value-through-check-numerics",
     ),
 ]
 

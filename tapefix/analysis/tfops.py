@@ -349,6 +349,9 @@ FOREIGN_CALLS = ("numpy_function", "py_function", "compat.v1.py_func")
 #: TensorFlow functions (how their name under ``tensorflow.``, past any ``compat.v1.``/``compat.v2.``,
 #: begins) that only show a value: a value inside one feeds no computation
 SHOW_ONLY_CALLS = ("print", "summary.", "debugging.")
+#: ... except these, which return the value they check: the gradient flows through
+#: ``tf.debugging.check_numerics`` on TF 2.21 (while ``assert_all_finite`` returns a tensor without one)
+PASS_THROUGH_CALLS = ("debugging.check_numerics",)
 #: NumPy functions (how their name under ``numpy.`` begins) that write a value out or test it
 NUMPY_FOREIGN = ("save", "savez", "savetxt", "savez_compressed", "testing")
 #: NumPy functions (name under ``numpy.``) whose result carries nothing a gradient could follow

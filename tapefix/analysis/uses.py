@@ -28,6 +28,7 @@ from tapefix.analysis.tfops import (
     NO_GRADIENT_THROUGH,
     NUMPY_FOREIGN,
     NUMPY_NO_GRADIENT,
+    PASS_THROUGH_CALLS,
     SAME_DTYPE,
     SELECTOR_ARGUMENTS,
     SHOW_ONLY_CALLS,
@@ -343,6 +344,8 @@ class UseFinder:
         if name is not None:
             if name.startswith(TF + "."):
                 short = name[len(TF) + 1 :]
+                if short.startswith(PASS_THROUGH_CALLS):
+                    return None
                 if short.startswith(DISPLAY_CALLS):
                     return Use.DISPLAY
                 if short.startswith(FOREIGN_CALLS):
@@ -413,7 +416,7 @@ def feeds_computation(context: Cursor, node: cst.CSTNode) -> bool:
             name = context.analysis.is_tf_call(ancestor) or ""
             for prefix in ("compat.v1.", "compat.v2."):
                 name = name[len(prefix) :] if name.startswith(prefix) else name
-            if name.startswith(SHOW_ONLY_CALLS):
+            if name.startswith(SHOW_ONLY_CALLS) and not name.startswith(PASS_THROUGH_CALLS):
                 return False
     uses = UseFinder(context).of_node(node)
     return Use.COMPUTE in uses or Use.DISPLAY not in uses
@@ -497,6 +500,9 @@ def _call_passes_gradient(analysis: ModuleAnalysis, call: cst.Call, child: cst.C
         short = name[len(TF) + 1 :]
         if short in NO_GRADIENT_THROUGH:
             return False
+        shown = short.split(".", 2)[2] if short.startswith(("compat.v1.", "compat.v2.")) else short
+        if shown.startswith(SHOW_ONLY_CALLS) and not shown.startswith(PASS_THROUGH_CALLS):
+            return False  # printed, summarised or asserted: what it returns carries no gradient back
         if short == "cast" or short == "dtypes.cast":
             dtype = next((a.value for a in call.args if a.keyword is not None and a.keyword.value == "dtype"), None)
             if dtype is None and len(call.args) > 1 and call.args[1].keyword is None:
