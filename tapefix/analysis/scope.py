@@ -235,7 +235,8 @@ class ModuleAnalysis:
         #: while the fixed point runs a stretch of code: the keys its evaluation reads, each with the clock
         #: when it was first read there (else None)
         self._reading: Optional[Dict[object, int]] = None
-        _Collector(self).collect(module)
+        # One walk collects the module and records the fixed point's calls (``_infer`` replays them).
+        self._recording: Optional[Recording] = Recording(module, _Binder, walking=_Collector(self))
         self._qualified = {}
         self._seed_entry_points()
         self._inferred = infer
@@ -292,7 +293,8 @@ class ModuleAnalysis:
         # bounds pathological modules.
         # The tree does not change between passes: walk it once, replay the binder's calls after, and
         # on a later pass replay only the stretches of code whose inputs changed since they last ran.
-        recording = Recording(self.module, _Binder)
+        recording = self._recording or Recording(self.module, _Binder)
+        self._recording = None  # replayed below, never again
         plan = _Plan(recording)
         for _ in range(6):
             changed = _Binder(self).bind_all(recording, plan)
@@ -631,9 +633,6 @@ class _Collector(cst.CSTVisitor):
         #: "def" or "class" for each enclosing scope, innermost last
         self.scope_kinds: List[str] = []
         self.tape_vars: Set[str] = set()
-
-    def collect(self, module: cst.Module) -> None:
-        walk(module, self)
 
     def _current(self) -> Optional[Function]:
         return self.function_stack[-1] if self.function_stack else None

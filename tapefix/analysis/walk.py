@@ -218,9 +218,15 @@ class Recording:
     so that a visitor that walks the same unchanged tree many times (a fixed-point pass) can replay them
     without walking. ``visit_`` returning ``False`` still skips the calls for the node's subtree."""
 
-    def __init__(self, root: cst.CSTNode, visitor_class: Type[cst.CSTVisitor]) -> None:
+    def __init__(
+        self, root: cst.CSTNode, visitor_class: Type[cst.CSTVisitor], walking: Optional[cst.CSTVisitor] = None
+    ) -> None:
+        """Record the calls a walk of ``root`` makes on ``visitor_class``; with ``walking``, walk that visitor
+        in the same pass (its ``visit_`` handlers must not skip children: they are not asked)."""
         #: (handler, node, where to go on when the handler returns False)
-        self.calls: List[Tuple[Callable[..., Optional[bool]], cst.CSTNode, int]] = _record(root, visitor_class)
+        self.calls: List[Tuple[Callable[..., Optional[bool]], cst.CSTNode, int]] = _record(
+            root, visitor_class, walking
+        )
 
     def replay(self, visitor: cst.CSTVisitor, start: int = 0, end: Optional[int] = None) -> None:
         """Replay the calls from ``start`` up to ``end`` (all of them by default)."""
@@ -234,17 +240,26 @@ class Recording:
                 index += 1
 
 
-def _record(root: cst.CSTNode, target: type) -> List[Tuple[Callable[..., Optional[bool]], cst.CSTNode, int]]:
+def _record(
+    root: cst.CSTNode, target: type, walking: Optional[cst.CSTVisitor] = None
+) -> List[Tuple[Callable[..., Optional[bool]], cst.CSTNode, int]]:
     """The calls ``walk(root, target(...))`` would make, without a visitor: the walk's own loop, appending
-    each handler with its node. Skipping a node's children lands on its leave call (or what follows)."""
+    each handler with its node. Skipping a node's children lands on its leave call (or what follows).
+    ``walking``'s own handlers are called as the walk goes (``walk(root, walking)`` in the same pass)."""
     visits = _table(target, "visit_")
     leaves = _table(target, "leave_")
     calls: List[Tuple[Callable[..., Optional[bool]], cst.CSTNode, int]] = []
     fields_of = _NODE_FIELDS
     skip = _SKIP
+    other_visits: Dict[type, _Handler] = _table(walking, "visit_") if walking is not None else {}
+    other_leaves: Dict[type, _Handler] = _table(walking, "leave_") if walking is not None else {}
 
     def enter(node: cst.CSTNode) -> None:
         kind = type(node)
+        if walking is not None:
+            handler = other_visits[kind] if kind in other_visits else _handler(other_visits, walking, "visit_", kind)
+            if handler is not None:
+                handler(walking, node)
         visit = visits[kind] if kind in visits else _handler(visits, target, "visit_", kind)
         index = -1
         if visit is not None:
@@ -267,6 +282,10 @@ def _record(root: cst.CSTNode, target: type) -> List[Tuple[Callable[..., Optiona
         leave = leaves[kind] if kind in leaves else _handler(leaves, target, "leave_", kind)
         if leave is not None:
             calls.append((leave, node, -1))
+        if walking is not None:
+            handler = other_leaves[kind] if kind in other_leaves else _handler(other_leaves, walking, "leave_", kind)
+            if handler is not None:
+                handler(walking, node)
 
     enter(root)
     return calls
