@@ -10,8 +10,8 @@ import libcst as cst
 
 from tapefix.analysis.names import dotted
 from tapefix.analysis.reaching import reaching
-from tapefix.analysis.scope import Function, ModuleAnalysis
-from tapefix.analysis.syntax import is_integer_dtype, keyword, walk
+from tapefix.analysis.scope import Function, ModuleAnalysis, Shape
+from tapefix.analysis.syntax import argument, is_integer_dtype, keyword, walk
 from tapefix.analysis.tfops import (
     IMPURE_CALLS,
     MAGNITUDE,
@@ -560,6 +560,39 @@ def call_sites(
     if function.class_name is None and analysis.name_reads.get(name, 0) - 1 != by_name:
         return None
     return found or None
+
+
+def passed_shape(analysis: ModuleAnalysis, function: Function, name: str, depth: int = 4) -> Shape:
+    """What the callers of ``function`` pass as its parameter ``name``, where the model leaves its shape
+    open (the callers disagree): NONSCALAR when some call in the module passes a non-scalar tensor on the
+    gradient path (a batched model output, also passed on through other helpers, up to ``depth`` callers
+    up), SCALAR when every call passes a scalar, else UNKNOWN. Not for a name the function rebinds, a
+    function passed around as a value, or one a tape in another module runs (its callers are out of sight)."""
+    return _passed_shape(analysis, function, name, depth, frozenset())
+
+
+def _passed_shape(analysis: ModuleAnalysis, function: Function, name: str, depth: int, busy: FrozenSet[int]) -> Shape:
+    if depth == 0 or id(function.node) in busy or name not in function.params or name in function.defs:
+        return Shape.UNKNOWN
+    if any(f is function for f in analysis.entry_functions):
+        return Shape.UNKNOWN
+    sites = call_sites(analysis, function)  # none when the function is also passed around as a value
+    if not sites:
+        return Shape.UNKNOWN
+    index = function.params.index(name)
+    shapes: List[Shape] = []
+    for call, caller, _ in sites:
+        passed = argument(call, index, name)
+        if passed is None:
+            return Shape.UNKNOWN  # a default value, or a star argument
+        value = analysis.value(passed, caller)
+        shape = value.shape
+        if shape is Shape.UNKNOWN and isinstance(passed, cst.Name) and caller is not None:
+            shape = _passed_shape(analysis, caller, passed.value, depth - 1, busy | {id(function.node)})
+        if shape is Shape.NONSCALAR and value.on_path:
+            return Shape.NONSCALAR
+        shapes.append(shape)
+    return Shape.SCALAR if shapes and all(s is Shape.SCALAR for s in shapes) else Shape.UNKNOWN
 
 
 def all_calls(analysis: ModuleAnalysis) -> List[Tuple[cst.Call, Tuple[cst.CSTNode, ...]]]:

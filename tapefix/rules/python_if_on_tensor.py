@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import io
 import tokenize
-from typing import Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
+from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 import libcst as cst
 
-from tapefix.analysis.expressions import call_sites, names_in, numeric_literal
-from tapefix.analysis.scope import Function, Shape
-from tapefix.analysis.syntax import argument
+from tapefix.analysis.expressions import names_in, numeric_literal, passed_shape
+from tapefix.analysis.scope import Shape
 from tapefix.analysis.tfops import SINGULAR_OPS
 from tapefix.analysis.walk import children
 from tapefix.rule import Invalid, Rule, RuleContext, Valid
 from tapefix.types import Edit, Forward, Safety
 
-# How many helpers up a parameter's callers are followed (``inner(v)`` called as ``inner(p)``).
-_MAX_CALLER_DEPTH = 4
 _ELEMENTWISE_COMPARE = (cst.GreaterThan, cst.GreaterThanEqual, cst.LessThan, cst.LessThanEqual, cst.Equal, cst.NotEqual)
 
 
@@ -481,37 +478,8 @@ g = tape.gradient(loss, w)
         shape = self.context.value(operand).shape
         function = self.context.function
         if shape is Shape.UNKNOWN and isinstance(operand, cst.Name) and function is not None:
-            return self._passed_shape(operand.value, function, _MAX_CALLER_DEPTH, frozenset())
+            return passed_shape(self.context.analysis, function, operand.value)
         return shape
-
-    def _passed_shape(self, name: str, function: Function, depth: int, busy: FrozenSet[int]) -> Shape:
-        """NONSCALAR when some call of ``function`` in the module passes a non-scalar tensor on the gradient
-        path as its parameter ``name`` (the ``if`` raises for that call), SCALAR when every call passes a
-        scalar, else UNKNOWN. Not for a name the function rebinds, a function passed around as a value, or
-        one a tape in another module runs (its callers are out of sight)."""
-        analysis = self.context.analysis
-        if depth == 0 or id(function.node) in busy or name not in function.params or name in function.defs:
-            return Shape.UNKNOWN
-        if any(f is function for f in analysis.entry_functions):
-            return Shape.UNKNOWN
-        # Every call of the function; none when it is also passed around as a value.
-        sites = call_sites(analysis, function)
-        if not sites:
-            return Shape.UNKNOWN
-        index = function.params.index(name)
-        shapes: List[Shape] = []
-        for call, caller, _ in sites:
-            passed = argument(call, index, name)
-            if passed is None:
-                return Shape.UNKNOWN  # a default value, or a star argument
-            value = analysis.value(passed, caller)
-            shape = value.shape
-            if shape is Shape.UNKNOWN and isinstance(passed, cst.Name) and caller is not None:
-                shape = self._passed_shape(passed.value, caller, depth - 1, busy | {id(function.node)})
-            if shape is Shape.NONSCALAR and value.on_path:
-                return Shape.NONSCALAR
-            shapes.append(shape)
-        return Shape.SCALAR if shapes and all(s is Shape.SCALAR for s in shapes) else Shape.UNKNOWN
 
     # ------------------------------------------------------------------ the rewrite
     def _rewrite(self, node: cst.If, following: Optional[cst.SimpleStatementLine]) -> Tuple[str, Optional[str]]:
