@@ -1227,10 +1227,13 @@ def _block(s: _State, header: Any, body: List[Any]) -> Any:
         previous = s.lines[line - 2] if line > 1 else ""
         suite = False
         if previous.rstrip("\r").endswith("\\"):
-            before = previous.rstrip("\r")[:-1].rstrip(_BLANK)
-            if "#" in previous:
-                raise Unsupported("a backslash after a comment before a block")
-            suite = before.endswith(":")
+            code, comment, _ = previous.partition("#")
+            if not comment:
+                suite = code.rstrip("\r")[:-1].rstrip(_BLANK).endswith(":")
+            elif code.strip(_BLANK) and (not code.rstrip(_BLANK).endswith(":") or "'" in code or '"' in code):
+                # the "#" may be in a string, and the backslash continue the line
+                raise Unsupported("a backslash at the end of a header with a # in it")
+            # else a comment ends with the backslash: on its own line, or after the header's colon
     if suite:
         return _SimpleStatementSuite([_S[n.__class__](s, n) for n in body])
     if s.indent is None:
@@ -1639,6 +1642,8 @@ def light_module(source: str) -> Tuple[cst.Module, Dict[cst.CSTNode, Range]]:
 
     Raises ``SyntaxError`` for source ast does not parse, and ``Unsupported`` for syntax the converter
     does not map exactly (a ``match`` statement, for one)."""
+    if source.startswith("\ufeff"):
+        source = source[1:]  # a byte order mark: libcst drops it too, and counts columns without it
     # The parse and the conversion make hundreds of thousands of objects and free none of them:
     # the cyclic garbage collector would walk them again and again for nothing (15% of the time).
     collecting = gc.isenabled()
