@@ -1573,19 +1573,18 @@ def _handler(s: _State, h: Any, make: Callable[..., Any]) -> Any:
 
 
 def _try(s: _State, n: Any) -> Any:
-    node = _Try(
-        _block(s, n, n.body),
-        [_handler(s, h, _ExceptHandler) for h in n.handlers],
-        _orelse(s, n, n.orelse),
-        _Finally(_block(s, n, n.finalbody)) if n.finalbody else None,
-    )
-    return _compound_pos(s, node, n)
+    return _try_with(s, n, _Try, _ExceptHandler)
 
 
 def _trystar(s: _State, n: Any) -> Any:
-    node = _TryStar(
+    return _try_with(s, n, _TryStar, _ExceptStarHandler)
+
+
+def _try_with(s: _State, n: Any, make: Callable[..., Any], handler: Callable[..., Any]) -> Any:
+    """``try`` and ``try``/``except*``: the same fields, their own node and handler classes."""
+    node = make(
         _block(s, n, n.body),
-        [_handler(s, h, _ExceptStarHandler) for h in n.handlers],
+        [_handler(s, h, handler) for h in n.handlers],
         _orelse(s, n, n.orelse),
         _Finally(_block(s, n, n.finalbody)) if n.finalbody else None,
     )
