@@ -69,3 +69,16 @@ def test_the_walk_visits_what_libcst_visits_in_the_same_order(source: str) -> No
     walk(module, ours)
     module.visit(theirs)
     assert [type(n) for n in ours.seen] == [type(n) for n in theirs.seen]
+
+
+def test_a_field_visited_only_when_set_is_walked_whatever_order_the_nodes_come_in() -> None:
+    # An f-string's format spec is visited only when present; the first expression seen has one, the
+    # second not, the third again (and a conversion, another optional field, in between).
+    source = 'f"{a:{b}}"; f"{c}"; f"{d:{e}}"; f"{g!r}"; f"{h!r:{i}}"\n'
+    ours, theirs = _Order(), _Order()
+    module = cst.parse_module(source)
+    walk(module, ours)
+    module.visit(theirs)
+    names = [n.value for n in ours.seen if isinstance(n, cst.Name)]
+    assert names == ["a", "b", "c", "d", "e", "g", "h", "i"]
+    assert [type(n) for n in ours.seen] == [type(n) for n in theirs.seen]

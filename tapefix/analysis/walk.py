@@ -46,6 +46,8 @@ _TRIVIA_SET = frozenset(TRIVIA)
 #: per node class: its child fields in visiting order, and the fields libcst skipped because they were None
 _FIELDS: Dict[type, Tuple[Tuple[str, ...], Tuple[str, ...]]] = {}
 _VARIANTS: Dict[Tuple[type, Tuple[bool, ...]], Tuple[str, ...]] = {}
+#: ``_without_trivia`` of each variant's fields, by node class and variant
+_NODE_VARIANTS: Dict[Tuple[type, Tuple[str, ...]], Tuple[str, ...]] = {}
 #: per node class: its child fields that can hold something other than trivia, in visiting order
 _NODE_FIELDS: Dict[type, Tuple[str, ...]] = {}
 NODE_FIELDS = _NODE_FIELDS
@@ -79,23 +81,22 @@ def child_fields(node: cst.CSTNode) -> Tuple[str, ...]:
     """The names of ``node``'s child fields in the order libcst visits them."""
     kind = type(node)
     entry = _FIELDS.get(kind)
-    if entry is not None and not entry[1]:
+    if entry is None:
+        # A few nodes visit a field only when it is set (an f-string's format spec): their order is
+        # learned for each combination of their optional fields that are set.
+        hints = typing.get_type_hints(kind)
+        optional = tuple(
+            f.name for f in dataclasses.fields(kind) if type(None) in _leaf_types(hints.get(f.name, object))
+        )
+        entry = _FIELDS[kind] = (() if optional else _learn(node), optional)
+        if not optional:
+            _NODE_FIELDS[kind] = _without_trivia(kind, entry[0])
+    if not entry[1]:
         return entry[0]
-    if entry is not None:
-        # A few nodes visit a field only when it is set (an f-string's format spec): one order for
-        # each combination of such fields that are set.
-        key = (kind, tuple(getattr(node, name) is not None for name in entry[1]))
-        fields = _VARIANTS.get(key)
-        if fields is None:
-            fields = _VARIANTS[key] = _learn(node)
-        return fields
-    fields = _learn(node)
-    unvisited = tuple(
-        f.name for f in dataclasses.fields(node) if f.name not in fields and getattr(node, f.name) is None
-    )
-    _FIELDS[kind] = (fields, unvisited)
-    if not unvisited:
-        _NODE_FIELDS[kind] = _without_trivia(kind, fields)
+    key = (kind, tuple(getattr(node, name) is not None for name in entry[1]))
+    fields = _VARIANTS.get(key)
+    if fields is None:
+        fields = _VARIANTS[key] = _learn(node)
     return fields
 
 
@@ -129,10 +130,15 @@ def _learn(node: cst.CSTNode) -> Tuple[str, ...]:
 def node_fields(node: cst.CSTNode) -> Tuple[str, ...]:
     """``child_fields(node)`` less the fields that hold only trivia (a walk of its own reads
     ``NODE_FIELDS`` first, and calls this for a class not yet there)."""
-    fields = _NODE_FIELDS.get(type(node))
+    kind = type(node)
+    fields = _NODE_FIELDS.get(kind)
     if fields is not None:
         return fields
-    return _without_trivia(type(node), child_fields(node))
+    visited = child_fields(node)
+    found = _NODE_VARIANTS.get((kind, visited))
+    if found is None:
+        found = _NODE_VARIANTS[(kind, visited)] = _without_trivia(kind, visited)
+    return found
 
 
 def children(node: cst.CSTNode) -> List[cst.CSTNode]:
@@ -224,9 +230,7 @@ class Recording:
         """Record the calls a walk of ``root`` makes on ``visitor_class``; with ``walking``, walk that visitor
         in the same pass (its ``visit_`` handlers must not skip children: they are not asked)."""
         #: (handler, node, where to go on when the handler returns False)
-        self.calls: List[Tuple[Callable[..., Optional[bool]], cst.CSTNode, int]] = _record(
-            root, visitor_class, walking
-        )
+        self.calls: List[Tuple[Callable[..., Optional[bool]], cst.CSTNode, int]] = _record(root, visitor_class, walking)
 
     def replay(self, visitor: cst.CSTVisitor, start: int = 0, end: Optional[int] = None) -> None:
         """Replay the calls from ``start`` up to ``end`` (all of them by default)."""
